@@ -1,0 +1,1 @@
+"""Prefect flows of simstudy (orchestration only; the domain lives in `simstudy`)."""

@@ -1,0 +1,139 @@
+"""One local Prefect API per study run, started once and always stopped.
+
+Without an API URL, Prefect's ephemeral mode starts a temporary API server in every
+process that reports a run, including every Dask worker (~230 MB and ~8 s each, all on
+one SQLite file), and abrupt exits leave them running. `prefect_api()` starts exactly
+one server, publishes its URL through PREFECT_API_URL (inherited by local Dask workers
+and carried in the task context to remote ones) and stops it on exit; the server also
+dies with this process if it is killed (PR_SET_PDEATHSIG).
+
+```python
+>>> with prefect_api() as url:
+...     ...  # run flows; url is e.g. http://127.0.0.1:41233/api
+```
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prefect.logging.handlers import APILogHandler
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+STARTUP_TIMEOUT_SECONDS = 90.0
+PR_SET_PDEATHSIG = 1
+
+
+class ApiStartError(RuntimeError):
+    """The local Prefect API did not become healthy."""
+
+
+def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: SIGTERM it when our process dies, so a
+    # killed `simstudy run` never leaves an API server behind.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def start_api_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a Prefect API server (no UI) on 127.0.0.1:port."""
+    spec = importlib.util.find_spec("prefect")
+    assert spec is not None and spec.origin is not None, "prefect is not installed"
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn",
+                "--app-dir", str(Path(spec.origin).parent.parent),
+                "--factory", "prefect.server.api.server:create_app",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "error", "--lifespan", "on",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until GET {url}/health answers 200, or raise `ApiStartError`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ApiStartError(f"Prefect API server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise ApiStartError(f"Prefect API at {url} not healthy after {timeout:.0f} s")
+
+
+def stop_api_server(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and everything in its process group."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        process.wait()
+
+
+@contextmanager
+def prefect_api(log_path: Path | None = None) -> Iterator[str]:
+    """Yield the Prefect API URL: PREFECT_API_URL when set, else a server started here."""
+    existing = os.environ.get("PREFECT_API_URL")
+    if existing:
+        yield existing
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"simstudy-api-{port}.log"
+    process = start_api_server(port, log_path)
+    try:
+        wait_healthy(url, process, STARTUP_TIMEOUT_SECONDS)
+        # The environment reaches local Dask workers; the settings context reaches this
+        # process even when Prefect was imported (and its settings read) before.
+        os.environ["PREFECT_API_URL"] = url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        # Send the logs still queued for the API before the API goes away.
+        APILogHandler.flush()
+        stop_api_server(process)

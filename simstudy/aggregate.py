@@ -1,0 +1,137 @@
+"""Aggregate a parameter set from its batches, and the study from its parameter sets."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from simstudy.batch import BatchResult
+from simstudy.design import ParameterSet
+from simstudy.stats import Partial, summarize
+
+FIRST_ERRORS = 3
+"""Distinct errors kept per failed parameter set."""
+
+
+class ParameterSetAggregate(BaseModel):
+    """Statistics of one parameter set, or why it could not be aggregated."""
+
+    param_id: str = Field(description="Parameter set identity.")
+    index: int = Field(description="Position in the design.")
+    params: dict[str, Any] = Field(description="Full parameter set.")
+    status: Literal["ok", "failed"] = Field(description="failed: too few successful replicates.")
+    counts: dict[str, int] = Field(description="Replicates by status (ok, failed, timed_out).")
+    reasons: list[str] = Field(default_factory=list, description="Why the set failed.")
+    first_errors: list[str] = Field(default_factory=list, description="First distinct errors.")
+    scalars: list[dict[str, Any]] = Field(
+        default_factory=list, description="One row per scalar output."
+    )
+    series: list[dict[str, Any]] = Field(
+        default_factory=list, description="One row per series output and time point."
+    )
+
+
+class StudySummary(BaseModel):
+    """Outcome of a whole study."""
+
+    status: Literal["ok", "failed"] = Field(description="failed if any parameter set failed.")
+    replicate_counts: dict[str, int] = Field(description="Replicates by status.")
+    n_parameter_sets: int = Field(description="Parameter sets in the study.")
+    n_aggregated: int = Field(description="Parameter sets aggregated.")
+    failed_sets: dict[str, list[str]] = Field(
+        default_factory=dict, description="param_id -> reasons and first errors."
+    )
+
+    def headline(self) -> str:
+        """Return a one-paragraph description fit for a flow run's state message."""
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.replicate_counts.items()))
+        text = f"{self.n_aggregated}/{self.n_parameter_sets} parameter sets aggregated; replicates: {counts}"
+        if not self.failed_sets:
+            return text
+        failures = "; ".join(
+            f"{pid[:12]}: {' | '.join(reasons)}" for pid, reasons in self.failed_sets.items()
+        )
+        return f"{len(self.failed_sets)} parameter set(s) failed - {failures}. {text}"
+
+
+def aggregate_parameter_set(
+    parameter_set: ParameterSet,
+    batches: list[BatchResult],
+    replicates: int,
+    min_success_fraction: float,
+    quantiles: list[float],
+) -> ParameterSetAggregate:
+    """Merge a parameter set's batch statistics (in replicate order) into its aggregate."""
+    batches = sorted(batches, key=lambda b: b.start)
+    records = [r for b in batches for r in b.records]
+    counts = dict(Counter(r.status for r in records))
+    n_ok = counts.get("ok", 0)
+    errors = list(dict.fromkeys(r.error.splitlines()[0] for r in records if r.error))
+    base = {
+        "param_id": parameter_set.param_id,
+        "index": parameter_set.index,
+        "params": parameter_set.params,
+        "counts": counts,
+        "first_errors": errors[:FIRST_ERRORS],
+    }
+    reasons = []
+    if n_ok < min_success_fraction * replicates:
+        reasons.append(
+            f"{n_ok}/{replicates} replicates ok, below min_success_fraction {min_success_fraction:g}"
+        )
+    shapes = {(b.start, tuple(sorted(b.kinds.items())), _lengths(b)) for b in batches if b.kinds}
+    if len({shape[1:] for shape in shapes}) > 1:
+        described = ", ".join(f"replicates from {s[0]}: {dict(s[1])}" for s in sorted(shapes))
+        reasons.append(f"outputs differ between batches ({described})")
+    if reasons:
+        return ParameterSetAggregate(status="failed", reasons=reasons, **base)
+    merged = _merge_partials(batches)
+    n_failed = len(records) - n_ok
+    kinds = next((b.kinds for b in batches if b.kinds), {})
+    scalars: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
+    for name, partial in merged.items():
+        stats = summarize(partial, quantiles)
+        common = {"param_id": parameter_set.param_id, "output": name, "n_failed": n_failed}
+        if kinds[name] == "scalar":
+            scalars.append({**common, **_row(stats, 0)})
+        else:
+            series.extend({**common, "t": t, **_row(stats, t)} for t in range(partial.length))
+    return ParameterSetAggregate(status="ok", scalars=scalars, series=series, **base)
+
+
+def _lengths(batch: BatchResult) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((name, p.length) for name, p in batch.partials.items()))
+
+
+def _merge_partials(batches: list[BatchResult]) -> dict[str, Partial]:
+    merged: dict[str, Partial] = {}
+    for batch in batches:
+        for name, partial in batch.partials.items():
+            merged[name] = merged[name].merge(partial) if name in merged else partial
+    return merged
+
+
+def _row(stats: dict[str, Any], t: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"n_ok": int(stats["count"][t])}
+    row.update({key: float(value[t]) for key, value in stats.items() if key != "count"})
+    return row
+
+
+def summarize_study(aggregates: list[ParameterSetAggregate]) -> StudySummary:
+    """Combine parameter-set aggregates into the study's outcome."""
+    counts: Counter[str] = Counter()
+    for aggregate in aggregates:
+        counts.update(aggregate.counts)
+    failed = {
+        a.param_id: a.reasons + a.first_errors[:1] for a in aggregates if a.status == "failed"
+    }
+    return StudySummary(
+        status="failed" if failed else "ok",
+        replicate_counts=dict(counts),
+        n_parameter_sets=len(aggregates),
+        n_aggregated=len(aggregates) - len(failed),
+        failed_sets=failed,
+    )

@@ -1,0 +1,30 @@
+"""Runners: how one replicate of a model is executed (thread, process, subprocess)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simstudy.runners.base import Runner, run_replicate
+from simstudy.runners.command import CommandRunner
+from simstudy.runners.process import ProcessRunner, shared_process_runner
+from simstudy.runners.thread import ThreadRunner
+from simstudy.spec import CommandModel, Study
+
+__all__ = [
+    "CommandRunner",
+    "ProcessRunner",
+    "Runner",
+    "ThreadRunner",
+    "make_runner",
+    "run_replicate",
+]
+
+
+def make_runner(study: Study, log_dir: str | Path) -> Runner:
+    """Return the runner the study asks for (process runners are shared per process)."""
+    model = study.model
+    if isinstance(model, CommandModel):
+        return CommandRunner(model.command, study.resolve(model.cwd), log_dir)
+    if study.execution.runner == "thread":
+        return ThreadRunner(model)
+    return shared_process_runner(model, log_dir)

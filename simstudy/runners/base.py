@@ -1,0 +1,100 @@
+"""What every runner shares: the runner protocol, model loading and the retry loop."""
+
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from simstudy.records import AttemptResult, ReplicateRecord
+
+STDERR_TAIL_LINES = 20
+STDERR_TAIL_BYTES = 4096
+
+
+class Runner(Protocol):
+    """Runs one attempt of one replicate and returns what happened; never raises for model faults."""
+
+    def attempt(
+        self, params: dict[str, Any], seed: int, timeout_seconds: float, log_name: str
+    ) -> AttemptResult: ...
+
+    def close(self) -> None: ...
+
+
+def load_callable(ref: str) -> Callable[..., Any]:
+    """Import and return the function named by 'module:function'."""
+    module_name, _, function_name = ref.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        function = getattr(module, function_name)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no function {function_name!r}") from None
+    if not callable(function):
+        raise ImportError(f"{ref} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
+def short_traceback(exc: BaseException) -> str:
+    """Return the exception's message and the last frames of its traceback."""
+    lines = traceback.format_exception(exc)
+    return "".join(lines[-6:]).rstrip()
+
+
+def file_tail(path: Path, start: int = 0) -> str:
+    """Return the last lines of a log file written after byte offset `start`."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(start, size - STDERR_TAIL_BYTES))
+            data = handle.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(lines[-STDERR_TAIL_LINES:])
+
+
+def with_stderr_tail(message: str, tail: str) -> str:
+    """Return an error message followed by the stderr tail, when there is one."""
+    return f"{message}\n--- stderr (last lines) ---\n{tail}" if tail else message
+
+
+def run_replicate(
+    runner: Runner,
+    *,
+    param_id: str,
+    params: dict[str, Any],
+    replicate: int,
+    seed: int,
+    timeout_seconds: float,
+    retries: int,
+    retry_delay_seconds: float,
+    worker: str,
+) -> ReplicateRecord:
+    """Run one replicate with its retries and return its record."""
+    total = 0.0
+    attempt_number = 0
+    result: AttemptResult | None = None
+    for attempt_number in range(1, retries + 2):
+        if attempt_number > 1 and retry_delay_seconds:
+            time.sleep(retry_delay_seconds)
+        log_name = f"{param_id[:12]}/r{replicate:06d}-a{attempt_number}"
+        result = runner.attempt(params, seed, timeout_seconds, log_name)
+        total += result.duration_s
+        if result.status == "ok":
+            break
+    assert result is not None
+    return ReplicateRecord(
+        param_id=param_id,
+        replicate=replicate,
+        seed=seed,
+        status=result.status,
+        attempts=attempt_number,
+        duration_s=total,
+        error=result.error,
+        worker=worker,
+        outputs=result.outputs,
+    )

@@ -1,0 +1,229 @@
+"""Result files of a study, each written atomically (temp file + rename).
+
+Files in the output folder: `replicates.parquet`, `timeseries.parquet`,
+`aggregates.parquet`, `timeseries_aggregates.parquet`, `study.json` and `logs/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simstudy.aggregate import ParameterSetAggregate
+from simstudy.design import ParameterSet
+from simstudy.errors import OutputDirError
+from simstudy.records import ReplicateRecord
+from simstudy.spec import Study
+
+STUDY_FILE = "study.json"
+REPLICATES_FILE = "replicates.parquet"
+TIMESERIES_FILE = "timeseries.parquet"
+AGGREGATES_FILE = "aggregates.parquet"
+TIMESERIES_AGGREGATES_FILE = "timeseries_aggregates.parquet"
+LOGS_DIR = "logs"
+RESULT_FILES = (
+    STUDY_FILE,
+    REPLICATES_FILE,
+    TIMESERIES_FILE,
+    AGGREGATES_FILE,
+    TIMESERIES_AGGREGATES_FILE,
+)
+KEY_PACKAGES = ("simstudy", "prefect", "prefect-dask", "dask", "distributed", "numpy", "pyarrow")
+
+
+def study_id(study: Study, sets: list[ParameterSet]) -> str:
+    """Return the identity of a study's results: model, parameter sets, replicates, seed."""
+    model = study.model if isinstance(study.model, str) else study.model.model_dump()
+    identity = {
+        "name": study.name,
+        "model": model,
+        "param_ids": [ps.param_id for ps in sets],
+        "replicates": study.replicates,
+        "seed": study.seed,
+    }
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """Yield a temporary file that replaces `path` only once it is complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        # NamedTemporaryFile creates 0600 files; results get the usual umask permissions.
+        os.chmod(handle.name, 0o666 & ~_umask())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically."""
+    with atomic_file(path) as handle:
+        handle.write(json.dumps(data, indent=2, sort_keys=False, default=str).encode())
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Write a Parquet table atomically."""
+    with atomic_file(path) as handle:
+        pq.write_table(table, handle)
+
+
+def prepare_output_dir(output: Path, identity: str, overwrite: bool) -> None:
+    """Make sure `output` is empty or holds this study's results; refuse anything else."""
+    if output.exists() and not output.is_dir():
+        raise OutputDirError(f"output {output} is a file, not a folder: choose another output")
+    existing = [p for p in output.iterdir()] if output.exists() else []
+    if existing and not overwrite:
+        found = read_study_json(output) if (output / STUDY_FILE).exists() else None
+        if found is None:
+            raise OutputDirError(
+                f"output {output} is not empty and holds no simstudy results; "
+                "choose another output or pass --overwrite"
+            )
+        if found.get("study_id") != identity:
+            raise OutputDirError(
+                f"output {output} holds results of another study ({found.get('name')!r}, "
+                f"study_id {found.get('study_id')}); choose another output or pass --overwrite"
+            )
+    for name in RESULT_FILES:
+        (output / name).unlink(missing_ok=True)
+    shutil.rmtree(output / LOGS_DIR, ignore_errors=True)
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def read_study_json(output: Path) -> dict[str, Any]:
+    """Return the study.json of an output folder."""
+    try:
+        data: dict[str, Any] = json.loads((output / STUDY_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OutputDirError(f"cannot read {output / STUDY_FILE}: {exc}") from exc
+    return data
+
+
+def versions() -> dict[str, str]:
+    """Return the versions of Python and the key packages."""
+    found = {"python": platform.python_version()}
+    for name in KEY_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def study_document(
+    study: Study,
+    sets: list[ParameterSet],
+    identity: str,
+    started_at: datetime,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Return the content of study.json."""
+    return {
+        "name": study.name,
+        "study_id": identity,
+        "study": study.model_dump(mode="json"),
+        "parameter_sets": [ps.model_dump() for ps in sets],
+        "versions": versions(),
+        "started_at": started_at.isoformat(),
+        **fields,
+    }
+
+
+def now() -> datetime:
+    """Return the current UTC time."""
+    return datetime.now(UTC)
+
+
+def replicates_table(records: list[ReplicateRecord]) -> pa.Table:
+    """Return one row per replicate: the record fields and one column per scalar output."""
+    scalar_names = sorted(
+        {name for r in records for name, v in r.outputs.items() if not isinstance(v, list)}
+    )
+    rows = []
+    for r in records:
+        row = r.model_dump(exclude={"outputs"})
+        for name in scalar_names:
+            value = r.outputs.get(name)
+            row[name] = None if isinstance(value, list) else value
+        rows.append(row)
+    schema = pa.schema(
+        [
+            ("param_id", pa.string()),
+            ("replicate", pa.int64()),
+            ("seed", pa.int64()),
+            ("status", pa.string()),
+            ("attempts", pa.int64()),
+            ("duration_s", pa.float64()),
+            ("error", pa.string()),
+            ("worker", pa.string()),
+            *[(name, pa.float64()) for name in scalar_names],
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def timeseries_table(records: list[ReplicateRecord]) -> pa.Table | None:
+    """Return the series outputs in long form (param_id, replicate, output, t, value)."""
+    columns: dict[str, list[Any]] = {k: [] for k in ("param_id", "replicate", "output", "t", "value")}
+    for r in records:
+        for name, value in sorted(r.outputs.items()):
+            if isinstance(value, list):
+                n = len(value)
+                columns["param_id"].extend([r.param_id] * n)
+                columns["replicate"].extend([r.replicate] * n)
+                columns["output"].extend([name] * n)
+                columns["t"].extend(range(n))
+                columns["value"].extend(value)
+    if not columns["value"]:
+        return None
+    return pa.table(columns)
+
+
+def aggregates_table(aggregates: list[ParameterSetAggregate], series: bool) -> pa.Table | None:
+    """Return aggregate rows (scalar or series) with the parameters as columns."""
+    rows = []
+    for aggregate in aggregates:
+        for row in aggregate.series if series else aggregate.scalars:
+            rows.append({**aggregate.params, **row})
+    return pa.Table.from_pylist(rows) if rows else None
+
+
+def write_results(
+    output: Path, records: list[ReplicateRecord], aggregates: list[ParameterSetAggregate]
+) -> None:
+    """Write the Parquet result files of a finished study."""
+    write_table(output / REPLICATES_FILE, replicates_table(records))
+    for name, table in (
+        (TIMESERIES_FILE, timeseries_table(records)),
+        (AGGREGATES_FILE, aggregates_table(aggregates, series=False)),
+        (TIMESERIES_AGGREGATES_FILE, aggregates_table(aggregates, series=True)),
+    ):
+        if table is not None:
+            write_table(output / name, table)

@@ -1,0 +1,67 @@
+"""The simulation task: one Prefect task run per batch of replicates."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import distributed
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+
+from simstudy.batch import BatchResult, run_batch
+from simstudy.batching import Batch
+from simstudy.spec import Study
+
+OUTER_TIMEOUT_MARGIN_SECONDS = 60.0
+
+
+class _BatchTimeoutWarningFilter(logging.Filter):
+    """Drop Prefect's 'timeout in a worker thread cannot interrupt' warning for batch tasks.
+
+    It is true (PrefectHQ/prefect#15760) and is why replicates run under the runner's own
+    killable timeout; the batch task's timeout is only a backstop, so the warning on every
+    batch is noise.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        is_batch = getattr(record, "task_name", None) == "simulate-batch"
+        return not (is_batch and "running in a worker thread" in str(record.msg))
+
+
+logging.getLogger("prefect.task_runs").addFilter(_BatchTimeoutWarningFilter())
+
+
+def current_worker() -> str:
+    """Return the address of the Dask worker running this code (or the host name)."""
+    try:
+        return str(distributed.get_worker().address)
+    except ValueError:
+        return socket.gethostname()
+
+
+# Caching is off: the default policy would hash every argument of every task run, and a
+# batch's identity is already its (param_id, replicate range, seed).
+@task(name="simulate-batch", cache_policy=NO_CACHE, persist_result=False)
+def simulate_batch(study: Study, batch: Batch, log_dir: str) -> BatchResult:
+    """Run one batch of replicates on this worker."""
+    return run_batch(study, batch, worker=current_worker(), log_dir=log_dir)
+
+
+def outer_timeout_seconds(study: Study, batch_size: int) -> float:
+    """Return the batch task's timeout: every replicate's attempts and delays, plus a margin."""
+    execution = study.execution
+    per_replicate = (execution.retries + 1) * execution.timeout_seconds + (
+        execution.retries * execution.retry_delay_seconds
+    )
+    return per_replicate * batch_size + OUTER_TIMEOUT_MARGIN_SECONDS
+
+
+def configured_simulate_batch(study: Study, batch_size: int) -> Task[..., BatchResult]:
+    """Return the simulation task with the study's retries, timeout and run names."""
+    return simulate_batch.with_options(
+        task_run_name="{batch.label}",
+        retries=study.execution.retries,
+        retry_delay_seconds=study.execution.retry_delay_seconds,
+        timeout_seconds=outer_timeout_seconds(study, batch_size),
+    )
