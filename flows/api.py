@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prefect.logging.handlers import APILogHandler
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -135,5 +135,5 @@ def prefect_api(log_path: Path | None = None) -> Iterator[str]:
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         # Send the logs still queued for the API before the API goes away.
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=5)
         stop_api_server(process)

@@ -94,23 +94,28 @@ def write_table(path: Path, table: pa.Table) -> None:
         pq.write_table(table, handle)
 
 
-def prepare_output_dir(output: Path, identity: str, overwrite: bool) -> None:
-    """Make sure `output` is empty or holds this study's results; refuse anything else."""
+def check_output_dir(output: Path, identity: str, overwrite: bool) -> None:
+    """Raise `OutputDirError` unless `output` is absent, empty or holds this study's results."""
     if output.exists() and not output.is_dir():
         raise OutputDirError(f"output {output} is a file, not a folder: choose another output")
-    existing = [p for p in output.iterdir()] if output.exists() else []
-    if existing and not overwrite:
-        found = read_study_json(output) if (output / STUDY_FILE).exists() else None
-        if found is None:
-            raise OutputDirError(
-                f"output {output} is not empty and holds no simstudy results; "
-                "choose another output or pass --overwrite"
-            )
-        if found.get("study_id") != identity:
-            raise OutputDirError(
-                f"output {output} holds results of another study ({found.get('name')!r}, "
-                f"study_id {found.get('study_id')}); choose another output or pass --overwrite"
-            )
+    if overwrite or not output.exists() or not any(output.iterdir()):
+        return
+    if not (output / STUDY_FILE).exists():
+        raise OutputDirError(
+            f"output {output} is not empty and holds no simstudy results; "
+            "choose another output or pass --overwrite"
+        )
+    found = read_study_json(output)
+    if found.get("study_id") != identity:
+        raise OutputDirError(
+            f"output {output} holds results of another study ({found.get('name')!r}, "
+            f"study_id {found.get('study_id')}); choose another output or pass --overwrite"
+        )
+
+
+def prepare_output_dir(output: Path, identity: str, overwrite: bool) -> None:
+    """Check the output folder, then remove the result files of a previous run."""
+    check_output_dir(output, identity, overwrite)
     for name in RESULT_FILES:
         (output / name).unlink(missing_ok=True)
     shutil.rmtree(output / LOGS_DIR, ignore_errors=True)

@@ -1,0 +1,134 @@
+"""The `simstudy` command: run, validate, show, schema.
+
+Exit codes: 0 success, 1 the study failed, 2 invalid input (nothing was started),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from simstudy.batching import plan_batches
+from simstudy.design import expand_parameters
+from simstudy.errors import OutputDirError, StudyError
+from simstudy.loading import load_study, read_study_document, validate_study
+from simstudy.report import summary_table
+from simstudy.spec import Study
+from simstudy.storage import check_output_dir, study_id
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+console = Console(stderr=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the `simstudy` command."""
+    parser = argparse.ArgumentParser(
+        prog="simstudy", description="Simulation studies on Prefect and Dask."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a study")
+    run.add_argument("study", help="study file (YAML or JSON)")
+    run.add_argument("--output", help="output folder (default: the study's output)")
+    run.add_argument("--workers", type=int, help="worker processes of the local Dask cluster")
+    run.add_argument("--address", help="address of an existing Dask scheduler")
+    run.add_argument("--overwrite", action="store_true", help="replace another study's results")
+    run.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    validate = commands.add_parser("validate", help="check a study and list its parameter sets")
+    validate.add_argument("study")
+    show = commands.add_parser("show", help="summarise a finished study")
+    show.add_argument("output", help="output folder of a study")
+    commands.add_parser("schema", help="print the JSON Schema of the study file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "schema":
+            print(json.dumps(Study.model_json_schema(), indent=2))
+            return EXIT_OK
+        if args.command == "validate":
+            return validate_command(args.study)
+        if args.command == "show":
+            console.print(summary_table(Path(args.output)))
+            return EXIT_OK
+        return run_command(args)
+    except (StudyError, OutputDirError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: running replicates were stopped")
+        return EXIT_INTERRUPTED
+
+
+def validate_command(path: str) -> int:
+    """Print the expanded parameter table of a valid study."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = load_study(path)
+    sets = expand_parameters(study)
+    batches = plan_batches(study, sets)
+    for warning in caught:
+        console.print(f"[yellow]warning:[/yellow] {warning.message}", highlight=False)
+    print(
+        f"{study.name}: {len(sets)} parameter sets x {study.replicates} replicates = "
+        f"{len(sets) * study.replicates} simulations in {len(batches)} batches "
+        f"of up to {max(b.size for b in batches)}"
+    )
+    for ps in sets:
+        print(f"{ps.param_id}  {json.dumps(ps.params, sort_keys=True)}")
+    return EXIT_OK
+
+
+def study_with_overrides(args: argparse.Namespace) -> Study:
+    """Load the study and apply --output, --workers and --address."""
+    path = Path(args.study)
+    document = read_study_document(path)
+    document.setdefault("base_dir", str(path.resolve().parent))
+    if args.output:
+        document["output"] = args.output
+    if args.workers is not None or args.address:
+        execution = document.setdefault("execution", {})
+        dask = execution.setdefault("dask", {}) if isinstance(execution, dict) else {}
+        if args.address:
+            dask.clear()
+            dask["address"] = args.address
+        if args.workers is not None:
+            dask["n_workers"] = args.workers
+    return validate_study(document, str(path))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Validate, then run the study on one local Prefect API and a Dask cluster."""
+    study = study_with_overrides(args)
+    sets = expand_parameters(study)
+    check_output_dir(Path(study.output_dir), study_id(study, sets), args.overwrite)
+
+    # Prefect is imported only now: validation errors above come back in well under a second.
+    from flows.api import prefect_api
+    from flows.progress_bar import progress_bar
+    from flows.study import simulation_study
+
+    started = time.monotonic()
+    with prefect_api() as api_url:
+        console.print(f"Prefect API: {api_url}", highlight=False)
+        with progress_bar(console, enabled=not args.no_progress):
+            state = simulation_study(study=study, overwrite=args.overwrite, return_state=True)
+    console.print(summary_table(Path(study.output_dir)))
+    elapsed = time.monotonic() - started
+    console.print(f"{state.name}: {state.message} [{elapsed:.1f} s]", highlight=False)
+    return EXIT_OK if state.is_completed() else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The subprocess runner: external programs that can neither block nor outlive a timeout."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simstudy.runners.command import CommandRunner
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leftover_processes")]
+
+REPO = Path(__file__).parents[3]
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> CommandRunner:
+    return CommandRunner([sys.executable, "-m", "tests.support.command_model"], REPO, tmp_path)
+
+
+def test_last_stdout_line_is_the_result(runner: CommandRunner) -> None:
+    result = runner.attempt({"a": 1.0}, 10, 20, "p/r0")
+    assert result.status == "ok"
+    assert result.outputs["y"] == 2.0
+
+
+@pytest.mark.parametrize("behavior", ["stderr_flood", "stdout_flood"])
+def test_ten_megabytes_on_a_stream_do_not_block(runner: CommandRunner, behavior: str) -> None:
+    result = runner.attempt({"behavior": behavior}, 1, 30, "p/r0")
+    assert result.status == "ok", result.error
+
+
+def test_stderr_goes_to_a_log_file(runner: CommandRunner, tmp_path: Path) -> None:
+    runner.attempt({"behavior": "stderr_flood"}, 1, 30, "p/r0")
+    assert (tmp_path / "p" / "r0.stderr.log").stat().st_size > 10 * 1024 * 1024
+
+
+def test_hanging_program_is_killed_within_timeout_plus_two_seconds(runner: CommandRunner) -> None:
+    started = time.monotonic()
+    result = runner.attempt({"behavior": "spawn_and_hang"}, 1, 1.5, "p/r0")
+    assert result.status == "timed_out"
+    assert time.monotonic() - started < 3.5
+
+
+def test_non_zero_exit_fails_with_stderr_tail(runner: CommandRunner) -> None:
+    result = runner.attempt({"behavior": "fail"}, 1, 20, "p/r0")
+    assert result.status == "failed"
+    assert "exited with code 4" in (result.error or "")
+    assert "failing on purpose" in (result.error or "")
+
+
+def test_non_json_output_fails_clearly(runner: CommandRunner) -> None:
+    result = runner.attempt({"behavior": "not_json"}, 1, 20, "p/r0")
+    assert result.status == "failed"
+    assert "not a JSON object" in (result.error or "")
+    assert "this is not json" in (result.error or "")
+
+
+def test_wrong_output_names_fail(runner: CommandRunner) -> None:
+    result = runner.attempt({"behavior": "bad_output"}, 1, 20, "p/r0")
+    assert result.status == "failed"
+    assert "reserved" in (result.error or "")
+
+
+def test_missing_program_fails_clearly(tmp_path: Path) -> None:
+    result = CommandRunner(["/no/such/program"], tmp_path, tmp_path).attempt({}, 1, 5, "p/r0")
+    assert result.status == "failed"
+    assert "cannot start '/no/such/program'" in (result.error or "")

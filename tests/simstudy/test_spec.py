@@ -1,0 +1,167 @@
+"""The study file: every invalid field is named in the error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simstudy.design import expand_parameters
+from simstudy.errors import StudyError
+from simstudy.loading import load_study, validate_study
+
+VALID: dict[str, Any] = {
+    "name": "demo",
+    "model": "simstudy.models.seir:simulate",
+    "parameters": {"grid": {"beta": [0.2, 0.3], "gamma": [0.1]}},
+    "replicates": 4,
+    "seed": 1,
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """Return VALID with the dotted `path` set to `value`."""
+    document = json.loads(json.dumps(VALID))
+    *parents, last = path.split(".")
+    node = document
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return document
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        ("name", "has space", "name"),
+        ("model", "no_colon", "model"),
+        ("replicates", 0, "replicates"),
+        ("seed", -1, "seed"),
+        ("seed", 2**63, "seed"),
+        ("execution.timeout_seconds", 0, "execution.timeout_seconds"),
+        ("execution.retries", -1, "execution.retries"),
+        ("execution.retry_delay_seconds", -2, "execution.retry_delay_seconds"),
+        ("execution.batch_size", 0, "execution.batch_size"),
+        ("execution.batch_size", "big", "execution.batch_size"),
+        ("execution.min_success_fraction", 1.5, "execution.min_success_fraction"),
+        ("execution.runner", "gpu", "execution.runner"),
+        ("execution.dask.n_workers", 0, "execution.dask.n_workers"),
+        ("execution.dask.threads_per_worker", 0, "execution.dask.threads_per_worker"),
+        ("execution.dask.colour", "blue", "execution.dask.colour"),
+        ("aggregate.quantiles", [0.5, 1.5], "aggregate.quantiles"),
+        ("fixed", {"1bad": 1}, "fixed"),
+        ("fixed", {"param_id": 1}, "fixed"),
+        ("fixed", {"x": [1, 2]}, "fixed.x"),
+        ("parameters.grid", {"beta": []}, "grid.beta is empty"),
+        ("parameters.list", [{"beta": 0.1}], "exactly one of grid, list or file"),
+        ("unknown_field", 1, "unknown_field"),
+    ],
+)
+def test_invalid_field_is_named(path: str, value: Any, named: str) -> None:
+    with pytest.raises(StudyError) as caught:
+        validate_study(with_change(path, value))
+    assert named in str(caught.value)
+
+
+def test_address_with_local_cluster_settings_is_refused() -> None:
+    document = with_change("execution.dask", {"address": "tcp://127.0.0.1:8786", "n_workers": 2})
+    with pytest.raises(StudyError, match="address is set, so n_workers cannot be"):
+        validate_study(document)
+
+
+def test_runner_must_fit_the_model() -> None:
+    with pytest.raises(StudyError, match="command models run with runner 'subprocess'"):
+        validate_study(with_change("model", {"command": ["prog"]}) | {"execution": {"runner": "thread"}})
+    with pytest.raises(StudyError, match="runner is 'subprocess' but model is a Python callable"):
+        validate_study(with_change("execution.runner", "subprocess"))
+
+
+def test_default_runner_follows_the_model() -> None:
+    assert validate_study(VALID).execution.runner == "process"
+    command = validate_study(with_change("model", {"command": ["prog", "arg"]}))
+    assert command.execution.runner == "subprocess"
+
+
+def test_thread_runner_warns_that_it_cannot_time_out() -> None:
+    with pytest.warns(UserWarning, match="cannot enforce timeout_seconds"):
+        validate_study(with_change("execution.runner", "thread"))
+
+
+def test_fixed_and_varying_overlap_is_refused() -> None:
+    with pytest.raises(StudyError, match="parameters.grid and fixed both set"):
+        validate_study(VALID | {"fixed": {"beta": 0.1}})
+
+
+def test_float_and_int_parameters_are_not_turned_into_bools() -> None:
+    study = validate_study(VALID | {"fixed": {"days": 1.0, "flag": True, "n": 3}})
+    assert study.fixed == {"days": 1.0, "flag": True, "n": 3}
+    assert type(study.fixed["days"]) is float
+
+
+def test_list_design_needs_the_same_names_in_every_set() -> None:
+    study = validate_study(
+        with_change("parameters", {"list": [{"beta": 0.1}, {"beta": 0.2, "gamma": 1}]})
+    )
+    with pytest.raises(StudyError, match=r"parameters \(set 1\): has parameters"):
+        expand_parameters(study)
+
+
+def test_duplicate_parameter_sets_are_refused_with_1_equal_to_1_0() -> None:
+    study = validate_study(with_change("parameters", {"list": [{"beta": 1}, {"beta": 1.0}]}))
+    with pytest.raises(StudyError, match=r"set 1\): same parameter set as set 0"):
+        expand_parameters(study)
+
+
+def test_nan_parameter_is_refused_by_name() -> None:
+    study = validate_study(with_change("parameters", {"list": [{"beta": float("nan")}]}))
+    with pytest.raises(StudyError, match=r"set 0\): parameter 'beta' is nan"):
+        expand_parameters(study)
+
+
+def test_empty_cell_in_parameter_file_is_named(tmp_path: Path) -> None:
+    table = tmp_path / "params.csv"
+    table.write_text("beta,gamma\n0.1,0.2\n,0.3\n")
+    study = validate_study(with_change("parameters", {"file": str(table)}))
+    with pytest.raises(StudyError, match=r"set 1\): no value for \['beta'\]"):
+        expand_parameters(study)
+
+
+def test_parameter_file_relative_to_study_file(tmp_path: Path) -> None:
+    (tmp_path / "params.csv").write_text("beta,gamma\n0.1,0.2\n0.3,0.4\n")
+    (tmp_path / "study.yaml").write_text(
+        "name: f\nmodel: m:f\nparameters: {file: params.csv}\nreplicates: 2\nseed: 3\n"
+    )
+    sets = expand_parameters(load_study(tmp_path / "study.yaml"))
+    assert [s.params for s in sets] == [{"beta": 0.1, "gamma": 0.2}, {"beta": 0.3, "gamma": 0.4}]
+
+
+def test_missing_parameter_file_is_named(tmp_path: Path) -> None:
+    study = validate_study(with_change("parameters", {"file": str(tmp_path / "nope.csv")}))
+    with pytest.raises(StudyError, match="parameters.file"):
+        expand_parameters(study)
+
+
+def test_grid_expands_in_written_order() -> None:
+    sets = expand_parameters(validate_study(with_change("parameters.grid", {"b": [1, 2], "a": [3]})))
+    assert [s.params for s in sets] == [{"b": 1, "a": 3}, {"b": 2, "a": 3}]
+    assert [s.index for s in sets] == [0, 1]
+
+
+def test_unreadable_yaml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(StudyError, match="not valid yaml"):
+        load_study(path)
+
+
+def test_json_study_file(tmp_path: Path) -> None:
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(VALID))
+    assert load_study(path).name == "demo"
+
+
+def test_example_study_is_valid() -> None:
+    study = load_study(Path(__file__).parents[2] / "examples" / "seir.yaml")
+    assert len(expand_parameters(study)) * study.replicates == 300
