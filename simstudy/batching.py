@@ -42,14 +42,10 @@ def auto_batch_size(n_sets: int, replicates: int) -> int:
     # Depends on the study alone, never on the cluster, so the same study always gets
     # the same batches (and bit-identical merged statistics) on any cluster layout.
     batches_per_set = max(1, math.ceil(TARGET_TASK_RUNS / n_sets))
-    size = max(min(replicates, MIN_AUTO_BATCH), math.ceil(replicates / batches_per_set))
-    return even_batch_size(replicates, size)
-
-
-def even_batch_size(replicates: int, size: int) -> int:
-    """Return the batch size that splits replicates into equal parts of at most `size`."""
-    size = min(size, replicates)
-    return math.ceil(replicates / math.ceil(replicates / size))
+    smallest = max(min(replicates, MIN_AUTO_BATCH), math.ceil(replicates / batches_per_set))
+    # Equal batches: as many as fit at `smallest` or more each.
+    n_batches = max(1, replicates // smallest)
+    return math.ceil(replicates / n_batches)
 
 
 def batch_size_for(study: Study, n_sets: int) -> int:

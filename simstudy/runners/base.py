@@ -39,9 +39,10 @@ def load_callable(ref: str) -> Callable[..., Any]:
 
 
 def short_traceback(exc: BaseException) -> str:
-    """Return the exception's message and the last frames of its traceback."""
-    lines = traceback.format_exception(exc)
-    return "".join(lines[-6:]).rstrip()
+    """Return the exception's message first, then the last frames of its traceback."""
+    message = "".join(traceback.format_exception_only(exc)).strip()
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-3:]).rstrip()
+    return f"{message}\nTraceback (most recent call last, innermost 3 frames):\n{frames}"
 
 
 def file_tail(path: Path, start: int = 0) -> str:
