@@ -1,0 +1,142 @@
+"""The `simstudy` command: exit codes, messages, and no process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from flows.cli import main
+
+REPO = Path(__file__).parents[2]
+
+
+def write_study(path: Path, **overrides) -> Path:
+    document = {
+        "name": "cli",
+        "model": "tests.support.faulty:simulate",
+        "parameters": {"grid": {"a": [1.0, 2.0]}},
+        "replicates": 2,
+        "seed": 3,
+        "execution": {"timeout_seconds": 10, "retries": 0, "dask": {"n_workers": 1}},
+        "output": str(path.parent / "out"),
+    }
+    document.update(overrides)
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO, env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_schema_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "replicates" in schema["properties"]
+    assert schema["properties"]["replicates"]["description"]
+
+
+def test_validate_lists_parameter_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(write_study(tmp_path / "s.yaml"))]) == 0
+    out = capsys.readouterr().out
+    assert "2 parameter sets x 2 replicates = 4 simulations" in out
+    assert len([line for line in out.splitlines() if len(line.split()[0]) == 64]) == 2
+
+
+def test_invalid_study_exits_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_study(tmp_path / "s.yaml", replicates=-1)
+    assert main(["validate", str(path)]) == 2
+    assert main(["run", str(path)]) == 2
+    assert "replicates: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_other_studys_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps({"name": "other", "study_id": "x"}))
+    assert main(["run", str(write_study(tmp_path / "s.yaml"))]) == 2
+    assert "holds results of another study ('other'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_run_exit_codes_and_show(tmp_path: Path, prefect_api_url: str) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
+    ok = cli("run", str(write_study(tmp_path / "ok.yaml")), "--no-progress", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "Completed: 2/2 parameter sets aggregated; replicates: 4 ok" in ok.stderr
+    shown = cli("show", str(tmp_path / "out"), env=env)
+    assert shown.returncode == 0 and "cli: ok" in shown.stderr
+
+    failing = write_study(
+        tmp_path / "bad.yaml", parameters={"list": [{"behavior": "raise"}]}, output=str(tmp_path / "bad")
+    )
+    failed = cli("run", str(failing), "--no-progress", env=env)
+    assert failed.returncode == 1
+    assert "1 parameter set(s) failed" in failed.stderr
+    assert "model failed on purpose" in failed.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_everything_including_the_api_server(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    study = write_study(
+        tmp_path / "slow.yaml",
+        parameters={"list": [{"behavior": "hang"}]},
+        execution={"timeout_seconds": 600, "dask": {"n_workers": 1}},
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", str(study), "--no-progress"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    parent = psutil.Process(process.pid)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 120
+    # Wait until a replicate is running in a model process (the hang), noting every process.
+    while time.monotonic() < deadline:
+        children = parent.children(recursive=True)
+        seen.update(p.pid for p in children)
+        if any("simstudy.runners._child" in " ".join(_cmdline(p)) for p in children):
+            break
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("the study never started a model process")
+    assert any("uvicorn" in " ".join(_cmdline(psutil.Process(p))) for p in seen if psutil.pid_exists(p))
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in seen):
+        time.sleep(0.2)
+    assert [p for p in seen if _alive(p)] == []
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

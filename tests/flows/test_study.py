@@ -1,0 +1,169 @@
+"""The simulation-study flow on real Dask clusters and a real Prefect API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.api import free_port
+from flows.study import simulation_study
+from simstudy.batching import plan_batches
+from simstudy.design import expand_parameters
+from simstudy.identity import replicate_seed
+from simstudy.spec import Study
+from tests.support.faulty import FAULTS_ENV
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes")]
+
+
+def replicate_rows(output: str) -> list[dict]:
+    return pq.read_table(Path(output) / "replicates.parquet").to_pylist()
+
+
+@pytest.mark.timeout(120)
+def test_study_completes_with_every_file(make_study: Callable[..., Study]) -> None:
+    study = make_study()
+    state = simulation_study(study=study, return_state=True)
+    assert state.is_completed(), state.message
+    out = Path(study.output_dir)
+    rows = replicate_rows(study.output_dir)
+    assert len(rows) == 6
+    assert len({(r["param_id"], r["replicate"]) for r in rows}) == 6
+    assert all(r["seed"] == replicate_seed(7, r["param_id"], r["replicate"]) for r in rows)
+    assert {r["status"] for r in rows} == {"ok"}
+    aggregates = pq.read_table(out / "aggregates.parquet").to_pylist()
+    assert {(a["a"], a["output"]) for a in aggregates} == {(a, o) for a in (1.0, 2.0) for o in "xy"}
+    assert pq.read_table(out / "timeseries.parquet").num_rows == 6 * 5
+    assert pq.read_table(out / "timeseries_aggregates.parquet").num_rows == 2 * 5
+    document = json.loads((out / "study.json").read_text())
+    assert document["status"] == "ok" and document["counts"] == {"ok": 6}
+    assert {"python", "prefect", "dask"} <= set(document["versions"])
+
+
+@pytest.mark.timeout(180)
+def test_aggregations_never_starve_a_single_worker_thread(make_study: Callable[..., Study]) -> None:
+    # 1 worker x 1 thread, 20 parameter sets, every batch and aggregation submitted up
+    # front: if an aggregation held the only thread while waiting, this would never end.
+    study = make_study(
+        parameters={"grid": {"a": [float(i) for i in range(20)]}},
+        replicates=2,
+        execution={"batch_size": 1, "dask": {"n_workers": 1, "threads_per_worker": 1}},
+    )
+    state = simulation_study(study=study, return_state=True)
+    assert state.is_completed(), state.message
+    assert len(replicate_rows(study.output_dir)) == 40
+
+
+@pytest.mark.timeout(120)
+def test_hung_and_chatty_replicates_cannot_freeze_the_study(
+    make_study: Callable[..., Study], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = make_study(
+        replicates=4,
+        execution={"timeout_seconds": 2, "retries": 1, "dask": {"n_workers": 2}},
+    )
+    sets = expand_parameters(study)
+    hang_seed = replicate_seed(study.seed, sets[0].param_id, 1)
+    flood_seed = replicate_seed(study.seed, sets[1].param_id, 2)
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps({str(hang_seed): "hang", str(flood_seed): "stderr_flood"}))
+    monkeypatch.setenv(FAULTS_ENV, str(faults))
+
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 2 * (1 + 1) + 30
+    assert state.is_failed()
+    assert sets[0].param_id[:12] in (state.message or "")
+    assert "timed out after 2 s" in (state.message or "")
+    rows = {(r["param_id"], r["replicate"]): r for r in replicate_rows(study.output_dir)}
+    hung = rows[(sets[0].param_id, 1)]
+    assert (hung["status"], hung["attempts"]) == ("timed_out", 2)
+    assert rows[(sets[1].param_id, 2)]["status"] == "ok"
+    assert sum(r["status"] == "ok" for r in rows.values()) == 7
+
+
+@pytest.mark.timeout(180)
+def test_same_study_same_results_on_any_layout_and_batch_size(
+    make_study: Callable[..., Study], tmp_path: Path
+) -> None:
+    layouts = [
+        {"batch_size": 1, "dask": {"n_workers": 1}},
+        {"batch_size": 3, "dask": {"n_workers": 2, "threads_per_worker": 2}},
+    ]
+    tables = []
+    for i, execution in enumerate(layouts):
+        study = make_study(replicates=5, execution=execution, output=str(tmp_path / f"run{i}"))
+        assert simulation_study(study=study, return_state=True).is_completed()
+        rows = replicate_rows(study.output_dir)
+        tables.append(sorted((r["param_id"], r["replicate"], r["seed"], r["x"], r["y"]) for r in rows))
+    assert tables[0] == tables[1]
+
+
+@pytest.fixture
+def dask_cli_cluster(tmp_path: Path) -> Iterator[str]:
+    """A scheduler and two `dask worker` processes (daemonic worker processes, via nannies)."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    logs = (tmp_path / "dask.log").open("wb")
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--dashboard-address", ":0", "--no-show"],
+        env=env, stdout=logs, stderr=logs,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2",
+         "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+        env=env, stdout=logs, stderr=logs,
+    )  # fmt: skip
+    try:
+        yield address
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        logs.close()
+
+
+@pytest.mark.timeout(180)
+def test_process_runner_on_dask_worker_command_cluster(
+    make_study: Callable[..., Study], dask_cli_cluster: str
+) -> None:
+    study = make_study(execution={"dask": {"address": dask_cli_cluster}})
+    state = simulation_study(study=study, return_state=True)
+    assert state.is_completed(), state.message
+    rows = replicate_rows(study.output_dir)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == 6
+
+
+@pytest.mark.timeout(60)
+def test_bad_flow_parameters_are_refused(make_study: Callable[..., Study]) -> None:
+    state = simulation_study(return_state=True)
+    assert state.is_failed()
+    assert "exactly one of study_path or study" in (state.message or "")
+
+
+def test_every_replicate_is_recorded_once(make_study: Callable[..., Study]) -> None:
+    study = make_study(replicates=7, execution={"batch_size": 2})
+    assert simulation_study(study=study, return_state=True).is_completed()
+    rows = replicate_rows(study.output_dir)
+    keys = [(r["param_id"], r["replicate"]) for r in rows]
+    expected = {(b.param_id, r) for b in plan_batches(study, expand_parameters(study))
+                for r in range(b.start, b.stop)}  # fmt: skip
+    assert len(keys) == len(set(keys)) and set(keys) == expected
+
