@@ -15,6 +15,7 @@ dies with this process if it is killed (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -50,10 +51,8 @@ def free_port() -> int:
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: SIGTERM it when our process dies, so a
     # killed `simstudy run` never leaves an API server behind.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def start_api_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:

@@ -71,7 +71,9 @@ def simulation_study(
     identity = study_id(study, sets)
     prepare_output_dir(output_dir, identity, overwrite)
     started_at = now()
-    write_json(output_dir / STUDY_FILE, study_document(study, sets, identity, started_at, status="running"))
+    write_json(
+        output_dir / STUDY_FILE, study_document(study, sets, identity, started_at, status="running")
+    )
     logger.info(
         "study %s: %d parameter sets x %d replicates in %d batches -> %s",
         study.name, len(sets), study.replicates, len(batches), output_dir,

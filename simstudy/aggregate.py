@@ -47,7 +47,8 @@ class StudySummary(BaseModel):
     def headline(self) -> str:
         """Return a one-paragraph description fit for a flow run's state message."""
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.replicate_counts.items()))
-        text = f"{self.n_aggregated}/{self.n_parameter_sets} parameter sets aggregated; replicates: {counts}"
+        sets = f"{self.n_aggregated}/{self.n_parameter_sets} parameter sets aggregated"
+        text = f"{sets}; replicates: {counts}"
         if not self.failed_sets:
             return text
         failures = "; ".join(
@@ -69,7 +70,7 @@ def aggregate_parameter_set(
     counts = dict(Counter(r.status for r in records))
     n_ok = counts.get("ok", 0)
     errors = list(dict.fromkeys(r.error.splitlines()[0] for r in records if r.error))
-    base = {
+    base: dict[str, Any] = {
         "param_id": parameter_set.param_id,
         "index": parameter_set.index,
         "params": parameter_set.params,
@@ -79,7 +80,8 @@ def aggregate_parameter_set(
     reasons = []
     if n_ok < min_success_fraction * replicates:
         reasons.append(
-            f"{n_ok}/{replicates} replicates ok, below min_success_fraction {min_success_fraction:g}"
+            f"{n_ok}/{replicates} replicates ok, "
+            f"below min_success_fraction {min_success_fraction:g}"
         )
     shapes = {(b.start, tuple(sorted(b.kinds.items())), _lengths(b)) for b in batches if b.kinds}
     if len({shape[1:] for shape in shapes}) > 1:

@@ -28,7 +28,10 @@ def varying_rows(study: Study) -> list[dict[str, Any]]:
     design = study.parameters
     if design.grid is not None:
         names = list(design.grid)
-        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*design.grid.values())]
+        return [
+            dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*design.grid.values())
+        ]
     if design.list is not None:
         return [dict(row) for row in design.list]
     assert design.file is not None

@@ -35,7 +35,7 @@ class ParameterValueError(ValueError):
 
 def canonical_value(name: str, value: Any) -> ParamValue:
     """Return the canonical form of one parameter value, or raise naming the parameter."""
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, np.generic):
         value = value.item()

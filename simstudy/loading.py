@@ -23,7 +23,9 @@ def read_study_document(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise StudyError(str(path), [f"not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}"]) from exc
+        raise StudyError(
+            str(path), [f"not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}"]
+        ) from exc
     if not isinstance(document, dict):
         raise StudyError(str(path), ["the file must hold one mapping (name:, model:, ...)"])
     return document

@@ -54,7 +54,7 @@ class CommandModel(StudyModel):
 
     command: list[str] = Field(
         min_length=1,
-        description="Program and arguments, e.g. [\"python3\", \"models/my_model.py\"]. "
+        description='Program and arguments, e.g. ["python3", "models/my_model.py"]. '
         "Never run through a shell.",
     )
     cwd: str = Field(
@@ -75,7 +75,9 @@ class DaskSettings(StudyModel):
         default=None, ge=1, description="Worker processes of the local cluster (default: 2)."
     )
     threads_per_worker: int | None = Field(
-        default=None, ge=1, description="Threads per worker process of the local cluster (default: 1)."
+        default=None,
+        ge=1,
+        description="Threads per worker process of the local cluster (default: 1).",
     )
     memory_limit: str | None = Field(
         default=None,
@@ -126,9 +128,7 @@ class Execution(StudyModel):
         le=1,
         description="Fraction of a parameter set's replicates that must succeed to aggregate it.",
     )
-    dask: DaskSettings = Field(
-        default_factory=DaskSettings, description="Dask cluster to run on."
-    )
+    dask: DaskSettings = Field(default_factory=DaskSettings, description="Dask cluster to run on.")
 
     @field_validator("batch_size")
     @classmethod
@@ -143,7 +143,8 @@ class ParameterDesign(StudyModel):
 
     grid: dict[str, builtins.list[ScalarParam]] | None = Field(
         default=None,
-        description="Cartesian product of the listed values, e.g. {beta: [0.2, 0.3], gamma: [0.1]}.",
+        description="Cartesian product of the listed values, "
+        "e.g. {beta: [0.2, 0.3], gamma: [0.1]}.",
     )
     list: builtins.list[dict[str, ScalarParam]] | None = Field(
         default=None, description="Explicit parameter sets, one mapping each."
@@ -190,7 +191,8 @@ class Study(StudyModel):
     """A simulation study: parameter sets x replicates of one model."""
 
     name: str = Field(
-        pattern=NAME_PATTERN, description="Study name ([A-Za-z0-9_-]+); names runs and the output folder."
+        pattern=NAME_PATTERN,
+        description="Study name ([A-Za-z0-9_-]+); names runs and the output folder.",
     )
     model: str | CommandModel = Field(
         description="Python callable as 'module:function', or {command: [...], cwd: '.'} "
@@ -201,11 +203,14 @@ class Study(StudyModel):
     )
     parameters: ParameterDesign = Field(description="The varying parameters.")
     replicates: int = Field(ge=1, le=10_000_000, description="Replicates per parameter set.")
-    seed: int = Field(ge=0, lt=2**63, description="Study seed; every replicate seed derives from it.")
+    seed: int = Field(
+        ge=0, lt=2**63, description="Study seed; every replicate seed derives from it."
+    )
     execution: Execution = Field(default_factory=Execution, description="How replicates run.")
     aggregate: Aggregate = Field(default_factory=Aggregate, description="Statistics to compute.")
     output: str | None = Field(
-        default=None, description="Output folder (default: results/<name>), relative to the working directory."
+        default=None,
+        description="Output folder (default: results/<name>), relative to the working directory.",
     )
     base_dir: str = Field(
         default=".",

@@ -44,8 +44,12 @@ class Partial:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, safe.sum(axis=0) / np.maximum(count, 1), np.nan)
             m2 = np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0)
-        minimum = np.where(count > 0, np.where(finite, values, np.inf).min(axis=0, initial=np.inf), np.nan)
-        maximum = np.where(count > 0, np.where(finite, values, -np.inf).max(axis=0, initial=-np.inf), np.nan)
+        minimum = np.where(
+            count > 0, np.where(finite, values, np.inf).min(axis=0, initial=np.inf), np.nan
+        )
+        maximum = np.where(
+            count > 0, np.where(finite, values, -np.inf).max(axis=0, initial=-np.inf), np.nan
+        )
         return cls(count, mean, m2, minimum, maximum, values)
 
     @property

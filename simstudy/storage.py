@@ -62,7 +62,10 @@ def study_id(study: Study, sets: list[ParameterSet]) -> str:
 def atomic_file(path: Path) -> Iterator[IO[bytes]]:
     """Yield a temporary file that replaces `path` only once it is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
+    # Not a `with` block: the file must outlive its handle until it is renamed into place.
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
+        dir=path.parent, prefix=f".{path.name}.", delete=False
+    )
     try:
         with handle:
             yield handle
@@ -196,7 +199,9 @@ def replicates_table(records: list[ReplicateRecord]) -> pa.Table:
 
 def timeseries_table(records: list[ReplicateRecord]) -> pa.Table | None:
     """Return the series outputs in long form (param_id, replicate, output, t, value)."""
-    columns: dict[str, list[Any]] = {k: [] for k in ("param_id", "replicate", "output", "t", "value")}
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("param_id", "replicate", "output", "t", "value")
+    }
     for r in records:
         for name, value in sorted(r.outputs.items()):
             if isinstance(value, list):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -65,10 +66,8 @@ def assert_no_new_processes(before: set[int], grace_seconds: float = 10.0) -> No
         time.sleep(0.2)
     described = []
     for p in left:
-        try:
+        with contextlib.suppress(psutil.Error):
             described.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.Error:
-            pass
     assert not described, "processes left behind:\n" + "\n".join(described)
 
 

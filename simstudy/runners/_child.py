@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 from simstudy.records import OutputError, normalize_outputs
 from simstudy.runners._wire import WireClosed, read_frame, write_frame
@@ -47,6 +48,7 @@ def main() -> None:
             params, seed = read_frame(request_fd)
         except WireClosed:
             return
+        reply: tuple[str, Any]
         try:
             reply = ("ok", normalize_outputs(model(params, seed)))
         except OutputError as exc:

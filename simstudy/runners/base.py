@@ -16,7 +16,7 @@ STDERR_TAIL_BYTES = 4096
 
 
 class Runner(Protocol):
-    """Runs one attempt of one replicate and returns what happened; never raises for model faults."""
+    """Runs one attempt of one replicate; model faults are results, never exceptions."""
 
     def attempt(
         self, params: dict[str, Any], seed: int, timeout_seconds: float, log_name: str
@@ -35,7 +35,7 @@ def load_callable(ref: str) -> Callable[..., Any]:
         raise ImportError(f"module {module_name!r} has no function {function_name!r}") from None
     if not callable(function):
         raise ImportError(f"{ref} is not callable")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def short_traceback(exc: BaseException) -> str:

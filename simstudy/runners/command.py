@@ -61,7 +61,7 @@ class CommandRunner:
                     duration_s=time.perf_counter() - started,
                 )
             try:
-                returncode = process.wait(timeout=timeout_seconds)
+                process.wait(timeout=timeout_seconds)
                 timed_out = False
             except subprocess.TimeoutExpired:
                 timed_out = True

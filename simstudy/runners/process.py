@@ -16,6 +16,7 @@ do not do.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
 import signal
@@ -52,10 +53,8 @@ def exit_description(returncode: int) -> str:
 
 def kill_process_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process group led by `process` and reap the leader."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()
 
 
@@ -96,8 +95,10 @@ class WarmProcess:
             kind, detail = read_frame(self._reply_fd, time.monotonic() + STARTUP_TIMEOUT_SECONDS)
         except (WireTimeout, WireClosed) as exc:
             self.kill()
-            reason = "timed out importing the model" if isinstance(exc, WireTimeout) else (
-                exit_description(self.process.returncode)
+            reason = (
+                "timed out importing the model"
+                if isinstance(exc, WireTimeout)
+                else (exit_description(self.process.returncode))
             )
             raise ChildStartError(
                 with_stderr_tail(f"model process {reason}", file_tail(self.log_path))

@@ -34,7 +34,9 @@ def write_study(path: Path, **overrides) -> Path:
     return path
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=REPO, env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout,
@@ -55,7 +57,9 @@ def test_validate_lists_parameter_sets(tmp_path: Path, capsys: pytest.CaptureFix
     assert len([line for line in out.splitlines() if len(line.split()[0]) == 64]) == 2
 
 
-def test_invalid_study_exits_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_study_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_study(tmp_path / "s.yaml", replicates=-1)
     assert main(["validate", str(path)]) == 2
     assert main(["run", str(path)]) == 2
@@ -82,7 +86,9 @@ def test_run_exit_codes_and_show(tmp_path: Path, prefect_api_url: str) -> None:
     assert shown.returncode == 0 and "cli: ok" in shown.stderr
 
     failing = write_study(
-        tmp_path / "bad.yaml", parameters={"list": [{"behavior": "raise"}]}, output=str(tmp_path / "bad")
+        tmp_path / "bad.yaml",
+        parameters={"list": [{"behavior": "raise"}]},
+        output=str(tmp_path / "bad"),
     )
     failed = cli("run", str(failing), "--no-progress", env=env)
     assert failed.returncode == 1
@@ -117,7 +123,9 @@ def test_ctrl_c_stops_everything_including_the_api_server(tmp_path: Path) -> Non
     else:
         process.kill()
         pytest.fail("the study never started a model process")
-    assert any("uvicorn" in " ".join(_cmdline(psutil.Process(p))) for p in seen if psutil.pid_exists(p))
+    assert any(
+        "uvicorn" in " ".join(_cmdline(psutil.Process(p))) for p in seen if psutil.pid_exists(p)
+    )
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-2000:]

@@ -105,7 +105,9 @@ def test_same_study_same_results_on_any_layout_and_batch_size(
         study = make_study(replicates=5, execution=execution, output=str(tmp_path / f"run{i}"))
         assert simulation_study(study=study, return_state=True).is_completed()
         rows = replicate_rows(study.output_dir)
-        tables.append(sorted((r["param_id"], r["replicate"], r["seed"], r["x"], r["y"]) for r in rows))
+        tables.append(
+            sorted((r["param_id"], r["replicate"], r["seed"], r["x"], r["y"]) for r in rows)
+        )
     assert tables[0] == tables[1]
 
 
@@ -166,4 +168,3 @@ def test_every_replicate_is_recorded_once(make_study: Callable[..., Study]) -> N
     expected = {(b.param_id, r) for b in plan_batches(study, expand_parameters(study))
                 for r in range(b.start, b.stop)}  # fmt: skip
     assert len(keys) == len(set(keys)) and set(keys) == expected
-

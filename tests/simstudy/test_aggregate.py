@@ -37,7 +37,9 @@ def test_batch_split_does_not_change_the_aggregate(make_study: Callable[..., Stu
     assert {r["t"] for r in results[1].series} == set(range(5))
 
 
-def test_set_below_min_success_fraction_fails_with_reasons(make_study: Callable[..., Study]) -> None:
+def test_set_below_min_success_fraction_fails_with_reasons(
+    make_study: Callable[..., Study],
+) -> None:
     study = thread_study(make_study, parameters={"list": [{"behavior": "raise"}]})
     sets = expand_parameters(study)
     batches = [run_batch(study, b, "w", "/tmp") for b in plan_batches(study, sets)]

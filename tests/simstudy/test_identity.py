@@ -18,7 +18,7 @@ GOLDEN_SEEDS = [6786560636320847119, 1109485743750782183, 7382012569259927904]
 def test_param_id_golden_value() -> None:
     assert canonical_json(GOLDEN_PARAMS) == GOLDEN_JSON
     assert param_id(GOLDEN_PARAMS) == GOLDEN_ID
-    assert GOLDEN_ID == hashlib.blake2b(GOLDEN_JSON.encode(), digest_size=32).hexdigest()
+    assert hashlib.blake2b(GOLDEN_JSON.encode(), digest_size=32).hexdigest() == GOLDEN_ID
 
 
 def test_replicate_seed_golden_values() -> None:
@@ -27,7 +27,9 @@ def test_replicate_seed_golden_values() -> None:
 
 def test_seeds_come_from_seed_sequence_spawn_keys() -> None:
     words = tuple(int(GOLDEN_ID[i : i + 8], 16) for i in range(0, 64, 8))
-    expected = np.random.SeedSequence(20261127, spawn_key=(*words, 2)).generate_state(1, np.uint64)[0]
+    expected = np.random.SeedSequence(20261127, spawn_key=(*words, 2)).generate_state(1, np.uint64)[
+        0
+    ]
     assert replicate_seed(20261127, GOLDEN_ID, 2) == int(expected) >> 1
 
 

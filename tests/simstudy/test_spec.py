@@ -73,7 +73,9 @@ def test_address_with_local_cluster_settings_is_refused() -> None:
 
 def test_runner_must_fit_the_model() -> None:
     with pytest.raises(StudyError, match="command models run with runner 'subprocess'"):
-        validate_study(with_change("model", {"command": ["prog"]}) | {"execution": {"runner": "thread"}})
+        validate_study(
+            with_change("model", {"command": ["prog"]}) | {"execution": {"runner": "thread"}}
+        )
     with pytest.raises(StudyError, match="runner is 'subprocess' but model is a Python callable"):
         validate_study(with_change("execution.runner", "subprocess"))
 
@@ -144,7 +146,9 @@ def test_missing_parameter_file_is_named(tmp_path: Path) -> None:
 
 
 def test_grid_expands_in_written_order() -> None:
-    sets = expand_parameters(validate_study(with_change("parameters.grid", {"b": [1, 2], "a": [3]})))
+    sets = expand_parameters(
+        validate_study(with_change("parameters.grid", {"b": [1, 2], "a": [3]}))
+    )
     assert [s.params for s in sets] == [{"b": 1, "a": 3}, {"b": 2, "a": 3}]
     assert [s.index for s in sets] == [0, 1]
 

@@ -26,7 +26,13 @@ def test_same_seed_same_epidemic() -> None:
 
 @pytest.mark.parametrize(("beta", "gamma"), [(0.3, 0.1), (0.5, 0.2)])
 def test_time_step_does_not_bias_the_epidemic_size(beta: float, gamma: float) -> None:
-    params = {"beta": beta, "gamma": gamma, "population": 100_000, "initial_infected": 50, "days": 400}
+    params = {
+        "beta": beta,
+        "gamma": gamma,
+        "population": 100_000,
+        "initial_infected": 50,
+        "days": 400,
+    }
     sizes = [simulate(params, seed)["attack_rate"] for seed in range(8)]
     assert np.mean(sizes) == pytest.approx(final_size(beta / gamma), rel=0.005)
 

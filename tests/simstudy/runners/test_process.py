@@ -29,7 +29,11 @@ def runner(tmp_path: Path):
 def test_ok_replicate_returns_outputs(runner: ProcessRunner) -> None:
     result = runner.attempt({"a": 2.0}, 1234, 10, "x")
     assert result.status == "ok"
-    assert result.outputs == {"x": 0.234, "y": 4.0, "series": [2.0 * t + 1234 % 7 for t in range(5)]}
+    assert result.outputs == {
+        "x": 0.234,
+        "y": 4.0,
+        "series": [2.0 * t + 1234 % 7 for t in range(5)],
+    }
 
 
 def test_children_stay_warm_across_replicates(runner: ProcessRunner) -> None:
@@ -54,7 +58,8 @@ def test_timeout_kills_grandchildren_too(runner: ProcessRunner) -> None:
     assert result.status == "timed_out"
     time.sleep(0.5)
     alive = [
-        p for p in psutil.Process().children(recursive=True)
+        p
+        for p in psutil.Process().children(recursive=True)
         if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
     ]
     assert alive == []
@@ -95,7 +100,9 @@ def test_exception_is_reported_with_its_message(runner: ProcessRunner) -> None:
     ("behavior", "message"),
     [("bad_output", "output name 'seed' is reserved"), ("not_a_mapping", "returned list")],
 )
-def test_wrong_outputs_fail_the_replicate(runner: ProcessRunner, behavior: str, message: str) -> None:
+def test_wrong_outputs_fail_the_replicate(
+    runner: ProcessRunner, behavior: str, message: str
+) -> None:
     result = runner.attempt({"behavior": behavior}, 1, 10, "x")
     assert result.status == "failed"
     assert message in (result.error or "")
@@ -151,4 +158,7 @@ def test_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
     deadline = time.monotonic() + 5
     while psutil.pid_exists(child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not psutil.pid_exists(child_pid) or psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(child_pid)
+        or psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE
+    )

@@ -23,7 +23,9 @@ def test_thread_runner_returns_outputs_and_errors() -> None:
     assert "reserved" in (bad.error or "")
 
 
-def test_retry_succeeds_on_the_second_attempt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retry_succeeds_on_the_second_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps({"42": "raise_once"}))
     monkeypatch.setenv(FAULTS_ENV, str(faults))
