@@ -22,7 +22,7 @@ from simstudy.errors import OutputDirError, StudyError
 from simstudy.loading import load_study, read_study_document, validate_study
 from simstudy.report import summary_table
 from simstudy.spec import Study
-from simstudy.storage import check_output_dir, study_id
+from simstudy.storage import REPLICATES_FILE, check_output_dir, study_id
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -124,7 +124,8 @@ def run_command(args: argparse.Namespace) -> int:
         console.print(f"Prefect API: {api_url}", highlight=False)
         with progress_bar(console, enabled=not args.no_progress):
             state = simulation_study(study=study, overwrite=args.overwrite, return_state=True)
-    console.print(summary_table(Path(study.output_dir)))
+    if (Path(study.output_dir) / REPLICATES_FILE).exists():
+        console.print(summary_table(Path(study.output_dir)))
     elapsed = time.monotonic() - started
     console.print(f"{state.name}: {state.message} [{elapsed:.1f} s]", highlight=False)
     return EXIT_OK if state.is_completed() else EXIT_FAILED

@@ -1,28 +1,12 @@
-"""Study progress: counted by the flow, shown by listeners (a progress bar, the log)."""
+"""Study progress listeners: a progress bar, the run log, anything in this process."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from simstudy.tracking import TrackerSnapshot
 
-@dataclass
-class StudyProgress:
-    """How far a study has come."""
-
-    total_replicates: int
-    total_sets: int
-    replicates: dict[str, int] = field(default_factory=dict)
-    sets_aggregated: int = 0
-    sets_failed: int = 0
-
-    @property
-    def replicates_done(self) -> int:
-        """Return replicates finished in any status."""
-        return sum(self.replicates.values())
-
-
-ProgressListener = Callable[[StudyProgress], None]
+ProgressListener = Callable[[TrackerSnapshot], None]
 _listeners: list[ProgressListener] = []
 
 
@@ -36,7 +20,7 @@ def remove_listener(listener: ProgressListener) -> None:
     _listeners.remove(listener)
 
 
-def publish(progress: StudyProgress) -> None:
+def publish(snapshot: TrackerSnapshot) -> None:
     """Send a progress update to every listener."""
     for listener in list(_listeners):
-        listener(progress)
+        listener(snapshot)

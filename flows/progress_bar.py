@@ -16,7 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from flows.progress import StudyProgress, add_listener, remove_listener
+from flows.progress import add_listener, remove_listener
+from simstudy.tracking import TrackerSnapshot
 
 
 @contextmanager
@@ -39,7 +40,7 @@ def progress_bar(console: Console, enabled: bool = True) -> Iterator[None]:
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("replicates", total=None, detail="starting", rate="")
 
-        def update(state: StudyProgress) -> None:
+        def update(state: TrackerSnapshot) -> None:
             failed = state.replicates.get("failed", 0) + state.replicates.get("timed_out", 0)
             elapsed = progress.tasks[bar].elapsed or 0.0
             rate = f"{state.replicates_done / elapsed:.1f}/s" if elapsed > 0 else ""

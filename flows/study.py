@@ -5,34 +5,41 @@
 >>> state = simulation_study(study_path="examples/seir.yaml", return_state=True)
 ```
 
-Every batch, aggregation and the summary is submitted up front to a DaskTaskRunner
-built from the study's `execution.dask`; aggregations receive their batches' futures as
-arguments, so Dask starts them only once their inputs exist.
+The flow checks the cluster (`flows/preflight.py`), then `StudyOrchestrator` submits
+batches (bounded), aggregations (with their batches' futures as arguments) and follows
+them with a stall watchdog; the results are written when everything has finished.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import logging
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-import distributed
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from flows.cluster import study_task_runner
-from flows.progress import StudyProgress, publish
-from simstudy.aggregate import ParameterSetAggregate, StudySummary
+from flows.orchestrator import StudyOrchestrator, StudyOutcome
+from flows.preflight import preflight
+from flows.progress import publish
+from flows.task_runs import crash_unfinished_task_runs
+from simstudy.aggregate import StudySummary
 from simstudy.batch import BatchResult
-from simstudy.batching import Batch, plan_batches
-from simstudy.design import ParameterSet, expand_parameters
+from simstudy.batching import plan_batches
+from simstudy.design import expand_parameters
 from simstudy.errors import StudyError
 from simstudy.loading import load_study
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
+from simstudy.stall import STALL_MARKDOWN, StallReport
 from simstudy.storage import (
     LOGS_DIR,
     STUDY_FILE,
+    check_output_dir,
     now,
     prepare_output_dir,
     study_document,
@@ -40,10 +47,10 @@ from simstudy.storage import (
     write_json,
     write_results,
 )
-from tasks.aggregate import aggregate_parameter_set_task, summarize_study_task
-from tasks.simulate import configured_simulate_batch
+from simstudy.tracking import TrackerSnapshot
 
 LOG_EVERY_FRACTION = 0.1
+RunLogger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 def resolve_study(study_path: str | None, study: Study | None, output: str | None) -> Study:
@@ -69,108 +76,103 @@ def simulation_study(
     batches = plan_batches(study, sets)
     output_dir = Path(study.output_dir)
     identity = study_id(study, sets)
-    prepare_output_dir(output_dir, identity, overwrite)
-    started_at = now()
-    write_json(
-        output_dir / STUDY_FILE, study_document(study, sets, identity, started_at, status="running")
-    )
+    check_output_dir(output_dir, identity, overwrite)
     logger.info(
         "study %s: %d parameter sets x %d replicates in %d batches -> %s",
         study.name, len(sets), study.replicates, len(batches), output_dir,
     )  # fmt: skip
+    log_dir = str(output_dir / LOGS_DIR)
+    run_id = flow_run.get_id() or identity
 
     with study_task_runner(study.execution.dask) as runner:
-        batch_futures = runner.map(
-            configured_simulate_batch(study, max(b.size for b in batches)),
-            {
-                "study": unmapped(study),
-                "batch": batches,
-                "log_dir": unmapped(str(output_dir / LOGS_DIR)),
-            },
+        client = runner.client
+        threads = preflight(client, study, f"simstudy-{identity[:12]}", log_dir)
+        # Only now, with a cluster that can run the study, are earlier results replaced.
+        prepare_output_dir(output_dir, identity, overwrite)
+        started_at = now()
+        document = study_document(study, sets, identity, started_at)
+        write_json(output_dir / STUDY_FILE, {**document, "status": "running"})
+        orchestrator = StudyOrchestrator(
+            runner=runner,
+            client=client,
+            study=study,
+            sets=sets,
+            batches=batches,
+            log_dir=log_dir,
+            worker_threads=threads,
+            progress_topic=f"simstudy-progress-{run_id}",
+            on_progress=ProgressLog(logger),
+            on_stall=lambda report: publish_stall_report(report, output_dir, logger),
         )
-        futures_by_set: dict[str, list[Any]] = defaultdict(list)
-        for batch, future in zip(batches, batch_futures, strict=True):
-            futures_by_set[batch.param_id].append(future)
-        aggregate_futures = [
-            runner.submit(
-                aggregate_parameter_set_task.with_options(task_run_name=f"agg-{ps.param_id[:12]}"),
-                {
-                    "parameter_set": ps,
-                    "batches": futures_by_set[ps.param_id],
-                    "replicates": study.replicates,
-                    "min_success_fraction": study.execution.min_success_fraction,
-                    "quantiles": study.aggregate.quantiles,
-                },
-            )
-            for ps in sets
-        ]
-        summary_future = runner.submit(summarize_study_task, {"aggregates": aggregate_futures})
-        batch_results, aggregates = _collect(
-            runner.client, study, sets, batches, list(batch_futures), aggregate_futures, logger
-        )
-        summary: StudySummary = summary_future.result()
+        try:
+            outcome = orchestrator.run()
+        finally:
+            if flow_run.get_id():
+                abandoned = crash_unfinished_task_runs(
+                    UUID(flow_run.get_id()), "abandoned: the study ended before this task finished"
+                )
+                if abandoned:
+                    logger.warning("task runs marked Crashed: %s", ", ".join(abandoned))
 
-    write_results(output_dir, records_of(batch_results), aggregates)
+    summary = outcome.summary
+    write_results(output_dir, records_of(outcome.batch_results), outcome.aggregates)
     write_json(
         output_dir / STUDY_FILE,
-        study_document(
-            study, sets, identity, started_at,
-            finished_at=now().isoformat(),
-            status=summary.status,
-            counts=summary.replicate_counts,
-            failed_parameter_sets=summary.failed_sets,
-        ),
-    )  # fmt: skip
-    logger.info(summary.headline())
+        {
+            **document,
+            "finished_at": now().isoformat(),
+            "status": "stalled" if outcome.abandoned else summary.status,
+            "counts": summary.replicate_counts,
+            "failed_parameter_sets": summary.failed_sets,
+        },
+    )
+    message = final_message(outcome)
+    logger.info(message)
     if summary.status == "failed":
-        return Failed(message=summary.headline(), data=summary)
-    return Completed(message=summary.headline(), data=summary)
+        return Failed(message=message, data=summary)
+    return Completed(message=message, data=summary)
 
 
-def _collect(
-    client: distributed.Client,
-    study: Study,
-    sets: list[ParameterSet],
-    batches: list[Batch],
-    batch_futures: list[Any],
-    aggregate_futures: list[Any],
-    logger: Any,
-) -> tuple[list[BatchResult], list[ParameterSetAggregate]]:
-    """Wait for every batch and aggregate, publishing progress as each finishes."""
-    progress = StudyProgress(total_replicates=len(sets) * study.replicates, total_sets=len(sets))
-    counts: Counter[str] = Counter()
-    batch_results: dict[int, BatchResult] = {}
-    aggregates: dict[int, ParameterSetAggregate] = {}
-    position = {id(f.wrapped_future): i for i, f in enumerate(batch_futures)}
-    position.update({id(f.wrapped_future): -1 - i for i, f in enumerate(aggregate_futures)})
-    wrapped = [f.wrapped_future for f in batch_futures + aggregate_futures]
-    next_log = LOG_EVERY_FRACTION
-    for done in distributed.as_completed(wrapped, loop=client.loop):
-        index = position[id(done)]
-        if index >= 0:
-            result: BatchResult = batch_futures[index].result()
-            batch_results[index] = result
-            counts.update(r.status for r in result.records)
-        else:
-            aggregate: ParameterSetAggregate = aggregate_futures[-1 - index].result()
-            aggregates[-1 - index] = aggregate
-            progress.sets_aggregated += aggregate.status == "ok"
-            progress.sets_failed += aggregate.status == "failed"
-            logger.info(
-                "parameter set %s aggregated: %s (%s)",
-                aggregate.param_id[:12], aggregate.status, dict(aggregate.counts),
-            )  # fmt: skip
-        progress.replicates = dict(counts)
-        publish(progress)
-        fraction = progress.replicates_done / progress.total_replicates
-        if fraction >= next_log:
-            logger.info(
+def final_message(outcome: StudyOutcome) -> str:
+    """Return the flow run's state message: the stall headline first, if it stalled."""
+    if outcome.abandoned and outcome.stall_report is not None:
+        return f"{outcome.stall_report.headline()} (see {STALL_MARKDOWN}). " + (
+            outcome.summary.headline()
+        )
+    return outcome.summary.headline()
+
+
+def publish_stall_report(report: StallReport, output: Path, logger: RunLogger) -> None:
+    """Send a stall report to the log, the output folder and a Prefect artifact."""
+    report.write(output)
+    logger.warning("%s; report: %s", report.headline(), output / STALL_MARKDOWN)
+    create_markdown_artifact(
+        markdown=report.to_markdown(), key="stall-report", description=report.headline()
+    )
+
+
+class ProgressLog:
+    """Publish progress to listeners, and log it every ~10% and per aggregated set."""
+
+    def __init__(self, logger: RunLogger):
+        self.logger = logger
+        self.next_fraction = LOG_EVERY_FRACTION
+        self.sets_logged = 0
+
+    def __call__(self, snapshot: TrackerSnapshot) -> None:
+        publish(snapshot)
+        log = self.logger.info
+        fraction = snapshot.replicates_done / max(snapshot.total_replicates, 1)
+        if fraction >= self.next_fraction:
+            log(
                 "%d/%d replicates done (%s)",
-                progress.replicates_done, progress.total_replicates, dict(counts),
+                snapshot.replicates_done, snapshot.total_replicates, snapshot.replicates,
             )  # fmt: skip
-            next_log = (int(fraction / LOG_EVERY_FRACTION) + 1) * LOG_EVERY_FRACTION
-    ordered_batches = [batch_results[i] for i in range(len(batches))]
-    return ordered_batches, [aggregates[i] for i in range(len(sets))]
+            self.next_fraction = (int(fraction / LOG_EVERY_FRACTION) + 1) * LOG_EVERY_FRACTION
+        sets_done = snapshot.sets_aggregated + snapshot.sets_failed
+        if sets_done > self.sets_logged:
+            log("%d/%d parameter sets aggregated", sets_done, snapshot.total_sets)
+            self.sets_logged = sets_done
 
 
 def records_of(batch_results: list[BatchResult]) -> list[ReplicateRecord]:

@@ -14,6 +14,9 @@ from simstudy.stats import Partial, summarize
 FIRST_ERRORS = 3
 """Distinct errors kept per failed parameter set."""
 
+HEADLINE_SETS = 5
+"""Failed parameter sets named in a study's one-paragraph headline."""
+
 
 class ParameterSetAggregate(BaseModel):
     """Statistics of one parameter set, or why it could not be aggregated."""
@@ -52,8 +55,12 @@ class StudySummary(BaseModel):
         if not self.failed_sets:
             return text
         failures = "; ".join(
-            f"{pid[:12]}: {' | '.join(reasons)}" for pid, reasons in self.failed_sets.items()
+            f"{pid[:12]}: {' | '.join(reasons)}"
+            for pid, reasons in list(self.failed_sets.items())[:HEADLINE_SETS]
         )
+        more = len(self.failed_sets) - HEADLINE_SETS
+        if more > 0:
+            failures += f"; and {more} more (see study.json)"
         return f"{len(self.failed_sets)} parameter set(s) failed - {failures}. {text}"
 
 

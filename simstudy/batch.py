@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,19 @@ class BatchResult(BaseModel):
     partials: dict[str, Partial] = Field(description="Output name -> statistics of ok replicates.")
 
 
-def run_batch(study: Study, batch: Batch, worker: str, log_dir: str | Path) -> BatchResult:
+def run_batch(
+    study: Study,
+    batch: Batch,
+    worker: str,
+    log_dir: str | Path,
+    on_record: Callable[[ReplicateRecord], None] | None = None,
+) -> BatchResult:
     """Run every replicate of the batch (with retries) and summarise the successes."""
     runner = make_runner(study, log_dir)
     execution = study.execution
-    records = [
-        run_replicate(
+    records = []
+    for replicate in range(batch.start, batch.stop):
+        record = run_replicate(
             runner,
             param_id=batch.param_id,
             params=dict(batch.params),
@@ -44,8 +52,9 @@ def run_batch(study: Study, batch: Batch, worker: str, log_dir: str | Path) -> B
             retry_delay_seconds=execution.retry_delay_seconds,
             worker=worker,
         )
-        for replicate in range(batch.start, batch.stop)
-    ]
+        records.append(record)
+        if on_record is not None:
+            on_record(record)
     return summarize_batch(batch, records)
 
 
@@ -87,3 +96,21 @@ def _shape(record: ReplicateRecord) -> dict[str, tuple[str, int]]:
         name: ("series", len(value)) if isinstance(value, list) else ("scalar", 1)
         for name, value in sorted(record.outputs.items())
     }
+
+
+def failed_batch(study: Study, batch: Batch, error: str) -> BatchResult:
+    """Return a batch that could not run: every replicate failed with `error`."""
+    records = [
+        ReplicateRecord(
+            param_id=batch.param_id,
+            replicate=r,
+            seed=replicate_seed(study.seed, batch.param_id, r),
+            status="failed",
+            attempts=0,
+            duration_s=0.0,
+            error=error,
+            worker="",
+        )
+        for r in range(batch.start, batch.stop)
+    ]
+    return summarize_batch(batch, records)

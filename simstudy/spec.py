@@ -129,13 +129,59 @@ class Execution(StudyModel):
         description="Fraction of a parameter set's replicates that must succeed to aggregate it.",
     )
     dask: DaskSettings = Field(default_factory=DaskSettings, description="Dask cluster to run on.")
+    stall_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds without any replicate or aggregation finishing before a stall "
+        "report is written. Default: (retries + 1) x timeout_seconds + retries x "
+        "retry_delay_seconds + 60, the longest one replicate can legitimately take.",
+    )
+    on_stall: Literal["report", "fail"] = Field(
+        default="fail",
+        description="report: write a stall report at every stall interval and keep waiting; "
+        "fail: write it, and end the study Failed after a second interval without progress.",
+    )
+    aggregation_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Dask resources each aggregation task asks for, e.g. {aggregation: 1}; "
+        "checked against the workers before anything is submitted.",
+    )
+    max_batches_in_flight: int | Literal["auto"] = Field(
+        default="auto",
+        description="Simulation batches submitted ahead of completion. 'auto': 4 per worker "
+        "thread at start, at least 8.",
+    )
+    worker_wait_seconds: float = Field(
+        default=60.0, gt=0, description="How long preflight waits for the first Dask worker."
+    )
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", "max_batches_in_flight")
     @classmethod
-    def _positive_batch(cls, value: int | str) -> int | str:
+    def _positive_or_auto(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
-            raise ValueError("batch_size must be a positive integer or 'auto'")
+            raise ValueError("must be a positive integer or 'auto'")
         return value
+
+    @field_validator("aggregation_resources")
+    @classmethod
+    def _positive_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: amount for name, amount in value.items() if amount <= 0}
+        if bad:
+            raise ValueError(f"resource amounts must be positive, got {bad}")
+        return value
+
+    def stall_timeout(self) -> float:
+        """Return the stall timeout: the setting, or the longest a replicate may take + 60 s."""
+        if self.stall_timeout_seconds is not None:
+            return self.stall_timeout_seconds
+        longest_replicate = (self.retries + 1) * self.timeout_seconds
+        return longest_replicate + self.retries * self.retry_delay_seconds + 60.0
+
+    def batches_in_flight(self, worker_threads: int) -> int:
+        """Return how many simulation batches may be submitted ahead of completion."""
+        if self.max_batches_in_flight == "auto":
+            return max(8, 4 * worker_threads)
+        return int(self.max_batches_in_flight)
 
 
 class ParameterDesign(StudyModel):

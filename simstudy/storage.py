@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,9 +32,13 @@ REPLICATES_FILE = "replicates.parquet"
 TIMESERIES_FILE = "timeseries.parquet"
 AGGREGATES_FILE = "aggregates.parquet"
 TIMESERIES_AGGREGATES_FILE = "timeseries_aggregates.parquet"
+STALL_JSON = "stall-report.json"
+STALL_MARKDOWN = "stall-report.md"
 LOGS_DIR = "logs"
 RESULT_FILES = (
     STUDY_FILE,
+    STALL_JSON,
+    STALL_MARKDOWN,
     REPLICATES_FILE,
     TIMESERIES_FILE,
     AGGREGATES_FILE,
@@ -91,6 +94,12 @@ def write_json(path: Path, data: Any) -> None:
         handle.write(json.dumps(data, indent=2, sort_keys=False, default=str).encode())
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    with atomic_file(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
 def write_table(path: Path, table: pa.Table) -> None:
     """Write a Parquet table atomically."""
     with atomic_file(path) as handle:
@@ -101,7 +110,9 @@ def check_output_dir(output: Path, identity: str, overwrite: bool) -> None:
     """Raise `OutputDirError` unless `output` is absent, empty or holds this study's results."""
     if output.exists() and not output.is_dir():
         raise OutputDirError(f"output {output} is a file, not a folder: choose another output")
-    if overwrite or not output.exists() or not any(output.iterdir()):
+    # logs/ alone does not make a folder someone else's: preflight's model processes
+    # create it before the results are prepared.
+    if overwrite or not output.exists() or {p.name for p in output.iterdir()} <= {LOGS_DIR}:
         return
     if not (output / STUDY_FILE).exists():
         raise OutputDirError(
@@ -117,11 +128,13 @@ def check_output_dir(output: Path, identity: str, overwrite: bool) -> None:
 
 
 def prepare_output_dir(output: Path, identity: str, overwrite: bool) -> None:
-    """Check the output folder, then remove the result files of a previous run."""
+    """Check the output folder, then remove the result files of a previous run.
+
+    `logs/` is kept: model processes started by preflight already write there.
+    """
     check_output_dir(output, identity, overwrite)
     for name in RESULT_FILES:
         (output / name).unlink(missing_ok=True)
-    shutil.rmtree(output / LOGS_DIR, ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
 
 

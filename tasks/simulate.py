@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from simstudy.batch import BatchResult, run_batch
 from simstudy.batching import Batch
+from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
 
 OUTER_TIMEOUT_MARGIN_SECONDS = 60.0
@@ -40,12 +41,45 @@ def current_worker() -> str:
         return socket.gethostname()
 
 
+def replicate_reporter(topic: str | None) -> ReplicateReporter | None:
+    """Return a callback publishing each finished replicate as a Dask event on `topic`."""
+    if topic is None:
+        return None
+    try:
+        worker = distributed.get_worker()
+    except ValueError:
+        return None
+    return ReplicateReporter(worker, topic)
+
+
+class ReplicateReporter:
+    """Publish finished replicates to the flow (thread-safe `Worker.log_event`)."""
+
+    def __init__(self, worker: distributed.Worker, topic: str):
+        self.worker = worker
+        self.topic = topic
+
+    def __call__(self, record: ReplicateRecord) -> None:
+        """Send (param_id, replicate, status) of one record."""
+        self.worker.log_event(
+            self.topic, {"param_id": record.param_id, "r": record.replicate, "s": record.status}
+        )
+
+
 # Caching is off: the default policy would hash every argument of every task run, and a
 # batch's identity is already its (param_id, replicate range, seed).
 @task(name="simulate-batch", cache_policy=NO_CACHE, persist_result=False)
-def simulate_batch(study: Study, batch: Batch, log_dir: str) -> BatchResult:
-    """Run one batch of replicates on this worker."""
-    return run_batch(study, batch, worker=current_worker(), log_dir=log_dir)
+def simulate_batch(
+    study: Study, batch: Batch, log_dir: str, progress_topic: str | None = None
+) -> BatchResult:
+    """Run one batch of replicates on this worker, reporting each finished replicate."""
+    return run_batch(
+        study,
+        batch,
+        worker=current_worker(),
+        log_dir=log_dir,
+        on_record=replicate_reporter(progress_topic),
+    )
 
 
 def outer_timeout_seconds(study: Study, batch_size: int) -> float:

@@ -1,8 +1,9 @@
 """A deterministic test model that misbehaves on request.
 
 The behaviour of a replicate comes from its `behavior` parameter, or, for chosen
-replicates of a study, from the JSON file named by SIMSTUDY_FAULTS mapping a seed to a
-behaviour (seeds are known only once ids are, so they cannot be parameters). A behaviour
+replicates of a study, from a JSON file mapping a seed to a behaviour, named by the
+`faults_file` parameter or the SIMSTUDY_FAULTS variable (seeds are known only once the
+parameter ids are, so the file's path is a parameter and its content is written after). A behaviour
 ending in `_once` misbehaves on the first attempt only (a marker file remembers it).
 """
 
@@ -21,7 +22,7 @@ FAULTS_ENV = "SIMSTUDY_FAULTS"
 
 def behavior_for(params: dict[str, Any], seed: int) -> str:
     """Return what this replicate should do."""
-    path = os.environ.get(FAULTS_ENV)
+    path = params.get("faults_file") or os.environ.get(FAULTS_ENV)
     if path:
         faults = json.loads(Path(path).read_text())
         behavior = faults.get(str(seed))
@@ -41,9 +42,9 @@ def simulate(params: dict[str, Any], seed: int) -> dict[str, Any]:
     behavior = behavior_for(params, seed)
     if behavior == "hang":
         time.sleep(3600)
-    elif behavior == "stderr_flood":
+    elif behavior in ("stderr_flood", "stderr_1mb"):
         chunk = "x" * 1023 + "\n"
-        for _ in range(10 * 1024):  # 10 MiB
+        for _ in range(10 * 1024 if behavior == "stderr_flood" else 1024):  # 10 MiB or 1 MiB
             sys.stderr.write(chunk)
         sys.stderr.write("flood done\n")
     elif behavior == "stdout_flood":
@@ -67,6 +68,7 @@ def simulate(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         time.sleep(3600)
+    time.sleep(float(params.get("sleep_s", 0.0)))
     a = float(params.get("a", 1.0))
     return {
         "x": (seed % 1000) / 1000.0,

@@ -1,0 +1,252 @@
+"""Submit a study's tasks to Dask, follow them, and never wait silently.
+
+The orchestrator keeps at most `execution.max_batches_in_flight` simulation batches
+submitted ahead of completion, submits each parameter set's aggregation (with that set's
+batch futures as arguments) once all its batches are submitted, reruns batches whose
+worker was lost, and writes a stall report when nothing finishes for
+`execution.stall_timeout_seconds`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import distributed
+from prefect_dask import DaskTaskRunner
+from prefect_dask.task_runners import PrefectDaskFuture
+
+from flows.watchdog import collect_stall_report
+from simstudy.aggregate import ParameterSetAggregate, StudySummary, summarize_study
+from simstudy.batch import BatchResult, failed_batch
+from simstudy.batching import Batch
+from simstudy.design import ParameterSet
+from simstudy.spec import Study
+from simstudy.stall import StallReport
+from simstudy.tracking import StudyTracker, TrackerSnapshot
+from tasks.aggregate import aggregate_parameter_set_task
+from tasks.simulate import configured_simulate_batch
+
+POLL_SECONDS = 0.25
+MAX_RESUBMITS = 2
+"""Extra submissions of a batch or aggregation whose Dask task failed (e.g. KilledWorker)."""
+
+
+@dataclass
+class StudyOutcome:
+    """Everything a finished (or abandoned) study run produced."""
+
+    batch_results: list[BatchResult]
+    aggregates: list[ParameterSetAggregate]
+    summary: StudySummary
+    stall_report: StallReport | None = None
+    abandoned: bool = False
+
+
+@dataclass
+class _Tracked:
+    """A submitted task: what it is and its current future."""
+
+    kind: str  # "batch" or "aggregate"
+    index: int
+    name: str
+    future: PrefectDaskFuture[Any]
+    attempts: int = 1
+
+
+@dataclass
+class StudyOrchestrator:
+    """Run one study on a started DaskTaskRunner."""
+
+    runner: DaskTaskRunner
+    client: distributed.Client
+    study: Study
+    sets: list[ParameterSet]
+    batches: list[Batch]
+    log_dir: str
+    worker_threads: int
+    progress_topic: str
+    on_progress: Callable[[TrackerSnapshot], None]
+    on_stall: Callable[[StallReport], None]
+    tracker: StudyTracker = field(init=False)
+    _results: dict[int, BatchResult] = field(default_factory=dict)
+    _aggregates: dict[int, ParameterSetAggregate] = field(default_factory=dict)
+    _active: dict[int, _Tracked] = field(default_factory=dict)  # id(dask future) -> task
+
+    def __post_init__(self) -> None:
+        self.tracker = StudyTracker(self.batches, [ps.param_id for ps in self.sets])
+        self._set_index = {ps.param_id: i for i, ps in enumerate(self.sets)}
+        self._set_batches: dict[str, list[int]] = {ps.param_id: [] for ps in self.sets}
+        for i, batch in enumerate(self.batches):
+            self._set_batches[batch.param_id].append(i)
+        self._batch_futures: dict[int, Any] = {}
+        self._unsubmitted = {pid: len(idx) for pid, idx in self._set_batches.items()}
+        self._pending = deque(range(len(self.batches)))
+        self._simulate = configured_simulate_batch(self.study, max(b.size for b in self.batches))
+        self._limit = self.study.execution.batches_in_flight(self.worker_threads)
+
+    def run(self) -> StudyOutcome:
+        """Submit, follow and collect every task; return the outcome."""
+        self.client.subscribe_topic(self.progress_topic, self._on_replicate_event)
+        try:
+            return self._loop()
+        finally:
+            self.client.unsubscribe_topic(self.progress_topic)
+
+    def _on_replicate_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, message = event
+        self.tracker.replicate_finished(message["param_id"], message["r"], message["s"])
+
+    def _loop(self) -> StudyOutcome:
+        execution = self.study.execution
+        stall_timeout = execution.stall_timeout()
+        reports: list[StallReport] = []
+        last_snapshot: TrackerSnapshot | None = None
+        while len(self._aggregates) < len(self.sets):
+            self._submit_batches()
+            finished = [t for t in self._active.values() if t.future.wrapped_future.done()]
+            for tracked in finished:
+                del self._active[id(tracked.future.wrapped_future)]
+                self._handle(tracked)
+            snapshot = self.tracker.snapshot()
+            if snapshot != last_snapshot:
+                self.on_progress(snapshot)
+                last_snapshot = snapshot
+            if snapshot.seconds_since_progress < stall_timeout:
+                reports.clear()
+            elif snapshot.seconds_since_progress >= stall_timeout * (len(reports) + 1):
+                report = self._stall_report(stall_timeout)
+                reports.append(report)
+                self.on_stall(report)
+                if execution.on_stall == "fail" and len(reports) >= 2:
+                    self._cancel_active()
+                    return self._outcome(stall_report=report, abandoned=True)
+            if not finished:
+                time.sleep(POLL_SECONDS)
+        return self._outcome(stall_report=reports[-1] if reports else None)
+
+    def _submit_batches(self) -> None:
+        in_flight = sum(1 for t in self._active.values() if t.kind == "batch")
+        while self._pending and in_flight < self._limit:
+            index = self._pending.popleft()
+            self._submit_batch(index, attempts=1)
+            in_flight += 1
+            param_id = self.batches[index].param_id
+            self._unsubmitted[param_id] -= 1
+            if self._unsubmitted[param_id] == 0:
+                self._submit_aggregate(self._set_index[param_id], attempts=1)
+
+    def _submit_batch(self, index: int, attempts: int) -> None:
+        batch = self.batches[index]
+        future = self.runner.submit(
+            self._simulate,
+            {
+                "study": self.study,
+                "batch": batch,
+                "log_dir": self.log_dir,
+                "progress_topic": self.progress_topic,
+            },
+        )
+        self._batch_futures[index] = future
+        self._track(_Tracked("batch", index, batch.label, future, attempts))
+
+    def _submit_aggregate(self, set_index: int, attempts: int) -> None:
+        parameter_set = self.sets[set_index]
+        inputs = [
+            self._results.get(i, self._batch_futures[i])
+            for i in self._set_batches[parameter_set.param_id]
+        ]
+        name = f"agg-{parameter_set.param_id[:12]}"
+        execution = self.study.execution
+        # Resources are Dask annotations; prefect-dask passes them on to Client.submit.
+        resources = execution.aggregation_resources
+        with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+            future = self.runner.submit(
+                aggregate_parameter_set_task.with_options(task_run_name=name),
+                {
+                    "parameter_set": parameter_set,
+                    "batches": inputs,
+                    "replicates": self.study.replicates,
+                    "min_success_fraction": execution.min_success_fraction,
+                    "quantiles": self.study.aggregate.quantiles,
+                },
+            )
+        self._track(_Tracked("aggregate", set_index, name, future, attempts))
+
+    def _track(self, tracked: _Tracked) -> None:
+        self._active[id(tracked.future.wrapped_future)] = tracked
+
+    def _handle(self, tracked: _Tracked) -> None:
+        try:
+            value = tracked.future.result()
+        except Exception as exc:  # a lost worker, a cancelled or crashed task run
+            self._retry_or_give_up(tracked, exc)
+            return
+        if tracked.kind == "batch":
+            result: BatchResult = value
+            self._results[tracked.index] = result
+            for record in result.records:
+                self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
+        else:
+            aggregate: ParameterSetAggregate = value
+            self._aggregates[tracked.index] = aggregate
+            self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
+
+    def _retry_or_give_up(self, tracked: _Tracked, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        if tracked.kind == "batch":
+            if tracked.attempts <= MAX_RESUBMITS:
+                self._submit_batch(tracked.index, tracked.attempts + 1)
+            else:
+                self._results[tracked.index] = failed_batch(
+                    self.study,
+                    self.batches[tracked.index],
+                    f"batch lost after {tracked.attempts} submissions: {reason}",
+                )
+            return
+        if tracked.attempts <= MAX_RESUBMITS:
+            # Its inputs may have been resubmitted batches: give it the current ones.
+            self._submit_aggregate(tracked.index, tracked.attempts + 1)
+            return
+        parameter_set = self.sets[tracked.index]
+        self._aggregates[tracked.index] = ParameterSetAggregate(
+            param_id=parameter_set.param_id,
+            index=parameter_set.index,
+            params=parameter_set.params,
+            status="failed",
+            counts={},
+            reasons=[f"aggregation failed {tracked.attempts} times: {reason}"],
+        )
+        self.tracker.aggregate_finished(parameter_set.param_id, "failed")
+
+    def _stall_report(self, stall_timeout: float) -> StallReport:
+        unfinished = {
+            str(t.future.wrapped_future.key): (t.name, str(t.future.task_run_id))
+            for t in self._active.values()
+        }
+        return collect_stall_report(
+            self.client, self.study.name, self.tracker, unfinished, stall_timeout
+        )
+
+    def _cancel_active(self) -> None:
+        self.client.cancel([t.future.wrapped_future for t in self._active.values()], force=True)
+
+    def active_task_run_ids(self) -> list[str]:
+        """Return the Prefect task run ids of tasks submitted and not finished."""
+        return [str(t.future.task_run_id) for t in self._active.values()]
+
+    def _outcome(self, stall_report: StallReport | None, abandoned: bool = False) -> StudyOutcome:
+        results = [self._results[i] for i in sorted(self._results)]
+        aggregates = [self._aggregates[i] for i in sorted(self._aggregates)]
+        summary = summarize_study(aggregates)
+        if abandoned:
+            missing = self.tracker.missing_aggregations()
+            summary.status = "failed"
+            summary.n_parameter_sets = len(self.sets)
+            summary.failed_sets.update({pid: ["abandoned: the study stalled"] for pid in missing})
+        return StudyOutcome(results, aggregates, summary, stall_report, abandoned)

@@ -1,0 +1,92 @@
+"""Which replicates and aggregations of a study are finished, and which are missing.
+
+The flow feeds a `StudyTracker` with every finished replicate (as workers report them)
+and every finished batch and aggregation; at any moment it answers exactly what is
+missing, and how long nothing has finished. Thread-safe: replicate reports arrive on
+the Dask client's event-loop thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from simstudy.batching import Batch
+
+
+@dataclass
+class TrackerSnapshot:
+    """Counts at one moment."""
+
+    replicates: dict[str, int]
+    total_replicates: int
+    sets_aggregated: int
+    sets_failed: int
+    total_sets: int
+    seconds_since_progress: float
+
+    @property
+    def replicates_done(self) -> int:
+        """Return replicates finished in any status."""
+        return sum(self.replicates.values())
+
+
+@dataclass
+class StudyTracker:
+    """Progress of one study run."""
+
+    batches: list[Batch]
+    param_ids: list[str]
+    _finished: dict[tuple[str, int], str] = field(default_factory=dict)
+    _aggregated: dict[str, str] = field(default_factory=dict)
+    _last_progress: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def replicate_finished(self, param_id: str, replicate: int, status: str) -> None:
+        """Record one finished replicate (a repeat report of the same one is ignored)."""
+        with self._lock:
+            key = (param_id, replicate)
+            if key not in self._finished:
+                self._finished[key] = status
+                self._last_progress = time.monotonic()
+
+    def aggregate_finished(self, param_id: str, status: str) -> None:
+        """Record one finished parameter-set aggregation."""
+        with self._lock:
+            self._aggregated[param_id] = status
+            self._last_progress = time.monotonic()
+
+    def seconds_since_progress(self) -> float:
+        """Return the seconds since a replicate or aggregation last finished."""
+        with self._lock:
+            return time.monotonic() - self._last_progress
+
+    def missing_replicates(self) -> list[tuple[str, int]]:
+        """Return every (param_id, replicate) not finished yet, in study order."""
+        with self._lock:
+            return [
+                (b.param_id, r)
+                for b in self.batches
+                for r in range(b.start, b.stop)
+                if (b.param_id, r) not in self._finished
+            ]
+
+    def missing_aggregations(self) -> list[str]:
+        """Return the param_ids whose aggregation has not finished."""
+        with self._lock:
+            return [pid for pid in self.param_ids if pid not in self._aggregated]
+
+    def snapshot(self) -> TrackerSnapshot:
+        """Return the current counts."""
+        with self._lock:
+            statuses = Counter(self._aggregated.values())
+            return TrackerSnapshot(
+                replicates=dict(Counter(self._finished.values())),
+                total_replicates=sum(b.size for b in self.batches),
+                sets_aggregated=statuses.get("ok", 0),
+                sets_failed=statuses.get("failed", 0),
+                total_sets=len(self.param_ids),
+                seconds_since_progress=time.monotonic() - self._last_progress,
+            )

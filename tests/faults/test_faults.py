@@ -1,0 +1,209 @@
+"""Fault injection: every classic cause of a silent freeze, reproduced and survived.
+
+Every test is bounded by pytest-timeout and checks that no process is left behind.
+The measured detection times go to the issue notes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client, LocalCluster
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.study import simulation_study
+from simstudy.spec import Study
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes"),
+]
+
+FaultyStudy = Callable[..., tuple[Study, list[str]]]
+
+
+def rows_by_replicate(study: Study) -> dict[tuple[str, int], dict]:
+    table = pq.read_table(Path(study.output_dir) / "replicates.parquet").to_pylist()
+    keyed = {(r["param_id"], r["replicate"]): r for r in table}
+    assert len(keyed) == len(table), "a replicate appears more than once"
+    return keyed
+
+
+@pytest.mark.timeout(240)
+def test_field_report_scaled_down(faulty_study: FaultyStudy) -> None:
+    # 20 sets x 20 replicates; 2 write 1 MB to stderr, 2 hang on their first attempt.
+    study, ids = faulty_study(
+        {(3, 5): "stderr_1mb", (17, 19): "stderr_1mb", (8, 0): "hang_once", (12, 11): "hang_once"},
+        parameters={"grid": {"a": [float(i) for i in range(20)]}},
+        replicates=20,
+        execution={"timeout_seconds": 3, "retries": 1, "dask": {"n_workers": 2}},
+    )
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_completed(), state.message
+    assert "20/20 parameter sets aggregated" in (state.message or "")
+    rows = rows_by_replicate(study)
+    assert len(rows) == 400 and {r["status"] for r in rows.values()} == {"ok"}
+    for s, r in [(8, 0), (12, 11)]:
+        assert rows[(ids[s], r)]["attempts"] == 2
+    for s, r in [(3, 5), (17, 19)]:
+        assert rows[(ids[s], r)]["attempts"] == 1
+    print(f"field report scaled down: {elapsed:.1f} s")
+
+
+@pytest.mark.timeout(120)
+def test_always_hanging_replicate_fails_its_set_by_name(faulty_study: FaultyStudy) -> None:
+    study, ids = faulty_study(
+        {(1, 2): "hang"}, replicates=4, execution={"timeout_seconds": 2, "retries": 1}
+    )
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_failed()
+    assert ids[1][:12] in (state.message or "") and "timed out after 2 s" in (state.message or "")
+    assert rows_by_replicate(study)[(ids[1], 2)]["status"] == "timed_out"
+    assert elapsed < 2 * 2 + 30
+    print(f"always hanging replicate: study ended after {elapsed:.1f} s")
+
+
+@pytest.mark.timeout(120)
+def test_always_hanging_replicate_is_tolerated_below_min_success(faulty_study: FaultyStudy) -> None:
+    study, ids = faulty_study(
+        {(1, 2): "hang"},
+        replicates=4,
+        execution={"timeout_seconds": 2, "retries": 0, "min_success_fraction": 0.75},
+    )
+    state = simulation_study(study=study, return_state=True)
+    assert state.is_completed(), state.message
+    aggregates = pq.read_table(Path(study.output_dir) / "aggregates.parquet").to_pylist()
+    row = next(a for a in aggregates if a["param_id"] == ids[1] and a["output"] == "x")
+    assert (row["n_ok"], row["n_failed"]) == (3, 1)
+
+
+@pytest.mark.timeout(240)
+def test_sigkilled_worker_loses_and_duplicates_nothing(
+    faulty_study: FaultyStudy, cluster: tuple[LocalCluster, Client]
+) -> None:
+    local, client = cluster
+    study, ids = faulty_study(
+        {},
+        parameters={"grid": {"a": [1.0, 2.0, 3.0, 4.0]}},
+        replicates=12,
+        fixed={"sleep_s": 0.25},
+        execution={"batch_size": 3, "dask": {"address": local.scheduler_address}},
+    )
+    killed: list[float] = []
+
+    def kill_a_worker_mid_study() -> None:
+        # Wait until some batches are done, then SIGKILL the process of one worker.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = client.run_on_scheduler(
+                lambda dask_scheduler: sum(
+                    1 for ts in dask_scheduler.tasks.values() if ts.state == "memory"
+                )
+            )
+            if done >= 3:
+                break
+            time.sleep(0.2)
+        pid = next(iter(client.run(os.getpid).values()))
+        os.kill(pid, signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    killer = threading.Thread(target=kill_a_worker_mid_study)
+    killer.start()
+    state = simulation_study(study=study, return_state=True)
+    killer.join()
+    assert killed, "no worker was killed"
+    assert state.is_completed(), state.message
+    print(f"worker SIGKILL: study completed {time.monotonic() - killed[0]:.1f} s after the kill")
+    rows = rows_by_replicate(study)
+    assert set(rows) == {(pid, r) for pid in ids for r in range(12)}
+    assert {r["status"] for r in rows.values()} == {"ok"}
+
+
+@pytest.mark.timeout(120)
+def test_exit_and_segfault_are_recorded_with_their_codes(faulty_study: FaultyStudy) -> None:
+    study, ids = faulty_study(
+        {(0, 1): "exit", (1, 0): "segfault"},
+        replicates=3,
+        execution={"retries": 1, "min_success_fraction": 0.6},
+    )
+    state = simulation_study(study=study, return_state=True)
+    assert state.is_completed(), state.message
+    rows = rows_by_replicate(study)
+    exited, crashed = rows[(ids[0], 1)], rows[(ids[1], 0)]
+    assert (exited["status"], exited["attempts"]) == ("failed", 2)
+    assert "exited with code 3" in exited["error"] and "about to exit" in exited["error"]
+    assert (crashed["status"], crashed["attempts"]) == ("failed", 2)
+    assert "killed by SIGSEGV (exit code 139)" in crashed["error"]
+
+
+@pytest.mark.timeout(60)
+def test_unsatisfiable_resources_fail_in_preflight(
+    make_study: Callable[..., Study], cluster: tuple[LocalCluster, Client]
+) -> None:
+    local, _ = cluster
+    study = make_study(
+        execution={
+            "aggregation_resources": {"aggregation": 1},
+            "dask": {"address": local.scheduler_address},
+        }
+    )
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_failed()
+    assert "aggregation=1, but no worker offers it" in (state.message or "")
+    assert elapsed < 10
+    assert not (Path(study.output_dir) / "replicates.parquet").exists()
+    print(f"unsatisfiable resources: failed after {elapsed:.1f} s")
+
+
+@pytest.mark.timeout(120)
+def test_unkillable_stall_is_reported_and_fails_the_study(faulty_study: FaultyStudy) -> None:
+    with pytest.warns(UserWarning, match="cannot enforce timeout_seconds"):
+        study, ids = faulty_study(
+            {(1, 1): "hang"},
+            replicates=3,
+            execution={
+                "runner": "thread",
+                "batch_size": 1,
+                "stall_timeout_seconds": 4,
+                "on_stall": "fail",
+                "dask": {"n_workers": 1, "threads_per_worker": 2},
+            },
+        )
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_failed()
+    assert "stalled" in (state.message or "")
+    stuck = f"sim-{ids[1][:12]}-r001-001"
+    assert stuck in (state.message or "")
+    report = json.loads((Path(study.output_dir) / "stall-report.json").read_text())
+    task = next(t for t in report["tasks"] if t["name"] == stuck)
+    assert task["state"] == "processing" and task["worker"].startswith("tcp://127.0.0.1:")
+    assert any("faulty.py" in line and "sleep" in line for line in task["call_stack"])
+    assert report["missing_replicates"] == [[ids[1], 1]]
+    assert "## Unfinished tasks" in (Path(study.output_dir) / "stall-report.md").read_text()
+    # The stall is detected after 4 s without progress and fails after a second interval.
+    assert elapsed < 2 * 4 + 20
+    with get_client(sync_client=True) as api:
+        runs = api.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    assert runs and all(run.state is not None and run.state.is_final() for run in runs)
+    print(f"unkillable stall: flow failed after {elapsed:.1f} s")
