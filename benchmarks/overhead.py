@@ -29,6 +29,7 @@ from benchmarks.burn import simulate
 from simstudy.spec import Study
 
 MODEL = "benchmarks.burn:simulate"
+SYSTEMS = ("plain dask", "simstudy process", "simstudy thread")
 
 
 class PeakMemory:
@@ -119,6 +120,9 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--costs", type=float, nargs="+", default=[0.0, 50.0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS, help="what to run"
+    )
     args = parser.parse_args()
 
     from flows.api import prefect_api
@@ -130,7 +134,7 @@ def main() -> None:
         for cost in args.costs:
             ideal = n * cost / 1000.0 / args.workers
             plain_wall = None
-            for label in ("plain dask", "simstudy process", "simstudy thread"):
+            for label in args.systems:
                 # A fresh, identical cluster per run; its start-up is not timed.
                 with (
                     LocalCluster(
@@ -150,9 +154,10 @@ def main() -> None:
                             cluster.scheduler_address, args.sets, args.replicates, cost, runner,
                         )  # fmt: skip
                     wall, peak = measure(action)
-                plain_wall = plain_wall or wall
+                plain_wall = plain_wall or (wall if label == "plain dask" else None)
                 overhead_ms = (wall - ideal) * args.workers / n * 1000.0
-                rows.append((cost, label, wall, ideal, overhead_ms, wall / plain_wall, peak))
+                ratio = wall / plain_wall if plain_wall else float("nan")
+                rows.append((cost, label, wall, ideal, overhead_ms, ratio, peak))
                 print(f"  cost {cost:g} ms, {label}: {wall:.1f} s", flush=True)
 
     print()

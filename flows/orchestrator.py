@@ -14,10 +14,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import dask
 import distributed
+from prefect import unmapped
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
@@ -29,7 +30,7 @@ from simstudy.design import ParameterSet
 from simstudy.spec import Study
 from simstudy.stall import StallReport
 from simstudy.tracking import StudyTracker, TrackerSnapshot
-from tasks.aggregate import aggregate_parameter_set_task
+from tasks.aggregate import aggregate_parameter_set_task, summarize_study_task
 from tasks.simulate import configured_simulate_batch
 
 POLL_SECONDS = 0.25
@@ -85,6 +86,8 @@ class StudyOrchestrator:
         for i, batch in enumerate(self.batches):
             self._set_batches[batch.param_id].append(i)
         self._batch_futures: dict[int, Any] = {}
+        self._aggregate_futures: dict[int, Any] = {}
+        self._given_up: set[int] = set()
         self._unsubmitted = {pid: len(idx) for pid, idx in self._set_batches.items()}
         self._pending = deque(range(len(self.batches)))
         self._simulate = configured_simulate_batch(self.study, max(b.size for b in self.batches))
@@ -130,30 +133,50 @@ class StudyOrchestrator:
                 time.sleep(POLL_SECONDS)
         return self._outcome(stall_report=reports[-1] if reports else None)
 
+    def _summarize(self) -> StudySummary:
+        """Run the study summary task over the aggregates (futures, or values made here)."""
+        aggregates = [
+            self._aggregates[i] if i in self._given_up else self._aggregate_futures[i]
+            for i in range(len(self.sets))
+        ]
+        return self.runner.submit(summarize_study_task, {"aggregates": aggregates}).result()
+
     def _submit_batches(self) -> None:
         in_flight = sum(1 for t in self._active.values() if t.kind == "batch")
-        while self._pending and in_flight < self._limit:
-            index = self._pending.popleft()
-            self._submit_batch(index, attempts=1)
-            in_flight += 1
+        room = min(self._limit - in_flight, len(self._pending))
+        if room <= 0:
+            return
+        indices = [self._pending.popleft() for _ in range(room)]
+        futures = self.runner.map(
+            self._simulate,
+            {
+                "study": unmapped(self.study),
+                "batch": [self.batches[i] for i in indices],
+                "log_dir": unmapped(self.log_dir),
+                "progress_topic": unmapped(self.progress_topic),
+            },
+        )
+        for index, future in zip(indices, futures, strict=True):
+            self._record_batch_future(index, cast(PrefectDaskFuture[Any], future), attempts=1)
             param_id = self.batches[index].param_id
             self._unsubmitted[param_id] -= 1
             if self._unsubmitted[param_id] == 0:
                 self._submit_aggregate(self._set_index[param_id], attempts=1)
 
-    def _submit_batch(self, index: int, attempts: int) -> None:
-        batch = self.batches[index]
-        future = self.runner.submit(
-            self._simulate,
-            {
-                "study": self.study,
-                "batch": batch,
-                "log_dir": self.log_dir,
-                "progress_topic": self.progress_topic,
-            },
-        )
+    def _resubmit_batch(self, index: int, attempts: int) -> None:
+        parameters = {
+            "study": self.study,
+            "batch": self.batches[index],
+            "log_dir": self.log_dir,
+            "progress_topic": self.progress_topic,
+        }
+        self._record_batch_future(index, self.runner.submit(self._simulate, parameters), attempts)
+
+    def _record_batch_future(
+        self, index: int, future: PrefectDaskFuture[Any], attempts: int
+    ) -> None:
         self._batch_futures[index] = future
-        self._track(_Tracked("batch", index, batch.label, future, attempts))
+        self._track(_Tracked("batch", index, self.batches[index].label, future, attempts))
 
     def _submit_aggregate(self, set_index: int, attempts: int) -> None:
         parameter_set = self.sets[set_index]
@@ -176,6 +199,7 @@ class StudyOrchestrator:
                     "quantiles": self.study.aggregate.quantiles,
                 },
             )
+        self._aggregate_futures[set_index] = future
         self._track(_Tracked("aggregate", set_index, name, future, attempts))
 
     def _track(self, tracked: _Tracked) -> None:
@@ -201,7 +225,7 @@ class StudyOrchestrator:
         reason = f"{type(exc).__name__}: {exc}"
         if tracked.kind == "batch":
             if tracked.attempts <= MAX_RESUBMITS:
-                self._submit_batch(tracked.index, tracked.attempts + 1)
+                self._resubmit_batch(tracked.index, tracked.attempts + 1)
             else:
                 self._results[tracked.index] = failed_batch(
                     self.study,
@@ -214,6 +238,7 @@ class StudyOrchestrator:
             self._submit_aggregate(tracked.index, tracked.attempts + 1)
             return
         parameter_set = self.sets[tracked.index]
+        self._given_up.add(tracked.index)
         self._aggregates[tracked.index] = ParameterSetAggregate(
             param_id=parameter_set.param_id,
             index=parameter_set.index,
@@ -243,7 +268,7 @@ class StudyOrchestrator:
     def _outcome(self, stall_report: StallReport | None, abandoned: bool = False) -> StudyOutcome:
         results = [self._results[i] for i in sorted(self._results)]
         aggregates = [self._aggregates[i] for i in sorted(self._aggregates)]
-        summary = summarize_study(aggregates)
+        summary = summarize_study(aggregates) if abandoned else self._summarize()
         if abandoned:
             missing = self.tracker.missing_aggregations()
             summary.status = "failed"

@@ -9,8 +9,9 @@ from pydantic import BaseModel, Field
 from simstudy.design import ParameterSet
 from simstudy.spec import ScalarParam, Study
 
-TARGET_TASK_RUNS = 100
-"""Prefect task runs a study aims for: each costs ~0.1 s of orchestration."""
+TARGET_TASK_RUNS = 40
+"""Simulation task runs a study aims for: each costs ~0.1-0.2 s of CPU in Prefect (measured
+in benchmarks/overhead.py); 40 rather than 100 saved 3 s of 123 s for 20 x 200 x 50 ms."""
 
 MIN_AUTO_BATCH = 25
 """Smallest automatic batch, so cheap replicates are not drowned in orchestration."""

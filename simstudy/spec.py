@@ -119,7 +119,7 @@ class Execution(StudyModel):
     )
     batch_size: int | Literal["auto"] = Field(
         default="auto",
-        description="Replicates per Prefect task run. 'auto': about 100 task runs per study, "
+        description="Replicates per Prefect task run. 'auto': about 40 task runs per study, "
         "at least 25 replicates per batch (see README).",
     )
     min_success_fraction: float = Field(

@@ -13,7 +13,7 @@ from simstudy.spec import Study
 
 @pytest.mark.parametrize(
     ("n_sets", "replicates", "expected"),
-    [(20, 200, 40), (6, 50, 25), (1, 10, 10), (1, 10_000, 100), (1000, 1000, 1000), (20, 30, 30)],
+    [(20, 200, 100), (6, 50, 25), (1, 10, 10), (1, 10_000, 250), (1000, 1000, 1000), (20, 30, 30)],
 )
 def test_auto_batch_size(n_sets: int, replicates: int, expected: int) -> None:
     assert auto_batch_size(n_sets, replicates) == expected
