@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -113,6 +114,12 @@ def run_command(args: argparse.Namespace) -> int:
     study = study_with_overrides(args)
     sets = expand_parameters(study)
     check_output_dir(Path(study.output_dir), study_id(study, sets), args.overwrite)
+
+    if not args.no_progress:
+        # Log lines of this process and of the Dask workers (which inherit the variable)
+        # would tear the live progress bar; warnings still show, and every line still
+        # reaches the Prefect API. --no-progress keeps the full console log.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
     # Prefect is imported only now: validation errors above come back in well under a second.
     from flows.api import prefect_api
