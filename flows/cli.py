@@ -21,6 +21,8 @@ from simstudy.batching import plan_batches
 from simstudy.design import expand_parameters
 from simstudy.errors import OutputDirError, StudyError
 from simstudy.loading import load_study, read_study_document, validate_study
+from simstudy.locking import output_lock
+from simstudy.parts import PARTS_DIR, read_parts
 from simstudy.report import summary_table
 from simstudy.spec import Study
 from simstudy.storage import REPLICATES_FILE, check_output_dir, study_id
@@ -42,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="worker processes of the local Dask cluster")
     run.add_argument("--address", help="address of an existing Dask scheduler")
     run.add_argument("--overwrite", action="store_true", help="replace another study's results")
+    run.add_argument(
+        "--fresh", action="store_true", help="discard finished replicates of an earlier run"
+    )
     run.add_argument("--no-progress", action="store_true", help="no live progress bar")
     validate = commands.add_parser("validate", help="check a study and list its parameter sets")
     validate.add_argument("study")
@@ -68,8 +73,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return EXIT_INVALID
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: running replicates were stopped")
+        console.print(
+            f"[yellow]interrupted[/yellow]: running replicates were stopped. {_kept(args)}"
+        )
         return EXIT_INTERRUPTED
+
+
+def _kept(args: argparse.Namespace) -> str:
+    """Say how many finished replicates an interrupted run kept, and how to resume."""
+    if args.command != "run":
+        return ""
+    try:
+        output = Path(study_with_overrides(args).output_dir)
+    except (StudyError, OutputDirError):
+        return ""
+    kept = len(read_parts(output).records)
+    return (
+        f"{kept} finished replicates are kept in {output / PARTS_DIR}; run the same command "
+        "again to resume (--fresh starts over)."
+    )
 
 
 def validate_command(path: str) -> int:
@@ -113,7 +135,11 @@ def run_command(args: argparse.Namespace) -> int:
     """Validate, then run the study on one local Prefect API and a Dask cluster."""
     study = study_with_overrides(args)
     sets = expand_parameters(study)
-    check_output_dir(Path(study.output_dir), study_id(study, sets), args.overwrite)
+    output = Path(study.output_dir)
+    check_output_dir(output, study_id(study, sets), args.overwrite)
+    if output.exists():
+        with output_lock(output):  # refuse now, before anything starts, if a run holds it
+            pass
 
     if not args.no_progress:
         # Log lines of this process and of the Dask workers (which inherit the variable)
@@ -130,7 +156,9 @@ def run_command(args: argparse.Namespace) -> int:
     with prefect_api() as api_url:
         console.print(f"Prefect API: {api_url}", highlight=False)
         with progress_bar(console, enabled=not args.no_progress):
-            state = simulation_study(study=study, overwrite=args.overwrite, return_state=True)
+            state = simulation_study(
+                study=study, overwrite=args.overwrite, fresh=args.fresh, return_state=True
+            )
     if (Path(study.output_dir) / REPLICATES_FILE).exists():
         console.print(summary_table(Path(study.output_dir)))
     elapsed = time.monotonic() - started

@@ -74,6 +74,8 @@ class StudyOrchestrator:
     progress_topic: str
     on_progress: Callable[[TrackerSnapshot], None]
     on_stall: Callable[[StallReport], None]
+    on_batch: Callable[[Batch, BatchResult], None] | None = None
+    reused: dict[int, BatchResult] = field(default_factory=dict)
     tracker: StudyTracker = field(init=False)
     _results: dict[int, BatchResult] = field(default_factory=dict)
     _aggregates: dict[int, ParameterSetAggregate] = field(default_factory=dict)
@@ -88,14 +90,25 @@ class StudyOrchestrator:
         self._batch_futures: dict[int, Any] = {}
         self._aggregate_futures: dict[int, Any] = {}
         self._given_up: set[int] = set()
-        self._unsubmitted = {pid: len(idx) for pid, idx in self._set_batches.items()}
-        self._pending = deque(range(len(self.batches)))
+        self._unsubmitted = {
+            pid: sum(i not in self.reused for i in indices)
+            for pid, indices in self._set_batches.items()
+        }
+        self._pending = deque(i for i in range(len(self.batches)) if i not in self.reused)
+        for index, result in self.reused.items():
+            self._results[index] = result
+            for record in result.records:
+                self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
+        self.tracker.reused = sum(result.stop - result.start for result in self.reused.values())
         self._simulate = configured_simulate_batch(self.study, max(b.size for b in self.batches))
         self._limit = self.study.execution.batches_in_flight(self.worker_threads)
 
     def run(self) -> StudyOutcome:
         """Submit, follow and collect every task; return the outcome."""
         self.client.subscribe_topic(self.progress_topic, self._on_replicate_event)
+        for param_id, left in self._unsubmitted.items():
+            if left == 0:  # every batch reused: aggregate right away
+                self._submit_aggregate(self._set_index[param_id], attempts=1)
         try:
             return self._loop()
         finally:
@@ -214,6 +227,8 @@ class StudyOrchestrator:
         if tracked.kind == "batch":
             result: BatchResult = value
             self._results[tracked.index] = result
+            if self.on_batch is not None:
+                self.on_batch(self.batches[tracked.index], result)
             for record in result.records:
                 self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
         else:

@@ -49,7 +49,9 @@ def progress_bar(console: Console, enabled: bool = True) -> Iterator[None]:
                 total=state.total_replicates,
                 completed=state.replicates_done,
                 detail=(
-                    f"ok {state.replicates.get('ok', 0)} failed {failed} | sets "
+                    f"ok {state.replicates.get('ok', 0)} failed {failed}"
+                    + (f" (reused {state.reused})" if state.reused else "")
+                    + " | sets "
                     f"{state.sets_aggregated}/{state.total_sets} aggregated"
                     + (f", {state.sets_failed} failed" if state.sets_failed else "")
                 ),

@@ -13,6 +13,7 @@ them with a stall watchdog; the results are written when everything has finished
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -29,10 +30,13 @@ from flows.progress import publish
 from flows.task_runs import crash_unfinished_task_runs
 from simstudy.aggregate import StudySummary
 from simstudy.batch import BatchResult
-from simstudy.batching import plan_batches
-from simstudy.design import expand_parameters
+from simstudy.batching import Batch, plan_batches
+from simstudy.design import ParameterSet, expand_parameters
 from simstudy.errors import StudyError
+from simstudy.fingerprint import model_fingerprint
 from simstudy.loading import load_study
+from simstudy.locking import output_lock
+from simstudy.parts import PARTS_DIR, read_parts, write_part
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
 from simstudy.stall import STALL_MARKDOWN, StallReport
@@ -68,8 +72,13 @@ def simulation_study(
     study: Study | None = None,
     output: str | None = None,
     overwrite: bool = False,
+    fresh: bool = False,
 ) -> State[StudySummary]:
-    """Run a simulation study on Dask: every replicate, every aggregate, the summary."""
+    """Run a simulation study on Dask: every replicate, every aggregate, the summary.
+
+    Finished replicates of an earlier run of the same study in the same output folder
+    are reused (resume); `fresh` discards them, `overwrite` replaces another study's.
+    """
     logger = get_run_logger()
     study = resolve_study(study_path, study, output)
     sets = expand_parameters(study)
@@ -77,13 +86,23 @@ def simulation_study(
     output_dir = Path(study.output_dir)
     identity = study_id(study, sets)
     check_output_dir(output_dir, identity, overwrite)
-    logger.info(
-        "study %s: %d parameter sets x %d replicates in %d batches -> %s",
-        study.name, len(sets), study.replicates, len(batches), output_dir,
-    )  # fmt: skip
+    with output_lock(output_dir):
+        if fresh or overwrite:
+            shutil.rmtree(output_dir / PARTS_DIR, ignore_errors=True)
+        return _run_study(study, sets, batches, output_dir, identity, overwrite, logger)
+
+
+def _run_study(
+    study: Study,
+    sets: list[ParameterSet],
+    batches: list[Batch],
+    output_dir: Path,
+    identity: str,
+    overwrite: bool,
+    logger: RunLogger,
+) -> State[StudySummary]:
     log_dir = str(output_dir / LOGS_DIR)
     run_id = flow_run.get_id() or identity
-
     with study_task_runner(study.execution.dask) as runner:
         client = runner.client
         threads = preflight(client, study, f"simstudy-{identity[:12]}", log_dir)
@@ -92,6 +111,12 @@ def simulation_study(
         started_at = now()
         document = study_document(study, sets, identity, started_at)
         write_json(output_dir / STUDY_FILE, {**document, "status": "running"})
+        fingerprint = model_fingerprint(study)
+        reused = reusable_batches(output_dir, batches, fingerprint, logger)
+        logger.info(
+            "study %s: %d parameter sets x %d replicates in %d batches (%d reused) -> %s",
+            study.name, len(sets), study.replicates, len(batches), len(reused), output_dir,
+        )  # fmt: skip
         orchestrator = StudyOrchestrator(
             runner=runner,
             client=client,
@@ -103,6 +128,8 @@ def simulation_study(
             progress_topic=f"simstudy-progress-{run_id}",
             on_progress=ProgressLog(logger),
             on_stall=lambda report: publish_stall_report(report, output_dir, logger),
+            on_batch=lambda batch, result: write_part(output_dir, batch, result, fingerprint),
+            reused=reused,
         )
         try:
             outcome = orchestrator.run()
@@ -123,6 +150,7 @@ def simulation_study(
             "finished_at": now().isoformat(),
             "status": "stalled" if outcome.abandoned else summary.status,
             "counts": summary.replicate_counts,
+            "reused_replicates": orchestrator.tracker.reused,
             "failed_parameter_sets": summary.failed_sets,
         },
     )
@@ -131,6 +159,24 @@ def simulation_study(
     if summary.status == "failed":
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
+
+
+def reusable_batches(
+    output: Path, batches: list[Batch], fingerprint: str, logger: RunLogger
+) -> dict[int, BatchResult]:
+    """Return the batches an earlier run of this study finished, rebuilt from part files."""
+    stored = read_parts(output)
+    if stored.corrupt_parts:
+        logger.warning(
+            "unreadable part files removed, their replicates run again: %s",
+            ", ".join(stored.corrupt_parts),
+        )
+    reused = {}
+    for index, batch in enumerate(batches):
+        result = stored.reusable_batch(batch, fingerprint)
+        if result is not None:
+            reused[index] = result
+    return reused
 
 
 def final_message(outcome: StudyOutcome) -> str:

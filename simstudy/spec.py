@@ -244,6 +244,11 @@ class Study(StudyModel):
         description="Python callable as 'module:function', or {command: [...], cwd: '.'} "
         "for an external program."
     )
+    model_version: str | None = Field(
+        default=None,
+        description="Your version of the model; change it when something the model depends "
+        "on changes (imported modules, data files), so earlier results are not reused.",
+    )
     fixed: dict[str, ScalarParam] = Field(
         default_factory=dict, description="Parameters shared by every parameter set."
     )

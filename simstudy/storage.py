@@ -35,6 +35,7 @@ TIMESERIES_AGGREGATES_FILE = "timeseries_aggregates.parquet"
 STALL_JSON = "stall-report.json"
 STALL_MARKDOWN = "stall-report.md"
 LOGS_DIR = "logs"
+LOCK_FILE = ".simstudy.lock"
 RESULT_FILES = (
     STUDY_FILE,
     STALL_JSON,
@@ -110,9 +111,13 @@ def check_output_dir(output: Path, identity: str, overwrite: bool) -> None:
     """Raise `OutputDirError` unless `output` is absent, empty or holds this study's results."""
     if output.exists() and not output.is_dir():
         raise OutputDirError(f"output {output} is a file, not a folder: choose another output")
-    # logs/ alone does not make a folder someone else's: preflight's model processes
-    # create it before the results are prepared.
-    if overwrite or not output.exists() or {p.name for p in output.iterdir()} <= {LOGS_DIR}:
+    # logs/ and the lock file alone do not make a folder someone else's: they are
+    # created (by preflight's model processes, by the lock) before study.json.
+    if (
+        overwrite
+        or not output.exists()
+        or {p.name for p in output.iterdir()} <= {LOGS_DIR, LOCK_FILE}
+    ):
         return
     if not (output / STUDY_FILE).exists():
         raise OutputDirError(

@@ -26,6 +26,7 @@ class TrackerSnapshot:
     sets_failed: int
     total_sets: int
     seconds_since_progress: float
+    reused: int = 0
 
     @property
     def replicates_done(self) -> int:
@@ -39,6 +40,7 @@ class StudyTracker:
 
     batches: list[Batch]
     param_ids: list[str]
+    reused: int = 0
     _finished: dict[tuple[str, int], str] = field(default_factory=dict)
     _aggregated: dict[str, str] = field(default_factory=dict)
     _last_progress: float = field(default_factory=time.monotonic)
@@ -89,4 +91,5 @@ class StudyTracker:
                 sets_failed=statuses.get("failed", 0),
                 total_sets=len(self.param_ids),
                 seconds_since_progress=time.monotonic() - self._last_progress,
+                reused=self.reused,
             )

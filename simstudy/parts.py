@@ -1,0 +1,107 @@
+"""Finished batches persisted as they finish, so a crashed study resumes where it stopped.
+
+Each finished batch becomes one Parquet part file under `output/_parts/`, written
+atomically (temp file + rename), holding its replicate records and each replicate's
+cache key. On the next run of the same study, a batch whose replicates are all in the
+parts with status ok and the current cache key is reused instead of run again.
+
+Why part files rather than Prefect result persistence: Prefect's cache costs a task run
+per cached task (a fully cached rerun took as long as the first run, measured), keys
+on arguments only, and the state of a killed run stays RUNNING in its database; the
+study's own files are the truth about what finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simstudy.batch import BatchResult, summarize_batch
+from simstudy.batching import Batch
+from simstudy.fingerprint import replicate_cache_key
+from simstudy.records import ReplicateRecord
+from simstudy.storage import write_table
+
+PARTS_DIR = "_parts"
+logger = logging.getLogger(__name__)
+
+PART_SCHEMA = pa.schema(
+    [
+        ("param_id", pa.string()),
+        ("replicate", pa.int64()),
+        ("seed", pa.int64()),
+        ("status", pa.string()),
+        ("attempts", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("error", pa.string()),
+        ("worker", pa.string()),
+        ("outputs", pa.string()),
+        ("cache_key", pa.string()),
+    ]
+)
+
+
+def part_path(output: Path, batch: Batch) -> Path:
+    """Return the part file of a batch (one name per replicate range)."""
+    return output / PARTS_DIR / f"{batch.param_id}-r{batch.start}-{batch.stop}.parquet"
+
+
+def write_part(output: Path, batch: Batch, result: BatchResult, fingerprint: str) -> None:
+    """Persist a finished batch's records with their cache keys."""
+    rows = [
+        {
+            **record.model_dump(exclude={"outputs"}),
+            "outputs": json.dumps(record.outputs),
+            "cache_key": replicate_cache_key(fingerprint, record.param_id, record.seed),
+        }
+        for record in result.records
+    ]
+    write_table(part_path(output, batch), pa.Table.from_pylist(rows, schema=PART_SCHEMA))
+
+
+@dataclass
+class StoredReplicates:
+    """Ok replicate records found in the part files, by (param_id, replicate)."""
+
+    records: dict[tuple[str, int], tuple[ReplicateRecord, str]]
+    corrupt_parts: list[str]
+
+    def reusable_batch(self, batch: Batch, fingerprint: str) -> BatchResult | None:
+        """Return the batch rebuilt from stored records if every replicate can be reused."""
+        records = []
+        for replicate in range(batch.start, batch.stop):
+            stored = self.records.get((batch.param_id, replicate))
+            if stored is None:
+                return None
+            record, key = stored
+            if key != replicate_cache_key(fingerprint, record.param_id, record.seed):
+                return None
+            records.append(record)
+        return summarize_batch(batch, records)
+
+
+def read_parts(output: Path) -> StoredReplicates:
+    """Read every part file; a corrupt one is deleted (its replicates will run again)."""
+    found: dict[tuple[str, int], tuple[ReplicateRecord, str]] = {}
+    corrupt: list[str] = []
+    for path in sorted((output / PARTS_DIR).glob("*.parquet")):
+        try:
+            rows = pq.read_table(path, schema=PART_SCHEMA).to_pylist()
+        except (OSError, pa.ArrowException) as exc:
+            logger.warning("part %s is unreadable (%s); its replicates will run again", path, exc)
+            corrupt.append(path.name)
+            path.unlink(missing_ok=True)
+            continue
+        for row in rows:
+            if row["status"] != "ok":
+                continue  # failed and timed-out replicates are tried again on resume
+            key = row.pop("cache_key")
+            row["outputs"] = json.loads(row["outputs"])
+            record = ReplicateRecord.model_validate(row)
+            found[(record.param_id, record.replicate)] = (record, key)
+    return StoredReplicates(found, corrupt)

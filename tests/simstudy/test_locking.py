@@ -1,0 +1,38 @@
+"""One run per output folder at a time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simstudy.errors import OutputDirError
+from simstudy.locking import output_lock
+
+HOLD = (
+    "import sys, time\nfrom simstudy.locking import output_lock\nfrom pathlib import Path\n"
+    "with output_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n"
+)
+
+
+@pytest.mark.timeout(30)
+def test_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        with (
+            pytest.raises(
+                OutputDirError, match=f"in use by another simstudy run \\(pid {holder.pid}"
+            ),
+            output_lock(tmp_path),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    with output_lock(tmp_path):  # a dead holder's lock is free again
+        pass
