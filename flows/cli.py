@@ -29,7 +29,8 @@ from simstudy.storage import REPLICATES_FILE, check_output_dir, study_id
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-console = Console(stderr=True)
+# soft_wrap: messages are never hard-wrapped, so they stay greppable in logs.
+console = Console(stderr=True, soft_wrap=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

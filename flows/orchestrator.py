@@ -194,7 +194,7 @@ class StudyOrchestrator:
     def _submit_aggregate(self, set_index: int, attempts: int) -> None:
         parameter_set = self.sets[set_index]
         inputs = [
-            self._results.get(i, self._batch_futures[i])
+            self._results[i] if i in self._results else self._batch_futures[i]
             for i in self._set_batches[parameter_set.param_id]
         ]
         name = f"agg-{parameter_set.param_id[:12]}"
