@@ -26,6 +26,7 @@ from simstudy.parts import PARTS_DIR, read_parts
 from simstudy.report import summary_table
 from simstudy.spec import Study
 from simstudy.storage import REPLICATES_FILE, check_output_dir, study_id
+from simstudy.store import OutputStore
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return validate_command(args.study)
         if args.command == "show":
-            console.print(summary_table(Path(args.output)))
+            console.print(summary_table(OutputStore(args.output)))
             return EXIT_OK
         return run_command(args)
     except (StudyError, OutputDirError) as exc:
@@ -85,12 +86,12 @@ def _kept(args: argparse.Namespace) -> str:
     if args.command != "run":
         return ""
     try:
-        output = Path(study_with_overrides(args).output_dir)
+        store = OutputStore(study_with_overrides(args).output_dir)
     except (StudyError, OutputDirError):
         return ""
-    kept = len(read_parts(output).records)
+    kept = len(read_parts(store).records)
     return (
-        f"{kept} finished replicates are kept in {output / PARTS_DIR}; run the same command "
+        f"{kept} finished replicates are kept in {store.path(PARTS_DIR)}; run the same command "
         "again to resume (--fresh starts over)."
     )
 
@@ -136,10 +137,10 @@ def run_command(args: argparse.Namespace) -> int:
     """Validate, then run the study on one local Prefect API and a Dask cluster."""
     study = study_with_overrides(args)
     sets = expand_parameters(study)
-    output = Path(study.output_dir)
-    check_output_dir(output, study_id(study, sets), args.overwrite)
-    if output.exists():
-        with output_lock(output):  # refuse now, before anything starts, if a run holds it
+    store = OutputStore(study.output_dir)
+    check_output_dir(store, study_id(study, sets), args.overwrite)
+    if store.local is not None and store.local.exists():
+        with output_lock(store):  # refuse now, before anything starts, if a run holds it
             pass
 
     if not args.no_progress:
@@ -160,8 +161,8 @@ def run_command(args: argparse.Namespace) -> int:
             state = simulation_study(
                 study=study, overwrite=args.overwrite, fresh=args.fresh, return_state=True
             )
-    if (Path(study.output_dir) / REPLICATES_FILE).exists():
-        console.print(summary_table(Path(study.output_dir)))
+    if store.exists(REPLICATES_FILE):
+        console.print(summary_table(store))
     elapsed = time.monotonic() - started
     console.print(f"{state.name}: {state.message} [{elapsed:.1f} s]", highlight=False)
     return EXIT_OK if state.is_completed() else EXIT_FAILED

@@ -13,8 +13,6 @@ them with a stall watchdog; the results are written when everything has finished
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -41,7 +39,6 @@ from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
 from simstudy.stall import STALL_MARKDOWN, StallReport
 from simstudy.storage import (
-    LOGS_DIR,
     STUDY_FILE,
     check_output_dir,
     now,
@@ -51,6 +48,7 @@ from simstudy.storage import (
     write_json,
     write_results,
 )
+from simstudy.store import OutputStore
 from simstudy.tracking import TrackerSnapshot
 
 LOG_EVERY_FRACTION = 0.1
@@ -83,39 +81,39 @@ def simulation_study(
     study = resolve_study(study_path, study, output)
     sets = expand_parameters(study)
     batches = plan_batches(study, sets)
-    output_dir = Path(study.output_dir)
+    store = OutputStore(study.output_dir)
     identity = study_id(study, sets)
-    check_output_dir(output_dir, identity, overwrite)
-    with output_lock(output_dir):
+    check_output_dir(store, identity, overwrite)
+    with output_lock(store):
         if fresh or overwrite:
-            shutil.rmtree(output_dir / PARTS_DIR, ignore_errors=True)
-        return _run_study(study, sets, batches, output_dir, identity, overwrite, logger)
+            store.delete(PARTS_DIR)
+        return _run_study(study, sets, batches, store, identity, overwrite, logger)
 
 
 def _run_study(
     study: Study,
     sets: list[ParameterSet],
     batches: list[Batch],
-    output_dir: Path,
+    store: OutputStore,
     identity: str,
     overwrite: bool,
     logger: RunLogger,
 ) -> State[StudySummary]:
-    log_dir = str(output_dir / LOGS_DIR)
+    log_dir = str(store.local_log_dir(study.name))
     run_id = flow_run.get_id() or identity
     with study_task_runner(study.execution.dask) as runner:
         client = runner.client
         threads = preflight(client, study, f"simstudy-{identity[:12]}", log_dir)
         # Only now, with a cluster that can run the study, are earlier results replaced.
-        prepare_output_dir(output_dir, identity, overwrite)
+        prepare_output_dir(store, identity, overwrite)
         started_at = now()
         document = study_document(study, sets, identity, started_at)
-        write_json(output_dir / STUDY_FILE, {**document, "status": "running"})
+        write_json(store, STUDY_FILE, {**document, "status": "running"})
         fingerprint = model_fingerprint(study)
-        reused = reusable_batches(output_dir, batches, fingerprint, logger)
+        reused = reusable_batches(store, batches, fingerprint, logger)
         logger.info(
             "study %s: %d parameter sets x %d replicates in %d batches (%d reused) -> %s",
-            study.name, len(sets), study.replicates, len(batches), len(reused), output_dir,
+            study.name, len(sets), study.replicates, len(batches), len(reused), store,
         )  # fmt: skip
         orchestrator = StudyOrchestrator(
             runner=runner,
@@ -127,8 +125,8 @@ def _run_study(
             worker_threads=threads,
             progress_topic=f"simstudy-progress-{run_id}",
             on_progress=ProgressLog(logger),
-            on_stall=lambda report: publish_stall_report(report, output_dir, logger),
-            on_batch=lambda batch, result: write_part(output_dir, batch, result, fingerprint),
+            on_stall=lambda report: publish_stall_report(report, store, logger),
+            on_batch=lambda batch, result: write_part(store, batch, result, fingerprint),
             reused=reused,
         )
         try:
@@ -142,9 +140,10 @@ def _run_study(
                     logger.warning("task runs marked Crashed: %s", ", ".join(abandoned))
 
     summary = outcome.summary
-    write_results(output_dir, records_of(outcome.batch_results), outcome.aggregates)
+    write_results(store, records_of(outcome.batch_results), outcome.aggregates)
     write_json(
-        output_dir / STUDY_FILE,
+        store,
+        STUDY_FILE,
         {
             **document,
             "finished_at": now().isoformat(),
@@ -162,10 +161,10 @@ def _run_study(
 
 
 def reusable_batches(
-    output: Path, batches: list[Batch], fingerprint: str, logger: RunLogger
+    store: OutputStore, batches: list[Batch], fingerprint: str, logger: RunLogger
 ) -> dict[int, BatchResult]:
     """Return the batches an earlier run of this study finished, rebuilt from part files."""
-    stored = read_parts(output)
+    stored = read_parts(store)
     if stored.corrupt_parts:
         logger.warning(
             "unreadable part files removed, their replicates run again: %s",
@@ -188,10 +187,10 @@ def final_message(outcome: StudyOutcome) -> str:
     return outcome.summary.headline()
 
 
-def publish_stall_report(report: StallReport, output: Path, logger: RunLogger) -> None:
+def publish_stall_report(report: StallReport, store: OutputStore, logger: RunLogger) -> None:
     """Send a stall report to the log, the output folder and a Prefect artifact."""
-    report.write(output)
-    logger.warning("%s; report: %s", report.headline(), output / STALL_MARKDOWN)
+    report.write(store)
+    logger.warning("%s; report: %s", report.headline(), store.path(STALL_MARKDOWN))
     create_markdown_artifact(
         markdown=report.to_markdown(), key="stall-report", description=report.headline()
     )

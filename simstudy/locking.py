@@ -6,15 +6,22 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from simstudy.errors import OutputDirError
 from simstudy.storage import LOCK_FILE
+from simstudy.store import OutputStore
 
 
 @contextmanager
-def output_lock(output: Path) -> Iterator[None]:
-    """Hold the output folder's lock, or raise `OutputDirError` naming the holder."""
+def output_lock(store: OutputStore) -> Iterator[None]:
+    """Hold a local output folder's lock, or raise `OutputDirError` naming the holder.
+
+    Remote outputs (fsspec URLs) have no lock: object stores offer no advisory locks.
+    """
+    if store.local is None:
+        yield
+        return
+    output = store.local
     output.mkdir(parents=True, exist_ok=True)
     path = output / LOCK_FILE
     handle = path.open("a+")

@@ -16,16 +16,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from simstudy.batch import BatchResult, summarize_batch
 from simstudy.batching import Batch
 from simstudy.fingerprint import replicate_cache_key
 from simstudy.records import ReplicateRecord
-from simstudy.storage import write_table
+from simstudy.storage import read_table, write_table
+from simstudy.store import OutputStore
 
 PARTS_DIR = "_parts"
 logger = logging.getLogger(__name__)
@@ -46,12 +45,12 @@ PART_SCHEMA = pa.schema(
 )
 
 
-def part_path(output: Path, batch: Batch) -> Path:
+def part_name(batch: Batch) -> str:
     """Return the part file of a batch (one name per replicate range)."""
-    return output / PARTS_DIR / f"{batch.param_id}-r{batch.start}-{batch.stop}.parquet"
+    return f"{PARTS_DIR}/{batch.param_id}-r{batch.start}-{batch.stop}.parquet"
 
 
-def write_part(output: Path, batch: Batch, result: BatchResult, fingerprint: str) -> None:
+def write_part(store: OutputStore, batch: Batch, result: BatchResult, fingerprint: str) -> None:
     """Persist a finished batch's records with their cache keys."""
     rows = [
         {
@@ -61,7 +60,7 @@ def write_part(output: Path, batch: Batch, result: BatchResult, fingerprint: str
         }
         for record in result.records
     ]
-    write_table(part_path(output, batch), pa.Table.from_pylist(rows, schema=PART_SCHEMA))
+    write_table(store, part_name(batch), pa.Table.from_pylist(rows, schema=PART_SCHEMA))
 
 
 @dataclass
@@ -85,17 +84,17 @@ class StoredReplicates:
         return summarize_batch(batch, records)
 
 
-def read_parts(output: Path) -> StoredReplicates:
+def read_parts(store: OutputStore) -> StoredReplicates:
     """Read every part file; a corrupt one is deleted (its replicates will run again)."""
     found: dict[tuple[str, int], tuple[ReplicateRecord, str]] = {}
     corrupt: list[str] = []
-    for path in sorted((output / PARTS_DIR).glob("*.parquet")):
+    for name in store.names(PARTS_DIR, ".parquet"):
         try:
-            rows = pq.read_table(path, schema=PART_SCHEMA).to_pylist()
+            rows = read_table(store, name, schema=PART_SCHEMA).to_pylist()
         except (OSError, pa.ArrowException) as exc:
-            logger.warning("part %s is unreadable (%s); its replicates will run again", path, exc)
-            corrupt.append(path.name)
-            path.unlink(missing_ok=True)
+            logger.warning("part %s is unreadable (%s); its replicates will run again", name, exc)
+            corrupt.append(name.rsplit("/", 1)[-1])
+            store.delete(name)
             continue
         for row in rows:
             if row["status"] != "ok":

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from rich.table import Table
 
-from simstudy.storage import AGGREGATES_FILE, read_study_json
+from simstudy.storage import AGGREGATES_FILE, read_study_json, read_table
+from simstudy.store import OutputStore
 
 MAX_OUTPUT_COLUMNS = 4
 
 
-def summary_table(output: Path) -> Table:
+def summary_table(store: OutputStore) -> Table:
     """Return a table of a finished study: one row per parameter set, key output means."""
-    study = read_study_json(output)
-    aggregates_path = output / AGGREGATES_FILE
-    rows = pq.read_table(aggregates_path).to_pylist() if aggregates_path.exists() else []
+    study = read_study_json(store)
+    rows = read_table(store, AGGREGATES_FILE).to_pylist() if store.exists(AGGREGATES_FILE) else []
     means: dict[tuple[str, str], float] = {(r["param_id"], r["output"]): r["mean"] for r in rows}
     outputs = sorted({r["output"] for r in rows})[:MAX_OUTPUT_COLUMNS]
     failed: dict[str, list[str]] = study.get("failed_parameter_sets") or {}
     varying = _varying_names(study)
 
-    table = Table(title=f"{study['name']}: {study.get('status', 'unknown')} ({output})")
+    table = Table(title=f"{study['name']}: {study.get('status', 'unknown')} ({store})")
     table.add_column("param_id")
     for name in varying:
         table.add_column(name, justify="right")

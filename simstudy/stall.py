@@ -5,11 +5,10 @@ Pure data and rendering; the Dask-side collection lives in `flows/watchdog.py`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, Field
 
 from simstudy.storage import STALL_JSON, STALL_MARKDOWN, write_json, write_text
+from simstudy.store import OutputStore
 
 MISSING_LISTED = 50
 """Missing replicates listed one by one; beyond that, only counted."""
@@ -121,7 +120,7 @@ class StallReport(BaseModel):
             )
         return "\n".join(lines) + "\n"
 
-    def write(self, output: Path) -> None:
-        """Write stall-report.json and stall-report.md into the output folder."""
-        write_json(output / STALL_JSON, self.model_dump(mode="json"))
-        write_text(output / STALL_MARKDOWN, self.to_markdown())
+    def write(self, store: OutputStore) -> None:
+        """Write stall-report.json and stall-report.md into the output."""
+        write_json(store, STALL_JSON, self.model_dump(mode="json"))
+        write_text(store, STALL_MARKDOWN, self.to_markdown())

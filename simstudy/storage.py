@@ -1,4 +1,4 @@
-"""Result files of a study, each written atomically (temp file + rename).
+"""Result files of a study, each written whole (atomically on a local disk).
 
 Files in the output folder: `replicates.parquet`, `timeseries.parquet`,
 `aggregates.parquet`, `timeseries_aggregates.parquet`, `study.json` and `logs/`.
@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,6 +21,7 @@ from simstudy.design import ParameterSet
 from simstudy.errors import OutputDirError
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
+from simstudy.store import OutputStore
 
 STUDY_FILE = "study.json"
 REPLICATES_FILE = "replicates.parquet"
@@ -62,93 +58,67 @@ def study_id(study: Study, sets: list[ParameterSet]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-@contextmanager
-def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """Yield a temporary file that replaces `path` only once it is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not a `with` block: the file must outlive its handle until it is renamed into place.
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
-        dir=path.parent, prefix=f".{path.name}.", delete=False
-    )
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # NamedTemporaryFile creates 0600 files; results get the usual umask permissions.
-        os.chmod(handle.name, 0o666 & ~_umask())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+def write_json(store: OutputStore, name: str, data: Any) -> None:
+    """Write JSON whole."""
+    store.write_bytes(name, json.dumps(data, indent=2, default=str).encode())
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def write_text(store: OutputStore, name: str, text: str) -> None:
+    """Write UTF-8 text whole."""
+    store.write_bytes(name, text.encode("utf-8"))
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    with atomic_file(path) as handle:
-        handle.write(json.dumps(data, indent=2, sort_keys=False, default=str).encode())
+def write_table(store: OutputStore, name: str, table: pa.Table) -> None:
+    """Write a Parquet table whole."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    store.write_bytes(name, buffer.getvalue().to_pybytes())
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write UTF-8 text atomically."""
-    with atomic_file(path) as handle:
-        handle.write(text.encode("utf-8"))
+def read_table(store: OutputStore, name: str, schema: pa.Schema | None = None) -> pa.Table:
+    """Read a Parquet table."""
+    return pq.read_table(pa.BufferReader(store.read_bytes(name)), schema=schema)
 
 
-def write_table(path: Path, table: pa.Table) -> None:
-    """Write a Parquet table atomically."""
-    with atomic_file(path) as handle:
-        pq.write_table(table, handle)
-
-
-def check_output_dir(output: Path, identity: str, overwrite: bool) -> None:
-    """Raise `OutputDirError` unless `output` is absent, empty or holds this study's results."""
-    if output.exists() and not output.is_dir():
-        raise OutputDirError(f"output {output} is a file, not a folder: choose another output")
+def check_output_dir(store: OutputStore, identity: str, overwrite: bool) -> None:
+    """Raise `OutputDirError` unless the output is absent, empty or holds this study's results."""
+    if store.is_file_location():
+        raise OutputDirError(f"output {store} is a file, not a folder: choose another output")
     # logs/ and the lock file alone do not make a folder someone else's: they are
     # created (by preflight's model processes, by the lock) before study.json.
-    if (
-        overwrite
-        or not output.exists()
-        or {p.name for p in output.iterdir()} <= {LOGS_DIR, LOCK_FILE}
-    ):
+    if overwrite or store.entries() <= {LOGS_DIR, LOCK_FILE}:
         return
-    if not (output / STUDY_FILE).exists():
+    if not store.exists(STUDY_FILE):
         raise OutputDirError(
-            f"output {output} is not empty and holds no simstudy results; "
+            f"output {store} is not empty and holds no simstudy results; "
             "choose another output or pass --overwrite"
         )
-    found = read_study_json(output)
+    found = read_study_json(store)
     if found.get("study_id") != identity:
         raise OutputDirError(
-            f"output {output} holds results of another study ({found.get('name')!r}, "
+            f"output {store} holds results of another study ({found.get('name')!r}, "
             f"study_id {found.get('study_id')}); choose another output or pass --overwrite"
         )
 
 
-def prepare_output_dir(output: Path, identity: str, overwrite: bool) -> None:
-    """Check the output folder, then remove the result files of a previous run.
+def prepare_output_dir(store: OutputStore, identity: str, overwrite: bool) -> None:
+    """Check the output, then remove the result files of a previous run.
 
-    `logs/` is kept: model processes started by preflight already write there.
+    `logs/` and `_parts/` are kept: model processes started by preflight already write
+    logs, and the parts are what a resumed run reuses.
     """
-    check_output_dir(output, identity, overwrite)
+    check_output_dir(store, identity, overwrite)
     for name in RESULT_FILES:
-        (output / name).unlink(missing_ok=True)
-    output.mkdir(parents=True, exist_ok=True)
+        store.delete(name)
+    store.makedirs()
 
 
-def read_study_json(output: Path) -> dict[str, Any]:
-    """Return the study.json of an output folder."""
+def read_study_json(store: OutputStore) -> dict[str, Any]:
+    """Return the study.json of an output."""
     try:
-        data: dict[str, Any] = json.loads((output / STUDY_FILE).read_text())
+        data: dict[str, Any] = json.loads(store.read_bytes(STUDY_FILE))
     except (OSError, json.JSONDecodeError) as exc:
-        raise OutputDirError(f"cannot read {output / STUDY_FILE}: {exc}") from exc
+        raise OutputDirError(f"cannot read {store.path(STUDY_FILE)}: {exc}") from exc
     return data
 
 
@@ -244,14 +214,14 @@ def aggregates_table(aggregates: list[ParameterSetAggregate], series: bool) -> p
 
 
 def write_results(
-    output: Path, records: list[ReplicateRecord], aggregates: list[ParameterSetAggregate]
+    store: OutputStore, records: list[ReplicateRecord], aggregates: list[ParameterSetAggregate]
 ) -> None:
     """Write the Parquet result files of a finished study."""
-    write_table(output / REPLICATES_FILE, replicates_table(records))
+    write_table(store, REPLICATES_FILE, replicates_table(records))
     for name, table in (
         (TIMESERIES_FILE, timeseries_table(records)),
         (AGGREGATES_FILE, aggregates_table(aggregates, series=False)),
         (TIMESERIES_AGGREGATES_FILE, aggregates_table(aggregates, series=True)),
     ):
         if table is not None:
-            write_table(output / name, table)
+            write_table(store, name, table)

@@ -19,6 +19,8 @@ import yaml
 from flows.study import simulation_study
 from simstudy.parts import PARTS_DIR
 from simstudy.spec import Study
+from simstudy.storage import read_study_json, read_table
+from simstudy.store import OutputStore
 
 pytestmark = [pytest.mark.slow]
 
@@ -196,12 +198,10 @@ def test_truncated_part_is_rerun(make_study: Callable[..., Study]) -> None:
 def test_second_run_on_a_locked_output_is_refused(tmp_path: Path) -> None:
     output = tmp_path / "out"
     study = write_study(tmp_path, output)
-    hold = (
-        "import sys, time\nfrom pathlib import Path\nfrom simstudy.locking import output_lock\n"
-        "with output_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n"
-    )
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(output)], stdout=subprocess.PIPE, cwd=REPO
+        [sys.executable, "-m", "tests.support.hold_lock", str(output)],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
@@ -216,3 +216,16 @@ def test_second_run_on_a_locked_output_is_refused(tmp_path: Path) -> None:
         holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes")
+def test_memory_output_round_trip_and_resume(make_study: Callable[..., Study]) -> None:
+    study = make_study(output="memory://simstudy-tests/round-trip")
+    assert simulation_study(study=study, return_state=True).is_completed()
+    store = OutputStore(study.output_dir)
+    assert store.local is None
+    assert read_table(store, "replicates.parquet").num_rows == 6
+    assert {"study.json", "aggregates.parquet", "_parts"} <= store.entries()
+    assert simulation_study(study=study, return_state=True).is_completed()
+    assert read_study_json(store)["reused_replicates"] == 6

@@ -10,23 +10,25 @@ import pytest
 
 from simstudy.errors import OutputDirError
 from simstudy.locking import output_lock
+from simstudy.store import OutputStore
 
-HOLD = (
-    "import sys, time\nfrom simstudy.locking import output_lock\nfrom pathlib import Path\n"
-    "with output_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n"
-)
+REPO = Path(__file__).parents[2]
 
 
 @pytest.mark.timeout(30)
 def test_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.hold_lock", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
         with (
             pytest.raises(
                 OutputDirError, match=f"in use by another simstudy run \\(pid {holder.pid}"
             ),
-            output_lock(tmp_path),
+            output_lock(OutputStore(tmp_path)),
         ):
             pass
     finally:
@@ -34,5 +36,5 @@ def test_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:
         holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
-    with output_lock(tmp_path):  # a dead holder's lock is free again
+    with output_lock(OutputStore(tmp_path)):  # a dead holder's lock is free again
         pass

@@ -11,8 +11,9 @@ from simstudy.batch import run_batch
 from simstudy.batching import plan_batches
 from simstudy.design import expand_parameters
 from simstudy.fingerprint import model_fingerprint
-from simstudy.parts import PARTS_DIR, part_path, read_parts, write_part
+from simstudy.parts import PARTS_DIR, part_name, read_parts, write_part
 from simstudy.spec import Study
+from simstudy.store import OutputStore
 
 
 @pytest.fixture
@@ -26,8 +27,8 @@ def test_finished_batches_are_reused_with_identical_results(study: Study, tmp_pa
     fingerprint = model_fingerprint(study)
     results = [run_batch(study, b, "w", tmp_path) for b in batches[:3]]
     for batch, result in zip(batches, results, strict=False):
-        write_part(tmp_path, batch, result, fingerprint)
-    stored = read_parts(tmp_path)
+        write_part(OutputStore(tmp_path), batch, result, fingerprint)
+    stored = read_parts(OutputStore(tmp_path))
     reused = [stored.reusable_batch(b, fingerprint) for b in batches]
     assert reused[3] is None
     for original, again in zip(results, reused[:3], strict=True):
@@ -38,10 +39,17 @@ def test_finished_batches_are_reused_with_identical_results(study: Study, tmp_pa
 
 def test_a_changed_model_reuses_nothing(study: Study, tmp_path: Path) -> None:
     batch = plan_batches(study, expand_parameters(study))[0]
-    write_part(tmp_path, batch, run_batch(study, batch, "w", tmp_path), model_fingerprint(study))
+    write_part(
+        OutputStore(tmp_path),
+        batch,
+        run_batch(study, batch, "w", tmp_path),
+        model_fingerprint(study),
+    )
     changed = study.model_copy(update={"model_version": "2"})
     assert model_fingerprint(changed) != model_fingerprint(study)
-    assert read_parts(tmp_path).reusable_batch(batch, model_fingerprint(changed)) is None
+    assert (
+        read_parts(OutputStore(tmp_path)).reusable_batch(batch, model_fingerprint(changed)) is None
+    )
 
 
 def test_failed_replicates_are_not_reused(make_study: Callable[..., Study], tmp_path: Path) -> None:
@@ -50,17 +58,22 @@ def test_failed_replicates_are_not_reused(make_study: Callable[..., Study], tmp_
             parameters={"list": [{"behavior": "raise"}]}, execution={"runner": "thread"}
         )
     batch = plan_batches(study, expand_parameters(study))[0]
-    write_part(tmp_path, batch, run_batch(study, batch, "w", tmp_path), model_fingerprint(study))
-    assert read_parts(tmp_path).records == {}
+    write_part(
+        OutputStore(tmp_path),
+        batch,
+        run_batch(study, batch, "w", tmp_path),
+        model_fingerprint(study),
+    )
+    assert read_parts(OutputStore(tmp_path)).records == {}
 
 
 def test_truncated_part_is_detected_and_removed(study: Study, tmp_path: Path) -> None:
     batch = plan_batches(study, expand_parameters(study))[0]
     fingerprint = model_fingerprint(study)
-    write_part(tmp_path, batch, run_batch(study, batch, "w", tmp_path), fingerprint)
-    path = part_path(tmp_path, batch)
+    write_part(OutputStore(tmp_path), batch, run_batch(study, batch, "w", tmp_path), fingerprint)
+    path = tmp_path / part_name(batch)
     path.write_bytes(path.read_bytes()[:100])
-    stored = read_parts(tmp_path)
+    stored = read_parts(OutputStore(tmp_path))
     assert stored.corrupt_parts == [path.name]
     assert stored.reusable_batch(batch, fingerprint) is None
     assert list((tmp_path / PARTS_DIR).iterdir()) == []

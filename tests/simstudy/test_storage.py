@@ -10,13 +10,13 @@ import pytest
 from simstudy.errors import OutputDirError
 from simstudy.records import ReplicateRecord
 from simstudy.storage import (
-    atomic_file,
     check_output_dir,
     prepare_output_dir,
     replicates_table,
     timeseries_table,
     write_json,
 )
+from simstudy.store import OutputStore, atomic_file
 
 
 def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path) -> None:
@@ -29,10 +29,11 @@ def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [target]
 
 
-def test_output_dir_guard(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+@pytest.mark.parametrize("location", ["local", "memory://guard-test/out"])
+def test_output_dir_guard(tmp_path: Path, location: str) -> None:
+    out = OutputStore(tmp_path / "out" if location == "local" else location)
     prepare_output_dir(out, "study-a", overwrite=False)
-    write_json(out / "study.json", {"name": "a", "study_id": "study-a"})
+    write_json(out, "study.json", {"name": "a", "study_id": "study-a"})
     check_output_dir(out, "study-a", overwrite=False)  # same study: fine
     with pytest.raises(OutputDirError, match="holds results of another study"):
         check_output_dir(out, "study-b", overwrite=False)
@@ -40,7 +41,7 @@ def test_output_dir_guard(tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(OutputDirError, match="holds no simstudy results"):
-        check_output_dir(tmp_path / "other", "study-a", overwrite=False)
+        check_output_dir(OutputStore(tmp_path / "other"), "study-a", overwrite=False)
 
 
 def test_tables_have_one_row_per_replicate_and_long_series() -> None:
