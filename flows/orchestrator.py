@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import dask
 import distributed
-from prefect import unmapped
+from prefect import tags, unmapped
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
@@ -75,6 +75,7 @@ class StudyOrchestrator:
     on_progress: Callable[[TrackerSnapshot], None]
     on_stall: Callable[[StallReport], None]
     on_batch: Callable[[Batch, BatchResult], None] | None = None
+    on_aggregate: Callable[[ParameterSetAggregate], None] | None = None
     reused: dict[int, BatchResult] = field(default_factory=dict)
     tracker: StudyTracker = field(init=False)
     _results: dict[int, BatchResult] = field(default_factory=dict)
@@ -160,30 +161,41 @@ class StudyOrchestrator:
         if room <= 0:
             return
         indices = [self._pending.popleft() for _ in range(room)]
-        futures = self.runner.map(
-            self._simulate,
-            {
-                "study": unmapped(self.study),
-                "batch": [self.batches[i] for i in indices],
-                "log_dir": unmapped(self.log_dir),
-                "progress_topic": unmapped(self.progress_topic),
-            },
-        )
-        for index, future in zip(indices, futures, strict=True):
-            self._record_batch_future(index, cast(PrefectDaskFuture[Any], future), attempts=1)
-            param_id = self.batches[index].param_id
-            self._unsubmitted[param_id] -= 1
+        by_set: dict[str, list[int]] = {}
+        for index in indices:
+            by_set.setdefault(self.batches[index].param_id, []).append(index)
+        for param_id, group in by_set.items():
+            with tags(*self._tags(param_id)):
+                futures = self.runner.map(
+                    self._simulate,
+                    {
+                        "study": unmapped(self.study),
+                        "batch": [self.batches[i] for i in group],
+                        "log_dir": unmapped(self.log_dir),
+                        "progress_topic": unmapped(self.progress_topic),
+                    },
+                )
+            for index, future in zip(group, futures, strict=True):
+                self._record_batch_future(index, cast(PrefectDaskFuture[Any], future), 1)
+            self._unsubmitted[param_id] -= len(group)
             if self._unsubmitted[param_id] == 0:
                 self._submit_aggregate(self._set_index[param_id], attempts=1)
 
+    def _tags(self, param_id: str) -> tuple[str, ...]:
+        """Return the Prefect tags of a parameter set's task runs."""
+        return (f"study:{self.study.name}", f"param-set:{param_id[:12]}")
+
     def _resubmit_batch(self, index: int, attempts: int) -> None:
+        batch = self.batches[index]
         parameters = {
             "study": self.study,
-            "batch": self.batches[index],
+            "batch": batch,
             "log_dir": self.log_dir,
             "progress_topic": self.progress_topic,
         }
-        self._record_batch_future(index, self.runner.submit(self._simulate, parameters), attempts)
+        with tags(*self._tags(batch.param_id)):
+            future = self.runner.submit(self._simulate, parameters)
+        self._record_batch_future(index, future, attempts)
 
     def _record_batch_future(
         self, index: int, future: PrefectDaskFuture[Any], attempts: int
@@ -201,7 +213,10 @@ class StudyOrchestrator:
         execution = self.study.execution
         # Resources are Dask annotations; prefect-dask passes them on to Client.submit.
         resources = execution.aggregation_resources
-        with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        with (
+            dask.annotate(resources=resources) if resources else contextlib.nullcontext(),
+            tags(*self._tags(parameter_set.param_id)),
+        ):
             future = self.runner.submit(
                 aggregate_parameter_set_task.with_options(task_run_name=name),
                 {
@@ -235,6 +250,8 @@ class StudyOrchestrator:
             aggregate: ParameterSetAggregate = value
             self._aggregates[tracked.index] = aggregate
             self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
+            if self.on_aggregate is not None:
+                self.on_aggregate(aggregate)
 
     def _retry_or_give_up(self, tracked: _Tracked, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"

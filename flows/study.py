@@ -12,7 +12,9 @@ them with a stall watchdog; the results are written when everything has finished
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import time
 from typing import Any
 from uuid import UUID
 
@@ -21,22 +23,30 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
+from flows.artifacts import (
+    ProgressArtifact,
+    artifact_key,
+    publish_aggregates_table,
+    publish_dashboard_link,
+    publish_summary,
+    summary_markdown,
+)
 from flows.cluster import study_task_runner
 from flows.orchestrator import StudyOrchestrator, StudyOutcome
 from flows.preflight import preflight
 from flows.progress import publish
 from flows.task_runs import crash_unfinished_task_runs
-from simstudy.aggregate import StudySummary
+from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.batch import BatchResult
 from simstudy.batching import Batch, plan_batches
 from simstudy.design import ParameterSet, expand_parameters
 from simstudy.errors import StudyError
 from simstudy.fingerprint import model_fingerprint
-from simstudy.loading import load_study
+from simstudy.loading import load_study, validate_study
 from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, read_parts, write_part
 from simstudy.records import ReplicateRecord
-from simstudy.spec import Study
+from simstudy.spec import Execution, Study
 from simstudy.stall import STALL_MARKDOWN, StallReport
 from simstudy.storage import (
     STUDY_FILE,
@@ -55,13 +65,25 @@ LOG_EVERY_FRACTION = 0.1
 RunLogger = logging.Logger | logging.LoggerAdapter[Any]
 
 
-def resolve_study(study_path: str | None, study: Study | None, output: str | None) -> Study:
-    """Return the study from a path or a model (exactly one), with the output override."""
+def resolve_study(
+    study_path: str | None,
+    study: Study | None,
+    overrides: dict[str, Any] | None = None,
+) -> Study:
+    """Return the study from a path or a model (exactly one), with overrides validated."""
     if (study_path is None) == (study is None):
         raise StudyError("flow parameters", ["give exactly one of study_path or study"])
     resolved = load_study(study_path) if study_path is not None else study
     assert resolved is not None
-    return resolved.model_copy(update={"output": output}) if output else resolved
+    given = {name: value for name, value in (overrides or {}).items() if value is not None}
+    if not given:
+        return resolved
+    document = resolved.model_dump(mode="json", exclude_unset=True)
+    for name, value in given.items():
+        # Execution settings merge into the study's; everything else replaces.
+        merge = name == "execution" and isinstance(document.get(name), dict)
+        document[name] = {**document[name], **value} if merge else value
+    return validate_study(document, f"{study_path or resolved.name} with flow parameters")
 
 
 @flow(name="simulation-study", validate_parameters=True)
@@ -69,16 +91,32 @@ def simulation_study(
     study_path: str | None = None,
     study: Study | None = None,
     output: str | None = None,
+    replicates: int | None = None,
+    seed: int | None = None,
+    execution: Execution | None = None,
     overwrite: bool = False,
     fresh: bool = False,
 ) -> State[StudySummary]:
     """Run a simulation study on Dask: every replicate, every aggregate, the summary.
 
-    Finished replicates of an earlier run of the same study in the same output folder
-    are reused (resume); `fresh` discards them, `overwrite` replaces another study's.
+    Args:
+        study_path: Study file (YAML or JSON), relative to the working directory.
+        study: The study itself, instead of a file.
+        output: Output folder or fsspec URL, instead of the study's.
+        replicates: Replicates per parameter set, instead of the study's.
+        seed: Study seed, instead of the study's (a new seed is a new study).
+        execution: Execution settings, replacing the study's.
+        overwrite: Replace another study's results in the output folder.
+        fresh: Discard finished replicates of an earlier run instead of resuming.
     """
     logger = get_run_logger()
-    study = resolve_study(study_path, study, output)
+    overrides = {
+        "output": output,
+        "replicates": replicates,
+        "seed": seed,
+        "execution": execution.model_dump(exclude_unset=True) if execution else None,
+    }
+    study = resolve_study(study_path, study, overrides)
     sets = expand_parameters(study)
     batches = plan_batches(study, sets)
     store = OutputStore(study.output_dir)
@@ -101,9 +139,12 @@ def _run_study(
 ) -> State[StudySummary]:
     log_dir = str(store.local_log_dir(study.name))
     run_id = flow_run.get_id() or identity
+    wall_started = time.monotonic()
     with study_task_runner(study.execution.dask) as runner:
         client = runner.client
         threads = preflight(client, study, f"simstudy-{identity[:12]}", log_dir)
+        publish_dashboard_link(study, dashboard_link(client))
+        progress_artifact = ProgressArtifact(study)
         # Only now, with a cluster that can run the study, are earlier results replaced.
         prepare_output_dir(store, identity, overwrite)
         started_at = now()
@@ -124,8 +165,9 @@ def _run_study(
             log_dir=log_dir,
             worker_threads=threads,
             progress_topic=f"simstudy-progress-{run_id}",
-            on_progress=ProgressLog(logger),
-            on_stall=lambda report: publish_stall_report(report, store, logger),
+            on_progress=ProgressLog(logger, progress_artifact),
+            on_aggregate=lambda aggregate: log_aggregate(aggregate, logger),
+            on_stall=lambda report: publish_stall_report(study, report, store, logger),
             on_batch=lambda batch, result: write_part(store, batch, result, fingerprint),
             reused=reused,
         )
@@ -155,6 +197,14 @@ def _run_study(
     )
     message = final_message(outcome)
     logger.info(message)
+    publish_aggregates_table(study, outcome.aggregates)
+    markdown = summary_markdown(
+        study, summary, outcome.batch_results, store,
+        wall_seconds=time.monotonic() - wall_started,
+        reused=orchestrator.tracker.reused,
+        headline=message,
+    )  # fmt: skip
+    publish_summary(study, markdown, message)
     if summary.status == "failed":
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
@@ -187,37 +237,53 @@ def final_message(outcome: StudyOutcome) -> str:
     return outcome.summary.headline()
 
 
-def publish_stall_report(report: StallReport, store: OutputStore, logger: RunLogger) -> None:
+def publish_stall_report(
+    study: Study, report: StallReport, store: OutputStore, logger: RunLogger
+) -> None:
     """Send a stall report to the log, the output folder and a Prefect artifact."""
     report.write(store)
     logger.warning("%s; report: %s", report.headline(), store.path(STALL_MARKDOWN))
     create_markdown_artifact(
-        markdown=report.to_markdown(), key="stall-report", description=report.headline()
+        markdown=report.to_markdown(),
+        key=artifact_key(study, "stall-report"),
+        description=report.headline()[:500],
     )
 
 
 class ProgressLog:
-    """Publish progress to listeners, and log it every ~10% and per aggregated set."""
+    """Publish progress to listeners and the progress artifact; log it every ~10%."""
 
-    def __init__(self, logger: RunLogger):
+    def __init__(self, logger: RunLogger, artifact: ProgressArtifact):
         self.logger = logger
+        self.artifact = artifact
         self.next_fraction = LOG_EVERY_FRACTION
-        self.sets_logged = 0
 
     def __call__(self, snapshot: TrackerSnapshot) -> None:
         publish(snapshot)
-        log = self.logger.info
+        self.artifact.update(snapshot)
         fraction = snapshot.replicates_done / max(snapshot.total_replicates, 1)
         if fraction >= self.next_fraction:
-            log(
+            self.logger.info(
                 "%d/%d replicates done (%s)",
                 snapshot.replicates_done, snapshot.total_replicates, snapshot.replicates,
             )  # fmt: skip
             self.next_fraction = (int(fraction / LOG_EVERY_FRACTION) + 1) * LOG_EVERY_FRACTION
-        sets_done = snapshot.sets_aggregated + snapshot.sets_failed
-        if sets_done > self.sets_logged:
-            log("%d/%d parameter sets aggregated", sets_done, snapshot.total_sets)
-            self.sets_logged = sets_done
+
+
+def log_aggregate(aggregate: ParameterSetAggregate, logger: RunLogger) -> None:
+    """Log one line per aggregated parameter set."""
+    logger.info(
+        "parameter set %s %s aggregated: %s (%s)%s",
+        aggregate.param_id[:12], aggregate.params, aggregate.status, aggregate.counts,
+        f" - {'; '.join(aggregate.reasons)}" if aggregate.reasons else "",
+    )  # fmt: skip
+
+
+def dashboard_link(client: Any) -> str | None:
+    """Return the Dask dashboard URL when the cluster serves one (it needs bokeh)."""
+    if importlib.util.find_spec("bokeh") is None:
+        return None
+    return str(client.dashboard_link) if client.dashboard_link else None
 
 
 def records_of(batch_results: list[BatchResult]) -> list[ReplicateRecord]:

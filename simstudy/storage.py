@@ -45,13 +45,16 @@ KEY_PACKAGES = ("simstudy", "prefect", "prefect-dask", "dask", "distributed", "n
 
 
 def study_id(study: Study, sets: list[ParameterSet]) -> str:
-    """Return the identity of a study's results: model, parameter sets, replicates, seed."""
+    """Return the identity of a study's results: name, model, parameter sets, seed.
+
+    Not the number of replicates: replicate r's seed does not depend on it, so the same
+    study with more (or fewer) replicates extends (or reuses part of) earlier results.
+    """
     model = study.model if isinstance(study.model, str) else study.model.model_dump()
     identity = {
         "name": study.name,
         "model": model,
         "param_ids": [ps.param_id for ps in sets],
-        "replicates": study.replicates,
         "seed": study.seed,
     }
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,157 @@
+"""What a study shows in the Prefect UI: progress, summary, aggregates table, dashboard link."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, cast
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from simstudy.aggregate import ParameterSetAggregate, StudySummary
+from simstudy.batch import BatchResult
+from simstudy.records import ReplicateRecord
+from simstudy.spec import Study
+from simstudy.store import OutputStore
+from simstudy.tracking import TrackerSnapshot
+
+PROGRESS_EVERY_SECONDS = 1.0
+MAX_TABLE_OUTPUTS = 6
+ERROR_CHARS = 1500
+
+
+def artifact_key(study: Study, what: str) -> str:
+    """Return an artifact key (lowercase letters, digits, dashes) for this study."""
+    return re.sub(r"[^a-z0-9-]", "-", f"{study.name.lower()}-{what}")
+
+
+class ProgressArtifact:
+    """A progress artifact that moves as replicates finish (at most once a second)."""
+
+    def __init__(self, study: Study):
+        # Called from sync code, so Prefect's async_dispatch returns the id itself.
+        self.artifact_id = cast(
+            UUID,
+            create_progress_artifact(
+                progress=0.0,
+                key=artifact_key(study, "progress"),
+                description=f"Replicates finished in study {study.name}",
+            ),
+        )
+        self._last_percent = 0.0
+        self._last_time = 0.0
+
+    def update(self, snapshot: TrackerSnapshot) -> None:
+        """Move the artifact to the snapshot's share of finished replicates."""
+        percent = 100.0 * snapshot.replicates_done / max(snapshot.total_replicates, 1)
+        now = time.monotonic()
+        finished = percent >= 100.0
+        if percent == self._last_percent or (
+            not finished and now - self._last_time < PROGRESS_EVERY_SECONDS
+        ):
+            return
+        update_progress_artifact(self.artifact_id, progress=percent)
+        self._last_percent, self._last_time = percent, now
+
+
+def publish_dashboard_link(study: Study, dashboard: str | None) -> None:
+    """Link the Dask dashboard, when the cluster has one."""
+    if dashboard:
+        create_link_artifact(
+            link=dashboard,
+            link_text="Dask dashboard",
+            key=artifact_key(study, "dask-dashboard"),
+            description="Live view of the Dask cluster running this study",
+        )
+
+
+def publish_aggregates_table(study: Study, aggregates: list[ParameterSetAggregate]) -> None:
+    """One row per parameter set: parameters, status, replicate counts, output means."""
+    outputs = sorted({row["output"] for a in aggregates for row in a.scalars})[:MAX_TABLE_OUTPUTS]
+    rows: list[dict[str, Any]] = []
+    for aggregate in aggregates:
+        means = {row["output"]: row["mean"] for row in aggregate.scalars}
+        rows.append(
+            {
+                "param_id": aggregate.param_id[:12],
+                **aggregate.params,
+                "status": aggregate.status,
+                **{f"n_{status}": n for status, n in sorted(aggregate.counts.items())},
+                **{f"mean {name}": means.get(name) for name in outputs},
+            }
+        )
+    create_table_artifact(
+        table=rows,
+        key=artifact_key(study, "aggregates"),
+        description=f"Aggregates of study {study.name}, one row per parameter set",
+    )
+
+
+def summary_markdown(
+    study: Study,
+    summary: StudySummary,
+    batch_results: list[BatchResult],
+    store: OutputStore,
+    wall_seconds: float,
+    reused: int,
+    headline: str,
+) -> str:
+    """Return the study's summary as Markdown."""
+    counts = summary.replicate_counts
+    lines = [
+        f"# Study {study.name}: {'completed' if summary.status == 'ok' else 'FAILED'}",
+        "",
+        headline,
+        "",
+        "| replicates | count |",
+        "| --- | --- |",
+        *[f"| {status} | {n} |" for status, n in sorted(counts.items())],
+        f"| reused from an earlier run | {reused} |",
+        "",
+        f"Parameter sets aggregated: {summary.n_aggregated}/{summary.n_parameter_sets}. "
+        f"Wall time: {wall_seconds:.1f} s. Output: `{store}`.",
+    ]
+    if summary.failed_sets:
+        first_failure: dict[str, ReplicateRecord] = {}
+        for result in batch_results:
+            for record in result.records:
+                if record.status != "ok" and record.param_id not in first_failure:
+                    first_failure[record.param_id] = record
+        lines += ["", "## Failed parameter sets", ""]
+        for param_id, reasons in summary.failed_sets.items():
+            lines += [f"### {param_id}", "", *[f"- {reason}" for reason in reasons]]
+            failed = first_failure.get(param_id)
+            if failed is not None and failed.error:
+                lines += [
+                    "",
+                    f"First failed replicate: {failed.replicate} (seed {failed.seed}, "
+                    f"{failed.status}, {failed.attempts} attempts, worker {failed.worker}):",
+                    "",
+                    "```",
+                    failed.error[:ERROR_CHARS],
+                    "```",
+                ]
+            lines.append("")
+    lines += [
+        "",
+        "## Resume",
+        "",
+        "Finished replicates are kept in the output's `_parts/`: run the same study into the "
+        "same output again (this deployment, or `simstudy run STUDY`) and only the missing "
+        "or failed replicates run; `fresh` (`--fresh`) starts over.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def publish_summary(study: Study, markdown: str, headline: str) -> None:
+    """Create the study's summary artifact."""
+    create_markdown_artifact(
+        markdown=markdown, key=artifact_key(study, "summary"), description=headline[:500]
+    )

@@ -1,0 +1,93 @@
+"""Deployments on a real Prefect server: served, triggered, watched, scheduled, restarted."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pyarrow.parquet as pq
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.deployments.conftest import REPO, Server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def flow_run_id(output: str) -> UUID:
+    """Return the flow run id printed by `prefect deployment run`."""
+    for line in output.splitlines():
+        if "UUID:" in line:
+            return UUID(line.split("UUID:")[1].strip())
+    raise AssertionError(f"no flow run id in:\n{output}")
+
+
+def artifacts_of(server: Server, run_id: UUID) -> dict[str, object]:
+    this_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+    with (
+        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        found = client.read_artifacts(artifact_filter=this_run)
+        state = client.read_flow_run(run_id).state
+    return {"state": state, **{a.type: a for a in found}}
+
+
+@pytest.mark.timeout(300)
+def test_example_deployment_run_with_watch(served: Server, tmp_path: Path) -> None:
+    output = tmp_path / "example"
+    started = time.monotonic()
+    run = served.prefect(
+        "deployment", "run", "simulation-study/example",
+        "--param", "replicates=5", "--param", f"output={output}", "--watch",
+        timeout=240,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    print(f"5-replicate deployment run with --watch: {seconds:.1f} s")
+    found = artifacts_of(served, flow_run_id(run.stdout))
+    assert found["state"].is_completed()  # type: ignore[attr-defined]
+    assert found["progress"].data == 100.0  # type: ignore[attr-defined]
+    summary = found["markdown"].data  # type: ignore[attr-defined]
+    assert "| ok | 30 |" in summary and str(output) in summary
+    table = found["table"].data  # type: ignore[attr-defined]
+    assert table.count('"status": "ok"') == 6
+    assert pq.read_table(output / "replicates.parquet").num_rows == 30
+
+
+@pytest.mark.timeout(300)
+def test_failing_study_makes_watch_fail_and_names_the_error(served: Server, tmp_path: Path) -> None:
+    run = served.prefect(
+        "deployment", "run", "simulation-study/example",
+        "--param", f"study_path={REPO / 'tests/support/failing.yaml'}",
+        "--param", f"output={tmp_path / 'failing'}", "--watch",
+        timeout=240,
+    )  # fmt: skip
+    assert run.returncode != 0
+    found = artifacts_of(served, flow_run_id(run.stdout))
+    assert found["state"].is_failed()  # type: ignore[attr-defined]
+    summary = found["markdown"].data  # type: ignore[attr-defined]
+    assert "Failed parameter sets" in summary
+    assert "RuntimeError: model failed on purpose" in summary
+
+
+@pytest.mark.timeout(120)
+def test_nightly_deployment_has_its_cron_schedule(served: Server) -> None:
+    shown = served.prefect("deployment", "inspect", "simulation-study/nightly")
+    assert shown.returncode == 0, shown.stderr
+    assert "0 2 * * *" in shown.stdout and "UTC" in shown.stdout
+
+
+@pytest.mark.timeout(300)
+def test_prefect_deploy_all_from_the_repo_root(prefect_server: Server) -> None:
+    pool = prefect_server.prefect("work-pool", "create", "simstudy", "--type", "process")
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deployed = prefect_server.prefect(
+        "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"
+    )
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    shown = prefect_server.prefect("deployment", "inspect", "simulation-study/nightly")
+    assert "0 2 * * *" in shown.stdout and "'work_pool_name': 'simstudy'" in shown.stdout
