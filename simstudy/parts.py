@@ -23,26 +23,14 @@ from simstudy.batch import BatchResult, summarize_batch
 from simstudy.batching import Batch
 from simstudy.fingerprint import replicate_cache_key
 from simstudy.records import ReplicateRecord
-from simstudy.storage import read_table, write_table
+from simstudy.storage import RECORD_COLUMNS, read_table, write_table
 from simstudy.store import OutputStore
 
 PARTS_DIR = "_parts"
 logger = logging.getLogger(__name__)
 
-PART_SCHEMA = pa.schema(
-    [
-        ("param_id", pa.string()),
-        ("replicate", pa.int64()),
-        ("seed", pa.int64()),
-        ("status", pa.string()),
-        ("attempts", pa.int64()),
-        ("duration_s", pa.float64()),
-        ("error", pa.string()),
-        ("worker", pa.string()),
-        ("outputs", pa.string()),
-        ("cache_key", pa.string()),
-    ]
-)
+# Outputs as JSON text: scalars and series of any length fit one column.
+PART_SCHEMA = pa.schema([*RECORD_COLUMNS, ("outputs", pa.string()), ("cache_key", pa.string())])
 
 
 def part_name(batch: Batch) -> str:

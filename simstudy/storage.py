@@ -41,6 +41,17 @@ RESULT_FILES = (
     AGGREGATES_FILE,
     TIMESERIES_AGGREGATES_FILE,
 )
+RECORD_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("param_id", pa.string()),
+    ("replicate", pa.int64()),
+    ("seed", pa.int64()),
+    ("status", pa.string()),
+    ("attempts", pa.int64()),
+    ("duration_s", pa.float64()),
+    ("error", pa.string()),
+    ("worker", pa.string()),
+]
+"""Columns of a replicate record (all its fields but the outputs)."""
 KEY_PACKAGES = ("simstudy", "prefect", "prefect-dask", "dask", "distributed", "numpy", "pyarrow")
 
 
@@ -172,19 +183,7 @@ def replicates_table(records: list[ReplicateRecord]) -> pa.Table:
             value = r.outputs.get(name)
             row[name] = None if isinstance(value, list) else value
         rows.append(row)
-    schema = pa.schema(
-        [
-            ("param_id", pa.string()),
-            ("replicate", pa.int64()),
-            ("seed", pa.int64()),
-            ("status", pa.string()),
-            ("attempts", pa.int64()),
-            ("duration_s", pa.float64()),
-            ("error", pa.string()),
-            ("worker", pa.string()),
-            *[(name, pa.float64()) for name in scalar_names],
-        ]
-    )
+    schema = pa.schema([*RECORD_COLUMNS, *[(name, pa.float64()) for name in scalar_names]])
     return pa.Table.from_pylist(rows, schema=schema)
 
 

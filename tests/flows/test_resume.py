@@ -21,6 +21,7 @@ from simstudy.parts import PARTS_DIR
 from simstudy.spec import Study
 from simstudy.storage import read_study_json, read_table
 from simstudy.store import OutputStore
+from tests.support.hold_lock import start_lock_holder, stop_lock_holder
 
 pytestmark = [pytest.mark.slow]
 
@@ -198,13 +199,8 @@ def test_truncated_part_is_rerun(make_study: Callable[..., Study]) -> None:
 def test_second_run_on_a_locked_output_is_refused(tmp_path: Path) -> None:
     output = tmp_path / "out"
     study = write_study(tmp_path, output)
-    holder = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.hold_lock", str(output)],
-        stdout=subprocess.PIPE,
-        cwd=REPO,
-    )
+    holder = start_lock_holder(output)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
         second = subprocess.run(
             [sys.executable, "-m", "flows.cli", "run", str(study)],
             cwd=REPO, capture_output=True, text=True, timeout=60,
@@ -212,10 +208,7 @@ def test_second_run_on_a_locked_output_is_refused(tmp_path: Path) -> None:
         assert second.returncode == 2
         assert "is in use by another simstudy run" in second.stderr
     finally:
-        holder.kill()
-        holder.wait()
-        assert holder.stdout is not None
-        holder.stdout.close()
+        stop_lock_holder(holder)
 
 
 @pytest.mark.timeout(240)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from simstudy.batch import run_batch
-from simstudy.batching import plan_batches
+from simstudy.batching import Batch, plan_batches
 from simstudy.design import expand_parameters
 from simstudy.fingerprint import model_fingerprint
 from simstudy.parts import PARTS_DIR, part_name, read_parts, write_part
@@ -20,6 +20,14 @@ from simstudy.store import OutputStore
 def study(make_study: Callable[..., Study]) -> Study:
     with pytest.warns(UserWarning):
         return make_study(replicates=4, execution={"runner": "thread", "batch_size": 2})
+
+
+def store_first_batch(study: Study, folder: Path) -> Batch:
+    """Run the study's first batch and write its part file; return the batch."""
+    batch = plan_batches(study, expand_parameters(study))[0]
+    result = run_batch(study, batch, "w", folder)
+    write_part(OutputStore(folder), batch, result, model_fingerprint(study))
+    return batch
 
 
 def test_finished_batches_are_reused_with_identical_results(study: Study, tmp_path: Path) -> None:
@@ -38,13 +46,7 @@ def test_finished_batches_are_reused_with_identical_results(study: Study, tmp_pa
 
 
 def test_a_changed_model_reuses_nothing(study: Study, tmp_path: Path) -> None:
-    batch = plan_batches(study, expand_parameters(study))[0]
-    write_part(
-        OutputStore(tmp_path),
-        batch,
-        run_batch(study, batch, "w", tmp_path),
-        model_fingerprint(study),
-    )
+    batch = store_first_batch(study, tmp_path)
     changed = study.model_copy(update={"model_version": "2"})
     assert model_fingerprint(changed) != model_fingerprint(study)
     assert (
@@ -57,20 +59,13 @@ def test_failed_replicates_are_not_reused(make_study: Callable[..., Study], tmp_
         study = make_study(
             parameters={"list": [{"behavior": "raise"}]}, execution={"runner": "thread"}
         )
-    batch = plan_batches(study, expand_parameters(study))[0]
-    write_part(
-        OutputStore(tmp_path),
-        batch,
-        run_batch(study, batch, "w", tmp_path),
-        model_fingerprint(study),
-    )
+    store_first_batch(study, tmp_path)
     assert read_parts(OutputStore(tmp_path)).records == {}
 
 
 def test_truncated_part_is_detected_and_removed(study: Study, tmp_path: Path) -> None:
-    batch = plan_batches(study, expand_parameters(study))[0]
+    batch = store_first_batch(study, tmp_path)
     fingerprint = model_fingerprint(study)
-    write_part(OutputStore(tmp_path), batch, run_batch(study, batch, "w", tmp_path), fingerprint)
     path = tmp_path / part_name(batch)
     path.write_bytes(path.read_bytes()[:100])
     stored = read_parts(OutputStore(tmp_path))
