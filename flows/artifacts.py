@@ -22,7 +22,8 @@ from simstudy.spec import Study
 from simstudy.store import OutputStore
 from simstudy.tracking import TrackerSnapshot
 
-PROGRESS_EVERY_SECONDS = 1.0
+PROGRESS_EVERY_SECONDS = 5.0
+"""Progress artifact updates at most this often: each is an API call (and server events)."""
 MAX_TABLE_OUTPUTS = 6
 ERROR_CHARS = 1500
 
@@ -33,7 +34,7 @@ def artifact_key(study: Study, what: str) -> str:
 
 
 class ProgressArtifact:
-    """A progress artifact that moves as replicates finish (at most once a second)."""
+    """A progress artifact that moves as replicates finish (at most every 5 s, and at 100%)."""
 
     def __init__(self, study: Study):
         # Called from sync code, so Prefect's async_dispatch returns the id itself.
