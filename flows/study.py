@@ -105,7 +105,7 @@ def simulation_study(
         output: Output folder or fsspec URL, instead of the study's.
         replicates: Replicates per parameter set, instead of the study's.
         seed: Study seed, instead of the study's (a new seed is a new study).
-        execution: Execution settings, replacing the study's.
+        execution: Execution settings, merged into the study's (the ones given win).
         overwrite: Replace another study's results in the output folder.
         fresh: Discard finished replicates of an earlier run instead of resuming.
     """
