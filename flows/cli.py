@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -96,6 +97,22 @@ def _kept(args: argparse.Namespace) -> str:
     )
 
 
+class InterruptFlag:
+    """SIGINT handler that remembers the interrupt.
+
+    The KeyboardInterrupt it raises can surface wrapped in another exception (for example
+    when it lands inside pydantic serialisation in Prefect), making the flow merely
+    Failed; the flag still tells the command it was interrupted.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+
 def validate_command(path: str) -> int:
     """Print the expanded parameter table of a valid study."""
     with warnings.catch_warnings(record=True) as caught:
@@ -155,12 +172,19 @@ def run_command(args: argparse.Namespace) -> int:
     from flows.study import simulation_study
 
     started = time.monotonic()
-    with prefect_api() as api_url:
-        console.print(f"Prefect API: {api_url}", highlight=False)
-        with progress_bar(console, enabled=not args.no_progress):
-            state = simulation_study(
-                study=study, overwrite=args.overwrite, fresh=args.fresh, return_state=True
-            )
+    interrupt = InterruptFlag()
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        with prefect_api() as api_url:
+            console.print(f"Prefect API: {api_url}", highlight=False)
+            with progress_bar(console, enabled=not args.no_progress):
+                state = simulation_study(
+                    study=study, overwrite=args.overwrite, fresh=args.fresh, return_state=True
+                )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupt.seen:
+        raise KeyboardInterrupt
     if store.exists(REPLICATES_FILE):
         console.print(summary_table(store))
     elapsed = time.monotonic() - started
