@@ -293,10 +293,6 @@ class StudyOrchestrator:
     def _cancel_active(self) -> None:
         self.client.cancel([t.future.wrapped_future for t in self._active.values()], force=True)
 
-    def active_task_run_ids(self) -> list[str]:
-        """Return the Prefect task run ids of tasks submitted and not finished."""
-        return [str(t.future.task_run_id) for t in self._active.values()]
-
     def _outcome(self, stall_report: StallReport | None, abandoned: bool = False) -> StudyOutcome:
         results = [self._results[i] for i in sorted(self._results)]
         aggregates = [self._aggregates[i] for i in sorted(self._aggregates)]

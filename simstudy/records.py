@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -89,8 +88,3 @@ def _output_value(name: str, value: Any) -> OutputValue:
 def output_kinds(outputs: Mapping[str, OutputValue]) -> dict[str, str]:
     """Return each output's kind: 'scalar' or 'series'."""
     return {name: "series" if isinstance(v, list) else "scalar" for name, v in outputs.items()}
-
-
-def is_finite_number(value: float) -> bool:
-    """Return True for a finite float (NaN outputs count as missing in statistics)."""
-    return math.isfinite(value)
