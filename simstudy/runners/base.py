@@ -58,6 +58,11 @@ def file_tail(path: Path, start: int = 0) -> str:
     return "\n".join(lines[-STDERR_TAIL_LINES:])
 
 
+def timeout_message(timeout_seconds: float) -> str:
+    """Return the error of an attempt killed for running past its timeout."""
+    return f"timed out after {timeout_seconds:g} s; its process group was killed"
+
+
 def with_stderr_tail(message: str, tail: str) -> str:
     """Return an error message followed by the stderr tail, when there is one."""
     return f"{message}\n--- stderr (last lines) ---\n{tail}" if tail else message

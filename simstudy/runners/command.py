@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from simstudy.records import AttemptResult, OutputError, normalize_outputs
-from simstudy.runners.base import file_tail, with_stderr_tail
+from simstudy.runners.base import file_tail, timeout_message, with_stderr_tail
 from simstudy.runners.process import exit_description, kill_process_group
 
 STDOUT_TAIL_BYTES = 1 << 20
@@ -90,8 +90,9 @@ def _interpret(
     timed_out: bool, returncode: int, last_line: str, timeout_seconds: float, duration: float
 ) -> AttemptResult:
     if timed_out:
-        message = f"timed out after {timeout_seconds:g} s; its process group was killed"
-        return AttemptResult(status="timed_out", error=message, duration_s=duration)
+        return AttemptResult(
+            status="timed_out", error=timeout_message(timeout_seconds), duration_s=duration
+        )
     if returncode != 0:
         return AttemptResult(
             status="failed", error=f"program {exit_description(returncode)}", duration_s=duration

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simstudy.records import AttemptResult
+from simstudy.records import AttemptResult, Status
 from simstudy.runners._wire import WireClosed, WireTimeout, read_frame, write_frame
-from simstudy.runners.base import file_tail, with_stderr_tail
+from simstudy.runners.base import file_tail, timeout_message, with_stderr_tail
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 """Time a child has to import the model, separate from the per-replicate timeout."""
@@ -111,37 +111,31 @@ class WarmProcess:
         """Run one replicate; a timeout or crash kills this child (it must then be dropped)."""
         started = time.perf_counter()
         log_offset = self.log_path.stat().st_size
+
+        def unsuccessful(status: Status, message: str) -> AttemptResult:
+            tail = file_tail(self.log_path, log_offset)
+            return AttemptResult(
+                status=status,
+                error=with_stderr_tail(message, tail),
+                duration_s=time.perf_counter() - started,
+            )
+
         try:
             write_frame(self._request_fd, (params, seed))
             kind, value = read_frame(self._reply_fd, time.monotonic() + timeout_seconds)
         except WireTimeout:
             self.kill()
-            return AttemptResult(
-                status="timed_out",
-                error=with_stderr_tail(
-                    f"timed out after {timeout_seconds:g} s; its process group was killed",
-                    file_tail(self.log_path, log_offset),
-                ),
-                duration_s=time.perf_counter() - started,
-            )
+            return unsuccessful("timed_out", timeout_message(timeout_seconds))
         except (WireClosed, BrokenPipeError):
             self.kill()
-            return AttemptResult(
-                status="failed",
-                error=with_stderr_tail(
-                    f"model process {exit_description(self.process.returncode)}",
-                    file_tail(self.log_path, log_offset),
-                ),
-                duration_s=time.perf_counter() - started,
+            return unsuccessful(
+                "failed", f"model process {exit_description(self.process.returncode)}"
             )
-        duration = time.perf_counter() - started
         if kind == "ok":
-            return AttemptResult(status="ok", outputs=value, duration_s=duration)
-        return AttemptResult(
-            status="failed",
-            error=with_stderr_tail(value, file_tail(self.log_path, log_offset)),
-            duration_s=duration,
-        )
+            return AttemptResult(
+                status="ok", outputs=value, duration_s=time.perf_counter() - started
+            )
+        return unsuccessful("failed", value)
 
     @property
     def alive(self) -> bool:
