@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -105,11 +106,13 @@ class InterruptFlag:
     Failed; the flag still tells the command it was interrupted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop: threading.Event) -> None:
         self.seen = False
+        self.stop = stop
 
     def __call__(self, signum: int, frame: object) -> None:
         self.seen = True
+        self.stop.set()  # the study stops at its next poll even if the raise below is swallowed
         raise KeyboardInterrupt
 
 
@@ -168,11 +171,13 @@ def run_command(args: argparse.Namespace) -> int:
 
     # Prefect is imported only now: validation errors above come back in well under a second.
     from flows.api import prefect_api
+    from flows.orchestrator import STOP_REQUESTED
     from flows.progress_bar import progress_bar
     from flows.study import simulation_study
 
     started = time.monotonic()
-    interrupt = InterruptFlag()
+    STOP_REQUESTED.clear()
+    interrupt = InterruptFlag(STOP_REQUESTED)
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
         with prefect_api() as api_url:

@@ -10,6 +10,7 @@ worker was lost, and writes a stall report when nothing finishes for
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +35,14 @@ from tasks.aggregate import aggregate_parameter_set_task, summarize_study_task
 from tasks.simulate import configured_simulate_batch
 
 POLL_SECONDS = 0.25
+STOP_REQUESTED = threading.Event()
+"""Set by a front end (the CLI, on Ctrl-C) to stop the study at the next poll.
+
+A KeyboardInterrupt raised at an arbitrary point can be caught and logged by library
+code (seen: inside Prefect's context serialisation), and the study would then wait on
+forever; the orchestrator's loop checks this event too, at a point where stopping is
+safe.
+"""
 MAX_RESUBMITS = 2
 """Extra submissions of a batch or aggregation whose Dask task failed (e.g. KilledWorker)."""
 
@@ -125,6 +134,8 @@ class StudyOrchestrator:
         reports: list[StallReport] = []
         last_snapshot: TrackerSnapshot | None = None
         while len(self._aggregates) < len(self.sets):
+            if STOP_REQUESTED.is_set():
+                raise KeyboardInterrupt
             self._submit_batches()
             finished = [t for t in self._active.values() if t.future.wrapped_future.done()]
             for tracked in finished:

@@ -127,7 +127,12 @@ def test_ctrl_c_stops_everything_including_the_api_server(tmp_path: Path) -> Non
         "uvicorn" in " ".join(_cmdline(psutil.Process(p))) for p in seen if psutil.pid_exists(p)
     )
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()  # its API server and workers die with it
+        process.communicate()
+        pytest.fail("simstudy run did not stop within 60 s of Ctrl-C")
     assert process.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr
     deadline = time.monotonic() + 15
