@@ -18,18 +18,84 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 import psutil
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 
 from benchmarks.burn import simulate
 from simstudy.spec import Study
 
 MODEL = "benchmarks.burn:simulate"
 SYSTEMS = ("plain dask", "simstudy process", "simstudy thread")
+
+
+def process_role(process: psutil.Process) -> str:
+    """Return what a process of the benchmark does, from its command line."""
+    command = " ".join(process.cmdline())
+    if "simstudy.runners._child" in command:
+        return "model"
+    if "spawn_main" in command:
+        return "dask worker"
+    if "uvicorn" in command:
+        return "prefect api"
+    return "flow+scheduler"
+
+
+class CpuMeter:
+    """CPU-seconds used during one run, by process role (this process and descendants)."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+        self._idle_start = self._machine_idle()
+
+    @staticmethod
+    def _machine_idle() -> float:
+        times = psutil.cpu_times()
+        return float(times.idle + getattr(times, "iowait", 0.0))
+
+    @staticmethod
+    def _read() -> dict[int, tuple[str, float]]:
+        me = psutil.Process()
+        seen = {}
+        for process in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                seen[process.pid] = (process_role(process), times.user + times.system)
+        return seen
+
+    def used(self) -> dict[str, float]:
+        """Return CPU-seconds by role since the meter was made (live processes only)."""
+        by_role: dict[str, float] = {}
+        for pid, (role, cpu) in self._read().items():
+            before = self._start.get(pid, (role, 0.0))[1]
+            by_role[role] = by_role.get(role, 0.0) + cpu - before
+        by_role["idle"] = self._machine_idle() - self._idle_start
+        return by_role
+
+
+def worker_busy(stream: list[dict[str, Any]], started: float, ended: float) -> dict[str, float]:
+    """Return how long Dask tasks ran, and the idle time before the first and after the last."""
+    spans = [
+        (s["start"], s["stop"])
+        for task in stream
+        for s in task.get("startstops", ())
+        if s["action"] == "compute"
+    ]
+    if not spans:
+        return {"busy": 0.0, "head": 0.0, "tail": 0.0}
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for task in stream:
+        for s in task.get("startstops", ()):
+            if s["action"] == "compute":
+                by_worker.setdefault(task["worker"], []).append((s["start"], s["stop"]))
+    busy = sum(stop - start for start, stop in spans)
+    head = sum(min(a for a, _ in w) - started for w in by_worker.values())
+    tail = sum(ended - max(b for _, b in w) for w in by_worker.values())
+    return {"busy": busy, "head": head, "tail": tail}
 
 
 class PeakMemory:
@@ -104,13 +170,25 @@ def run_simstudy(address: str, sets: int, replicates: int, cost_ms: float, runne
     assert state.is_completed(), state.message
 
 
-def measure(action: Callable[[], Any]) -> tuple[float, int]:
-    """Return wall seconds and peak RSS bytes of one run."""
-    with PeakMemory() as memory:
-        started = time.perf_counter()
+@dataclass
+class Measurement:
+    """Figures of one run."""
+
+    wall: float
+    peak_rss: int
+    cpu: dict[str, float]
+    busy: dict[str, float]
+
+
+def measure(client: Client, action: Callable[[], Any]) -> Measurement:
+    """Run `action` and return its wall time, peak memory, CPU by role and worker busy time."""
+    with PeakMemory() as memory, get_task_stream(client) as stream:
+        meter = CpuMeter()
+        started = time.time()
         action()
-        wall = time.perf_counter() - started
-    return wall, memory.peak
+        ended = time.time()
+        cpu = meter.used()
+    return Measurement(ended - started, memory.peak, cpu, worker_busy(stream.data, started, ended))
 
 
 def main() -> None:
@@ -123,54 +201,78 @@ def main() -> None:
     parser.add_argument(
         "--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS, help="what to run"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each system and cost")
     args = parser.parse_args()
 
     from flows.api import prefect_api
 
     n = args.sets * args.replicates
-    rows = []
+    rows: list[tuple[float, str, Measurement, float, float]] = []
     with prefect_api() as api:
         print(f"Prefect API {api}; {n} replicates per run, {args.workers} workers x 1 thread")
         for cost in args.costs:
             ideal = n * cost / 1000.0 / args.workers
             plain_wall = None
-            for label in args.systems:
-                # A fresh, identical cluster per run; its start-up is not timed.
-                with (
-                    LocalCluster(
-                        n_workers=args.workers,
-                        threads_per_worker=1,
-                        host="127.0.0.1",
-                        dashboard_address=None,
-                    ) as cluster,
-                    Client(cluster, set_as_default=False) as client,
-                ):
-                    if label == "plain dask":
-                        action = partial(run_plain_dask, client, args.sets, args.replicates, cost)
-                    else:
-                        runner = label.split()[1]
-                        action = partial(
-                            run_simstudy,
-                            cluster.scheduler_address, args.sets, args.replicates, cost, runner,
-                        )  # fmt: skip
-                    wall, peak = measure(action)
-                plain_wall = plain_wall or (wall if label == "plain dask" else None)
-                overhead_ms = (wall - ideal) * args.workers / n * 1000.0
-                ratio = wall / plain_wall if plain_wall else float("nan")
-                rows.append((cost, label, wall, ideal, overhead_ms, ratio, peak))
-                print(f"  cost {cost:g} ms, {label}: {wall:.1f} s", flush=True)
+            for _ in range(args.repeat):
+                for label in args.systems:
+                    m = run_once(label, args.workers, args.sets, args.replicates, cost)
+                    if label == "plain dask" and plain_wall is None:
+                        plain_wall = m.wall
+                    rows.append((cost, label, m, ideal, plain_wall or float("nan")))
+                    print(f"  cost {cost:g} ms, {label}: {m.wall:.1f} s", flush=True)
+    print_tables(rows, n, args.workers)
 
+
+def run_once(label: str, workers: int, sets: int, replicates: int, cost: float) -> Measurement:
+    """Run one system once on a fresh, identical cluster (its start-up is not timed)."""
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        if label == "plain dask":
+            action = partial(run_plain_dask, client, sets, replicates, cost)
+        else:
+            runner = label.split()[1]
+            address = cluster.scheduler_address
+            action = partial(run_simstudy, address, sets, replicates, cost, runner)
+        return measure(client, action)
+
+
+def print_tables(
+    rows: list[tuple[float, str, Measurement, float, float]], n: int, workers: int
+) -> None:
+    """Print the wall-time table and the where-did-the-time-go table."""
     print()
     print(
         "| cost/replicate | system | wall s | ideal s | overhead ms/replicate | "
         "vs ideal | vs plain dask | peak RSS MiB |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for cost, label, wall, ideal, overhead_ms, ratio, peak in rows:
-        vs_ideal = f"{wall / ideal:.3f}" if ideal else "-"
+    for cost, label, m, ideal, plain_wall in rows:
+        overhead_ms = (m.wall - ideal) * workers / n * 1000.0
+        vs_ideal = f"{m.wall / ideal:.3f}" if ideal else "-"
         print(
-            f"| {cost:g} ms | {label} | {wall:.1f} | {ideal:.1f} | {overhead_ms:.2f} | "
-            f"{vs_ideal} | {ratio:.2f} | {peak / 2**20:.0f} |"
+            f"| {cost:g} ms | {label} | {m.wall:.1f} | {ideal:.1f} | {overhead_ms:.2f} | "
+            f"{vs_ideal} | {m.wall / plain_wall:.2f} | {m.peak_rss / 2**20:.0f} |"
+        )
+    print()
+    print("Where the time went (CPU-seconds by process; worker-thread seconds from Dask):")
+    print()
+    roles = ("model", "dask worker", "flow+scheduler", "prefect api", "idle")
+    print(
+        "| cost/replicate | system | "
+        + " | ".join(f"CPU {r}" for r in roles)
+        + " (machine) | tasks running | idle before first | idle after last |"
+    )
+    print("| --- | --- | " + " | ".join("---" for _ in roles) + " | --- | --- | --- |")
+    for cost, label, m, _, _ in rows:
+        cpu = " | ".join(f"{m.cpu.get(r, 0.0):.1f}" for r in roles)
+        busy = m.busy
+        print(
+            f"| {cost:g} ms | {label} | {cpu} | "
+            f"{busy['busy']:.1f} | {busy['head']:.1f} | {busy['tail']:.1f} |"
         )
 
 

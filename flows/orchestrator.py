@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import dask
 import distributed
-from prefect import tags, unmapped
+from prefect import unmapped
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
@@ -126,7 +126,8 @@ class StudyOrchestrator:
 
     def _on_replicate_event(self, event: tuple[float, dict[str, Any]]) -> None:
         _, message = event
-        self.tracker.replicate_finished(message["param_id"], message["r"], message["s"])
+        for param_id, replicate, status in message["done"]:
+            self.tracker.replicate_finished(param_id, replicate, status)
 
     def _loop(self) -> StudyOutcome:
         execution = self.study.execution
@@ -176,25 +177,20 @@ class StudyOrchestrator:
         for index in indices:
             by_set.setdefault(self.batches[index].param_id, []).append(index)
         for param_id, group in by_set.items():
-            with tags(*self._tags(param_id)):
-                futures = self.runner.map(
-                    self._simulate,
-                    {
-                        "study": unmapped(self.study),
-                        "batch": [self.batches[i] for i in group],
-                        "log_dir": unmapped(self.log_dir),
-                        "progress_topic": unmapped(self.progress_topic),
-                    },
-                )
+            futures = self.runner.map(
+                self._simulate,
+                {
+                    "study": unmapped(self.study),
+                    "batch": [self.batches[i] for i in group],
+                    "log_dir": unmapped(self.log_dir),
+                    "progress_topic": unmapped(self.progress_topic),
+                },
+            )
             for index, future in zip(group, futures, strict=True):
                 self._record_batch_future(index, cast(PrefectDaskFuture[Any], future), 1)
             self._unsubmitted[param_id] -= len(group)
             if self._unsubmitted[param_id] == 0:
                 self._submit_aggregate(self._set_index[param_id], attempts=1)
-
-    def _tags(self, param_id: str) -> tuple[str, ...]:
-        """Return the Prefect tags of a parameter set's task runs."""
-        return (f"study:{self.study.name}", f"param-set:{param_id[:12]}")
 
     def _resubmit_batch(self, index: int, attempts: int) -> None:
         batch = self.batches[index]
@@ -204,8 +200,7 @@ class StudyOrchestrator:
             "log_dir": self.log_dir,
             "progress_topic": self.progress_topic,
         }
-        with tags(*self._tags(batch.param_id)):
-            future = self.runner.submit(self._simulate, parameters)
+        future = self.runner.submit(self._simulate, parameters)
         self._record_batch_future(index, future, attempts)
 
     def _record_batch_future(
@@ -224,10 +219,7 @@ class StudyOrchestrator:
         execution = self.study.execution
         # Resources are Dask annotations; prefect-dask passes them on to Client.submit.
         resources = execution.aggregation_resources
-        with (
-            dask.annotate(resources=resources) if resources else contextlib.nullcontext(),
-            tags(*self._tags(parameter_set.param_id)),
-        ):
+        with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
             future = self.runner.submit(
                 aggregate_parameter_set_task.with_options(task_run_name=name),
                 {

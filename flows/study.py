@@ -35,7 +35,7 @@ from flows.cluster import study_task_runner
 from flows.orchestrator import StudyOrchestrator, StudyOutcome
 from flows.preflight import preflight
 from flows.progress import publish
-from flows.task_runs import crash_unfinished_task_runs
+from flows.task_runs import crash_unfinished_task_runs, study_tag, tag_flow_run
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.batch import BatchResult
 from simstudy.batching import Batch, plan_batches
@@ -139,6 +139,8 @@ def _run_study(
 ) -> State[StudySummary]:
     log_dir = str(store.local_log_dir(study.name))
     run_id = flow_run.get_id() or identity
+    if flow_run.get_id():
+        tag_flow_run(UUID(flow_run.get_id()), study_tag(study.name))
     wall_started = time.monotonic()
     with study_task_runner(study.execution.dask) as runner:
         client = runner.client

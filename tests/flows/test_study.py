@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.api import free_port
 from flows.study import simulation_study
@@ -46,6 +48,15 @@ def test_study_completes_with_every_file(make_study: Callable[..., Study]) -> No
     document = json.loads((out / "study.json").read_text())
     assert document["status"] == "ok" and document["counts"] == {"ok": 6}
     assert {"python", "prefect", "dask"} <= set(document["versions"])
+    with get_client(sync_client=True) as api:
+        flow_run_id = state.state_details.flow_run_id
+        assert f"study:{study.name}" in api.read_flow_run(flow_run_id).tags
+        task_runs = api.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    # Named by parameter set and replicate range; untagged (tags cost an API write each).
+    assert {run.name[:4] for run in task_runs} == {"sim-", "agg-", "summ"}
+    assert all(not run.tags for run in task_runs)
 
 
 @pytest.mark.timeout(180)
