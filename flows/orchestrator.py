@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
+from uuid import UUID
 
 import dask
 import distributed
@@ -90,6 +91,7 @@ class StudyOrchestrator:
     _results: dict[int, BatchResult] = field(default_factory=dict)
     _aggregates: dict[int, ParameterSetAggregate] = field(default_factory=dict)
     _active: dict[int, _Tracked] = field(default_factory=dict)  # id(dask future) -> task
+    _failed: list[_Tracked] = field(default_factory=list)  # lost, cancelled or crashed
 
     def __post_init__(self) -> None:
         self.tracker = StudyTracker(self.batches, [ps.param_id for ps in self.sets])
@@ -240,6 +242,7 @@ class StudyOrchestrator:
         try:
             value = tracked.future.result()
         except Exception as exc:  # a lost worker, a cancelled or crashed task run
+            self._failed.append(tracked)
             self._retry_or_give_up(tracked, exc)
             return
         if tracked.kind == "batch":
@@ -283,6 +286,13 @@ class StudyOrchestrator:
             reasons=[f"aggregation failed {tracked.attempts} times: {reason}"],
         )
         self.tracker.aggregate_finished(parameter_set.param_id, "failed")
+
+    def abandoned_task_runs(self) -> dict[UUID, str]:
+        """Return task runs (id -> name) still unfinished or lost when the study stopped."""
+        return {
+            tracked.future.task_run_id: tracked.name
+            for tracked in [*self._active.values(), *self._failed]
+        }
 
     def _stall_report(self, stall_timeout: float) -> StallReport:
         unfinished = {

@@ -178,7 +178,8 @@ def _run_study(
         finally:
             if flow_run.get_id():
                 abandoned = crash_unfinished_task_runs(
-                    UUID(flow_run.get_id()), "abandoned: the study ended before this task finished"
+                    orchestrator.abandoned_task_runs(),
+                    "abandoned: the study ended before this task finished",
                 )
                 if abandoned:
                     logger.warning("task runs marked Crashed: %s", ", ".join(abandoned))

@@ -15,9 +15,8 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterId,
     TaskRunFilter,
+    TaskRunFilterId,
     TaskRunFilterState,
     TaskRunFilterStateType,
 )
@@ -40,15 +39,22 @@ def tag_flow_run(flow_run_id: UUID, tag: str) -> None:
             client.update_flow_run(flow_run_id, tags=[*current, tag])
 
 
-def crash_unfinished_task_runs(flow_run_id: UUID, reason: str) -> list[str]:
-    """Set every unfinished task run of the flow run to Crashed; return their names."""
+def crash_unfinished_task_runs(task_runs: dict[UUID, str], reason: str) -> list[str]:
+    """Set those of these task runs that the API still sees unfinished to Crashed.
+
+    Only task runs the study itself knows to be abandoned are given: task-run states reach
+    the API asynchronously (as events), so a run that just completed on a worker can still
+    read RUNNING there, and must not be crashed.
+    """
+    if not task_runs:
+        return []
     with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        unfinished = client.read_task_runs(
             task_run_filter=TaskRunFilter(
-                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=UNFINISHED))
+                id=TaskRunFilterId(any_=list(task_runs)),
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=UNFINISHED)),
             ),
         )
-        for task_run in task_runs:
+        for task_run in unfinished:
             client.set_task_run_state(task_run.id, Crashed(message=reason), force=True)
-    return [task_run.name for task_run in task_runs]
+    return [task_runs[task_run.id] for task_run in unfinished]

@@ -57,6 +57,9 @@ def test_study_completes_with_every_file(make_study: Callable[..., Study]) -> No
     # Named by parameter set and replicate range; untagged (tags cost an API write each).
     assert {run.name[:4] for run in task_runs} == {"sim-", "agg-", "summ"}
     assert all(not run.tags for run in task_runs)
+    # A finished task run whose Completed state is still on its way to the API is not
+    # mistaken for an abandoned one.
+    assert not [run.name for run in task_runs if run.state is not None and run.state.is_crashed()]
 
 
 @pytest.mark.timeout(180)
