@@ -144,7 +144,14 @@ def run_plain_dask(client: Client, sets: int, replicates: int, cost_ms: float) -
     client.gather(aggregates)
 
 
-def run_simstudy(address: str, sets: int, replicates: int, cost_ms: float, runner: str) -> None:
+def run_simstudy(
+    address: str,
+    sets: int,
+    replicates: int,
+    cost_ms: float,
+    runner: str,
+    batch_size: int | str = "auto",
+) -> None:
     """The same study through the simulation-study flow."""
     from flows.study import simulation_study
 
@@ -161,6 +168,7 @@ def run_simstudy(address: str, sets: int, replicates: int, cost_ms: float, runne
                 "execution": {
                     "runner": runner,
                     "timeout_seconds": 60,
+                    "batch_size": batch_size,
                     "dask": {"address": address},
                 },
                 "output": f"/tmp/simstudy-bench/{runner}-{cost_ms:g}",
@@ -202,6 +210,7 @@ def main() -> None:
         "--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS, help="what to run"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs of each system and cost")
+    parser.add_argument("--batch-size", default="auto", help="simstudy's execution.batch_size")
     args = parser.parse_args()
 
     from flows.api import prefect_api
@@ -215,7 +224,9 @@ def main() -> None:
             plain_wall = None
             for _ in range(args.repeat):
                 for label in args.systems:
-                    m = run_once(label, args.workers, args.sets, args.replicates, cost)
+                    m = run_once(
+                        label, args.workers, args.sets, args.replicates, cost, args.batch_size
+                    )
                     if label == "plain dask" and plain_wall is None:
                         plain_wall = m.wall
                     rows.append((cost, label, m, ideal, plain_wall or float("nan")))
@@ -223,7 +234,9 @@ def main() -> None:
     print_tables(rows, n, args.workers)
 
 
-def run_once(label: str, workers: int, sets: int, replicates: int, cost: float) -> Measurement:
+def run_once(
+    label: str, workers: int, sets: int, replicates: int, cost: float, batch_size: str
+) -> Measurement:
     """Run one system once on a fresh, identical cluster (its start-up is not timed)."""
     with (
         LocalCluster(
@@ -236,7 +249,8 @@ def run_once(label: str, workers: int, sets: int, replicates: int, cost: float) 
         else:
             runner = label.split()[1]
             address = cluster.scheduler_address
-            action = partial(run_simstudy, address, sets, replicates, cost, runner)
+            size = batch_size if batch_size == "auto" else int(batch_size)
+            action = partial(run_simstudy, address, sets, replicates, cost, runner, size)
         return measure(client, action)
 
 

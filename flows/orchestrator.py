@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +101,7 @@ class StudyOrchestrator:
         self._batch_futures: dict[int, Any] = {}
         self._aggregate_futures: dict[int, Any] = {}
         self._given_up: set[int] = set()
+        self._task_done = threading.Event()
         self._unsubmitted = {
             pid: sum(i not in self.reused for i in indices)
             for pid, indices in self._set_batches.items()
@@ -158,8 +158,13 @@ class StudyOrchestrator:
                     self._cancel_active()
                     return self._outcome(stall_report=report, abandoned=True)
             if not finished:
-                time.sleep(POLL_SECONDS)
+                self._wait_for_any(POLL_SECONDS)
         return self._outcome(stall_report=reports[-1] if reports else None)
+
+    def _wait_for_any(self, seconds: float) -> None:
+        """Return when a tracked task finishes, or after `seconds` (to check for stalls)."""
+        self._task_done.wait(seconds)
+        self._task_done.clear()
 
     def _summarize(self) -> StudySummary:
         """Run the study summary task over the aggregates (futures, or values made here)."""
@@ -237,6 +242,8 @@ class StudyOrchestrator:
 
     def _track(self, tracked: _Tracked) -> None:
         self._active[id(tracked.future.wrapped_future)] = tracked
+        # Wakes the loop at once, so a finished set's summary or a rerun is not delayed a poll.
+        tracked.future.wrapped_future.add_done_callback(lambda _: self._task_done.set())
 
     def _handle(self, tracked: _Tracked) -> None:
         try:
