@@ -37,7 +37,7 @@ def process_role(process: psutil.Process) -> str:
     """Return what a process of the benchmark does, from its command line."""
     command = " ".join(process.cmdline())
     if "simstudy.runners._child" in command:
-        return "model"
+        return "model process"
     if "spawn_main" in command:
         return "dask worker"
     if "uvicorn" in command:
@@ -274,7 +274,7 @@ def print_tables(
     print()
     print("Where the time went (CPU-seconds by process; worker-thread seconds from Dask):")
     print()
-    roles = ("model", "dask worker", "flow+scheduler", "prefect api", "idle")
+    roles = ("model process", "dask worker", "flow+scheduler", "prefect api", "idle")
     print(
         "| cost/replicate | system | "
         + " | ".join(f"CPU {r}" for r in roles)
