@@ -45,8 +45,8 @@ def current_worker() -> str:
 PROGRESS_EVENT_SECONDS = 0.5
 """Finished replicates of a batch are reported at most this often, in one event.
 
-One Dask event per replicate cost ~0.3 ms of CPU each in the worker, the scheduler and the
-flow (thousands per study, on the cores the model needs); a stall shows up a little later.
+One Dask event per replicate meant thousands of messages through the worker, the scheduler
+and the flow, on the cores the model needs; a stall now shows up at most this much later.
 """
 
 
