@@ -32,7 +32,12 @@ from pathlib import Path
 
 import certifi
 from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL, temporary_settings
+from prefect.settings import (
+    PREFECT_API_SSL_CERT_FILE,
+    PREFECT_API_URL,
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    temporary_settings,
+)
 
 STARTUP_TIMEOUT_SECONDS = 90.0
 PR_SET_PDEATHSIG = 1
@@ -141,15 +146,24 @@ def prefect_api(log_path: Path | None = None) -> Iterator[str]:
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"simstudy-api-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     certificates = write_one_certificate_bundle(log_path.with_suffix(".pem"))
-    settings = {PREFECT_API_URL: url, PREFECT_API_SSL_CERT_FILE: str(certificates)}
-    saved_environment = {setting.name: os.environ.get(setting.name) for setting in settings}
+    environment = {PREFECT_API_URL.name: url, PREFECT_API_SSL_CERT_FILE.name: str(certificates)}
+    saved_environment = {name: os.environ.get(name) for name in environment}
     process = start_api_server(port, log_path)
     try:
         wait_healthy(url, process, STARTUP_TIMEOUT_SECONDS)
         # The environment reaches local Dask workers; the settings context reaches this
         # process even when Prefect was imported (and its settings read) before.
-        os.environ.update({setting.name: value for setting, value in settings.items()})
-        with temporary_settings(updates=settings):
+        os.environ.update(environment)
+        with temporary_settings(
+            updates={
+                PREFECT_API_URL: url,
+                PREFECT_API_SSL_CERT_FILE: str(certificates),
+                # Heartbeats let a long-lived server notice crashed flow runs; this API
+                # lives and dies with the run. And the flow engine waits up to 1 s for
+                # its heartbeat thread at the end of every run.
+                PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+            }
+        ):
             yield url
     finally:
         for name, value in saved_environment.items():

@@ -6,7 +6,11 @@ import os
 import ssl
 from pathlib import Path
 
-from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL
+from prefect.settings import (
+    PREFECT_API_SSL_CERT_FILE,
+    PREFECT_API_URL,
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+)
 
 from flows.api import write_one_certificate_bundle
 
@@ -26,3 +30,9 @@ def test_local_api_points_prefect_clients_at_the_small_bundle(prefect_api_url: s
     bundle = os.environ["PREFECT_API_SSL_CERT_FILE"]
     assert PREFECT_API_SSL_CERT_FILE.value() == bundle
     assert Path(bundle).read_text().count("BEGIN CERTIFICATE") == 1
+
+
+def test_flow_runs_send_no_heartbeats_to_the_local_api(prefect_api_url: str) -> None:
+    # Nothing watches heartbeats on an API that lives only as long as the run, and the
+    # flow engine waits up to 1 s for its heartbeat thread at the end of each run.
+    assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() is None
