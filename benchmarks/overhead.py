@@ -79,23 +79,17 @@ class CpuMeter:
 
 def worker_busy(stream: list[dict[str, Any]], started: float, ended: float) -> dict[str, float]:
     """Return how long Dask tasks ran, and the idle time before the first and after the last."""
-    spans = [
-        (s["start"], s["stop"])
-        for task in stream
-        for s in task.get("startstops", ())
-        if s["action"] == "compute"
-    ]
-    if not spans:
-        return {"busy": 0.0, "head": 0.0, "tail": 0.0}
     by_worker: dict[str, list[tuple[float, float]]] = {}
     for task in stream:
-        for s in task.get("startstops", ()):
-            if s["action"] == "compute":
-                by_worker.setdefault(task["worker"], []).append((s["start"], s["stop"]))
-    busy = sum(stop - start for start, stop in spans)
-    head = sum(min(a for a, _ in w) - started for w in by_worker.values())
-    tail = sum(ended - max(b for _, b in w) for w in by_worker.values())
-    return {"busy": busy, "head": head, "tail": tail}
+        for span in task.get("startstops", ()):
+            if span["action"] == "compute":
+                by_worker.setdefault(task["worker"], []).append((span["start"], span["stop"]))
+    spans = [span for worker_spans in by_worker.values() for span in worker_spans]
+    return {
+        "busy": sum(stop - start for start, stop in spans),
+        "head": sum(min(a for a, _ in w) - started for w in by_worker.values()),
+        "tail": sum(ended - max(b for _, b in w) for w in by_worker.values()),
+    }
 
 
 class PeakMemory:
