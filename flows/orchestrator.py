@@ -184,37 +184,28 @@ class StudyOrchestrator:
         for index in indices:
             by_set.setdefault(self.batches[index].param_id, []).append(index)
         for param_id, group in by_set.items():
-            futures = self.runner.map(
-                self._simulate,
-                {
-                    "study": unmapped(self.study),
-                    "batch": [self.batches[i] for i in group],
-                    "log_dir": unmapped(self.log_dir),
-                    "progress_topic": unmapped(self.progress_topic),
-                },
-            )
-            for index, future in zip(group, futures, strict=True):
-                self._record_batch_future(index, cast(PrefectDaskFuture[Any], future), 1)
+            self._map_batches(group, attempts=1)
             self._unsubmitted[param_id] -= len(group)
             if self._unsubmitted[param_id] == 0:
                 self._submit_aggregate(self._set_index[param_id], attempts=1)
 
-    def _resubmit_batch(self, index: int, attempts: int) -> None:
-        batch = self.batches[index]
-        parameters = {
-            "study": self.study,
-            "batch": batch,
-            "log_dir": self.log_dir,
-            "progress_topic": self.progress_topic,
-        }
-        future = self.runner.submit(self._simulate, parameters)
-        self._record_batch_future(index, future, attempts)
-
-    def _record_batch_future(
-        self, index: int, future: PrefectDaskFuture[Any], attempts: int
-    ) -> None:
-        self._batch_futures[index] = future
-        self._track(_Tracked("batch", index, self.batches[index].label, future, attempts))
+    def _map_batches(self, indices: list[int], attempts: int) -> None:
+        """Submit these batches (of one parameter set) as mapped simulation task runs."""
+        futures = self.runner.map(
+            self._simulate,
+            {
+                "study": unmapped(self.study),
+                "batch": [self.batches[i] for i in indices],
+                "log_dir": unmapped(self.log_dir),
+                "progress_topic": unmapped(self.progress_topic),
+            },
+        )
+        for index, future in zip(indices, futures, strict=True):
+            self._batch_futures[index] = future
+            label = self.batches[index].label
+            self._track(
+                _Tracked("batch", index, label, cast(PrefectDaskFuture[Any], future), attempts)
+            )
 
     def _submit_aggregate(self, set_index: int, attempts: int) -> None:
         parameter_set = self.sets[set_index]
@@ -270,7 +261,7 @@ class StudyOrchestrator:
         reason = f"{type(exc).__name__}: {exc}"
         if tracked.kind == "batch":
             if tracked.attempts <= MAX_RESUBMITS:
-                self._resubmit_batch(tracked.index, tracked.attempts + 1)
+                self._map_batches([tracked.index], tracked.attempts + 1)
             else:
                 self._results[tracked.index] = failed_batch(
                     self.study,

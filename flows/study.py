@@ -138,9 +138,9 @@ def _run_study(
     logger: RunLogger,
 ) -> State[StudySummary]:
     log_dir = str(store.local_log_dir(study.name))
-    run_id = flow_run.get_id() or identity
-    if flow_run.get_id():
-        tag_flow_run(UUID(flow_run.get_id()), study_tag(study.name))
+    flow_run_id = flow_run.get_id()
+    if flow_run_id:
+        tag_flow_run(UUID(flow_run_id), study_tag(study.name))
     wall_started = time.monotonic()
     with study_task_runner(study.execution.dask) as runner:
         client = runner.client
@@ -166,7 +166,7 @@ def _run_study(
             batches=batches,
             log_dir=log_dir,
             worker_threads=threads,
-            progress_topic=f"simstudy-progress-{run_id}",
+            progress_topic=f"simstudy-progress-{flow_run_id or identity}",
             on_progress=ProgressLog(logger, progress_artifact),
             on_aggregate=lambda aggregate: log_aggregate(aggregate, logger),
             on_stall=lambda report: publish_stall_report(study, report, store, logger),
@@ -176,7 +176,7 @@ def _run_study(
         try:
             outcome = orchestrator.run()
         finally:
-            if flow_run.get_id():
+            if flow_run_id:
                 abandoned = crash_unfinished_task_runs(
                     orchestrator.abandoned_task_runs(),
                     "abandoned: the study ended before this task finished",
