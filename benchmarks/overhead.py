@@ -5,7 +5,8 @@
 For each model cost, runs the same study (sets x replicates of a model burning a fixed
 CPU time) with plain dask.distributed (one task per replicate, one aggregation per
 parameter set receiving its futures) and with simstudy (process runner, and thread
-runner), on a fresh, identical LocalCluster per run. Prints wall time, the ideal
+runner), on a fresh, identical LocalCluster per run: the quiet one `simstudy run` starts
+(`--stock-dask-config` for distributed's defaults). Prints wall time, the ideal
 (replicates x cost / worker threads), per-replicate overhead against the ideal, the ratio
 to plain Dask, and the peak resident memory of this process and all its children.
 """
@@ -205,21 +206,39 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs of each system and cost")
     parser.add_argument("--batch-size", default="auto", help="simstudy's execution.batch_size")
+    parser.add_argument(
+        "--stock-dask-config",
+        action="store_true",
+        help="clusters at distributed's defaults instead of simstudy's quiet local cluster",
+    )
     args = parser.parse_args()
 
     from flows.api import prefect_api
+    from flows.cluster import quiet_local_cluster
+
+    new_cluster = LocalCluster if args.stock_dask_config else quiet_local_cluster
 
     n = args.sets * args.replicates
     rows: list[tuple[float, str, Measurement, float, float]] = []
     with prefect_api() as api:
-        print(f"Prefect API {api}; {n} replicates per run, {args.workers} workers x 1 thread")
+        config = "stock" if args.stock_dask_config else "quiet"
+        print(
+            f"Prefect API {api}; {n} replicates per run, {args.workers} workers x 1 thread, "
+            f"{config} Dask config"
+        )
         for cost in args.costs:
             ideal = n * cost / 1000.0 / args.workers
             plain_wall = None
             for _ in range(args.repeat):
                 for label in args.systems:
                     m = run_once(
-                        label, args.workers, args.sets, args.replicates, cost, args.batch_size
+                        new_cluster,
+                        label,
+                        args.workers,
+                        args.sets,
+                        args.replicates,
+                        cost,
+                        args.batch_size,
                     )
                     if label == "plain dask" and plain_wall is None:
                         plain_wall = m.wall
@@ -229,11 +248,17 @@ def main() -> None:
 
 
 def run_once(
-    label: str, workers: int, sets: int, replicates: int, cost: float, batch_size: str
+    new_cluster: Callable[..., LocalCluster],
+    label: str,
+    workers: int,
+    sets: int,
+    replicates: int,
+    cost: float,
+    batch_size: str,
 ) -> Measurement:
     """Run one system once on a fresh, identical cluster (its start-up is not timed)."""
     with (
-        LocalCluster(
+        new_cluster(
             n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
         ) as cluster,
         Client(cluster, set_as_default=False) as client,

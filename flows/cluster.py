@@ -5,12 +5,43 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+import dask.config
+from distributed import LocalCluster
 from prefect_dask import DaskTaskRunner
 
 from simstudy.spec import DaskSettings
 
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS_PER_WORKER = 1
+
+# distributed runs its own cluster tests with these two settings. At its defaults every
+# worker samples its thread's stack every 10 ms for the dashboard's profile (a model in a
+# child process shows up there as one pipe read) and every server checks its event loop
+# every 20 ms: together ~0.1 of a core on an idle 2-worker cluster, measured, and that
+# core is taken from the models on a small machine. A 500 ms tick still reports an event
+# loop blocked for longer than `distributed.admin.tick.limit` (3 s).
+QUIET_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+}
+
+
+def quiet_cluster_config() -> dict[str, Any]:
+    """Return the quiet settings that the user's Dask configuration leaves at their defaults."""
+    stock = dask.config.merge(*dask.config.defaults)
+    return {
+        key: value
+        for key, value in QUIET_CLUSTER_CONFIG.items()
+        if dask.config.get(key) == dask.config.get(key, config=stock)
+    }
+
+
+def quiet_local_cluster(**kwargs: Any) -> LocalCluster:
+    """Return a LocalCluster whose scheduler, nannies and workers use `quiet_cluster_config`."""
+    # Servers read these when they are built, and nannies hand their config to the
+    # worker processes they (re)start, so setting them around construction is enough.
+    with dask.config.set(quiet_cluster_config()):
+        return LocalCluster(**kwargs)
 
 
 def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
@@ -33,4 +64,6 @@ def study_task_runner(settings: DaskSettings) -> DaskTaskRunner:
     """Return a DaskTaskRunner on the study's scheduler address or on a new local cluster."""
     if settings.address:
         return DaskTaskRunner(address=settings.address)
-    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(settings))
+    return DaskTaskRunner(
+        cluster_class=quiet_local_cluster, cluster_kwargs=local_cluster_kwargs(settings)
+    )

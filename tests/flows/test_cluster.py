@@ -1,0 +1,52 @@
+"""The study's local Dask cluster: quiet housekeeping, the user's Dask config respected."""
+
+from __future__ import annotations
+
+import dask.config
+import pytest
+from distributed import Client
+
+from flows.cluster import quiet_cluster_config, quiet_local_cluster, study_task_runner
+from simstudy.spec import DaskSettings
+
+PROFILER = "distributed.worker.profile.enabled"
+TICK = "distributed.admin.tick.interval"
+
+
+def test_quiet_config_leaves_what_the_user_set() -> None:
+    assert quiet_cluster_config() == {PROFILER: False, TICK: "500ms"}
+    with dask.config.set({TICK: "100ms"}):
+        assert quiet_cluster_config() == {PROFILER: False}
+
+
+def test_local_studies_get_the_quiet_cluster_and_addresses_are_left_alone() -> None:
+    assert study_task_runner(DaskSettings()).cluster_class is quiet_local_cluster
+    runner = study_task_runner(DaskSettings(address="tcp://127.0.0.1:8786"))
+    assert runner.cluster_class is None
+
+
+def worker_settings() -> tuple[object, object]:
+    return dask.config.get(PROFILER), dask.config.get(TICK)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_scheduler_and_worker_processes_run_quiet() -> None:
+    with (
+        quiet_local_cluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        assert cluster.scheduler._tick_interval == 0.5
+        assert list(client.run(worker_settings).values()) == [(False, "500ms")]
+        running = client.run(
+            lambda dask_worker: (
+                "profile" in dask_worker.periodic_callbacks,
+                dask_worker._tick_interval,
+            )
+        )
+        assert list(running.values()) == [(False, 0.5)]
+    # Nothing leaks into the Dask config of the process that built the cluster.
+    assert (dask.config.get(PROFILER), dask.config.get(TICK)) == (True, "20ms")
