@@ -27,12 +27,15 @@ QUIET_CLUSTER_CONFIG: dict[str, Any] = {
 
 
 def quiet_cluster_config() -> dict[str, Any]:
-    """Return the quiet settings that the user's Dask configuration leaves at their defaults."""
+    """Return the quiet settings that the user's Dask configuration does not set."""
     stock = dask.config.merge(*dask.config.defaults)
+    # Set in a YAML file or a DASK_ variable (even to the default), or with dask.config.set.
+    user = dask.config.collect()
     return {
         key: value
         for key, value in QUIET_CLUSTER_CONFIG.items()
-        if dask.config.get(key) == dask.config.get(key, config=stock)
+        if dask.config.get(key, None, config=user) is None
+        and dask.config.get(key) == dask.config.get(key, config=stock)
     }
 
 

@@ -13,10 +13,13 @@ PROFILER = "distributed.worker.profile.enabled"
 TICK = "distributed.admin.tick.interval"
 
 
-def test_quiet_config_leaves_what_the_user_set() -> None:
+def test_quiet_config_leaves_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
     assert quiet_cluster_config() == {PROFILER: False, TICK: "500ms"}
     with dask.config.set({TICK: "100ms"}):
         assert quiet_cluster_config() == {PROFILER: False}
+    # Asking for the default explicitly keeps it too.
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
+    assert quiet_cluster_config() == {TICK: "500ms"}
 
 
 def test_local_studies_get_the_quiet_cluster_and_addresses_are_left_alone() -> None:
