@@ -7,10 +7,11 @@ CPU time) with plain dask.distributed (one task per replicate, one aggregation p
 parameter set receiving its futures) and with simstudy (process runner, and thread
 runner), on a fresh, identical LocalCluster per run: the quiet one `simstudy run` starts
 (`--stock-dask-config` for distributed's defaults). Cluster start and a tiny warm-up study
-of each system on its cluster (1 set x 2 replicates) are not timed; the warm-up's wall
-time is printed. Prints wall time, the ideal (replicates x cost / worker threads),
-per-replicate overhead against the ideal, the ratio to the plain Dask run of the same
-repetition, and the peak resident memory of this process and all its children.
+of each system on its cluster (one 2-replicate set per worker, repeated until every worker
+has run one of its tasks) are not timed; the warm-up's wall time is printed. Prints wall
+time, the ideal (replicates x cost / worker threads), per-replicate overhead against the
+ideal, the ratio to the plain Dask run of the same repetition, and the peak resident
+memory of this process and all its children.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from simstudy.spec import Study
 
 MODEL = "benchmarks.burn:simulate"
 SYSTEMS = ("plain dask", "simstudy process", "simstudy thread")
+WARM_UP_COST_MS = 100.0
+"""Replicate cost of the warm-up study: long enough that Dask spreads its tasks over workers."""
+WARM_UP_ATTEMPTS = 5
 
 
 def process_role(process: psutil.Process) -> str:
@@ -272,14 +276,29 @@ def run_once(
             runner = label.split()[1]
             size = batch_size if batch_size == "auto" else int(batch_size)
             run = partial(run_simstudy, cluster.scheduler_address, runner=runner, batch_size=size)
-        # A tiny study first, so that the timed one finds each system's code imported
-        # in this process and on the workers, as every study but a cluster's first does.
-        started = time.time()
-        run(1, 2, 0.0)
-        warm_up = time.time() - started
+        warm_up = warm_up_every_worker(client, run, workers)
         measurement = measure(client, partial(run, sets, replicates, cost))
         measurement.warm_up = warm_up
         return measurement
+
+
+def warm_up_every_worker(client: Client, run: Callable[..., None], workers: int) -> float:
+    """Run tiny studies until every worker has run a task of this system; return the wall time.
+
+    So that the timed study finds each system's code imported, and its first task run in
+    each worker process done, in this process and on every worker, as every study but a
+    cluster's first does. One study of 1 set x 2 replicates left the second worker cold:
+    its first batch of the timed study started ~1.4 s after the first worker's.
+    """
+    started = time.time()
+    warmed: set[str] = set()
+    for _ in range(WARM_UP_ATTEMPTS):
+        with get_task_stream(client) as stream:
+            run(workers, 2, WARM_UP_COST_MS)
+        warmed.update(task["worker"] for task in stream.data)
+        if len(warmed) >= workers:
+            return time.time() - started
+    raise RuntimeError(f"warm-up reached {len(warmed)} of {workers} workers")
 
 
 def print_tables(
