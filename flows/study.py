@@ -36,6 +36,7 @@ from flows.orchestrator import StudyOrchestrator, StudyOutcome
 from flows.preflight import preflight
 from flows.progress import publish
 from flows.task_runs import crash_unfinished_task_runs, study_tag, tag_flow_run
+from flows.task_settings import task_settings_context
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.batch import BatchResult
 from simstudy.batching import Batch, plan_batches
@@ -174,7 +175,9 @@ def _run_study(
             reused=reused,
         )
         try:
-            outcome = orchestrator.run()
+            with task_settings_context(client) as settings_decision:
+                logger.info(settings_decision.describe())
+                outcome = orchestrator.run()
         finally:
             if flow_run_id:
                 abandoned = crash_unfinished_task_runs(
