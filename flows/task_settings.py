@@ -111,11 +111,17 @@ class SettingsDecision:
         return f"task runs rebuild the flow's Prefect settings on their worker ({where})"
 
 
-def check_workers(client: distributed.Client) -> SettingsDecision:
-    """Ask every worker whether it rebuilds the flow's settings exactly."""
-    probe = SettingsProbe.of_current_context()
-    reports: dict[str, str | None] = client.run(probe.mismatch)
-    mismatches = {worker: why for worker, why in reports.items() if why is not None}
+def check_workers(
+    client: distributed.Client, probe: SettingsProbe | None = None
+) -> SettingsDecision:
+    """Ask every worker whether it rebuilds the flow's settings (default: current) exactly."""
+    probe = probe or SettingsProbe.of_current_context()
+    reports: dict[str, str | BaseException | None] = client.run(probe.mismatch, on_error="return")
+    mismatches = {
+        worker: why if isinstance(why, str) else f"settings check failed: {why!r}"
+        for worker, why in reports.items()
+        if why is not None
+    }
     return SettingsDecision(shipped=bool(reports) and not mismatches, mismatches=mismatches)
 
 

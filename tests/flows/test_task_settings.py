@@ -55,6 +55,13 @@ def test_differing_keys_are_dotted_names() -> None:
     assert differing_keys({"a": 1}, {"a": 1}) == []
 
 
+class FailingProbe(SettingsProbe):
+    """A probe whose check raises on the worker."""
+
+    def mismatch(self) -> str | None:
+        raise OSError("no disk")
+
+
 @task(cache_policy=NO_CACHE, persist_result=False)
 def default_retries_here() -> int:
     settings = SettingsContext.get()
@@ -98,6 +105,10 @@ def retries_seen_by_a_task_run(client: Client) -> tuple[bool, int]:
 def test_identical_workers_get_the_flows_settings_built(cluster_with_worker_env: Client) -> None:
     decision = check_workers(cluster_with_worker_env)
     assert decision.shipped and decision.mismatches == {}
+    # A check that fails on a worker counts as a difference, never as a failed study.
+    failing = check_workers(cluster_with_worker_env, FailingProbe.of_current_context())
+    assert not failing.shipped
+    assert list(failing.mismatches.values()) == ["settings check failed: OSError('no disk')"]
     # A setting of the flow's context reaches the task run on the worker.
     with temporary_settings(updates={PREFECT_TASKS_DEFAULT_RETRIES: 4}):
         assert retries_seen_by_a_task_run(cluster_with_worker_env) == (True, 4)
