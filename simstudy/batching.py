@@ -10,9 +10,10 @@ from simstudy.design import ParameterSet
 from simstudy.spec import ScalarParam, Study
 
 TARGET_TASK_RUNS = 40
-"""Simulation task runs a study aims for: each costs ~0.1 s of CPU in Prefect (measured in
-benchmarks/overhead.py). 40 rather than 100 saved 3-5 s for 20 x 200 x 50 ms on 2 workers;
-20 would save ~1-3 s more there but leaves many-worker clusters idle at the end."""
+"""Simulation task runs a study aims for: each costs ~70 ms of CPU in Prefect (~0.1 s where
+workers rebuild the Prefect settings; measured in benchmarks/overhead.py). 40 rather than
+100 saved 3-5 s for 20 x 200 x 50 ms on 2 workers; 20 would save ~1-3 s more there but
+leaves many-worker clusters idle at the end."""
 
 MIN_AUTO_BATCH = 25
 """Smallest automatic batch, so cheap replicates are not drowned in orchestration."""
