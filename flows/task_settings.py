@@ -43,15 +43,17 @@ def settings_dump(context: SettingsContext) -> dict[str, Any]:
     return context.settings.model_dump(mode="json", context={"include_secrets": True})
 
 
-def differing_keys(expected: Any, actual: Any, prefix: str = "") -> list[str]:
+def differing_keys(expected: Any, actual: Any, name: str = "") -> list[str]:
     """Return the dotted names of the values that differ between two JSON-ready dicts."""
     if not (isinstance(expected, dict) and isinstance(actual, dict)):
-        return [] if expected == actual else [prefix or "(all)"]
-    keys = sorted(set(expected) | set(actual))
-    found: list[str] = []
-    for key in keys:
-        found += differing_keys(expected.get(key), actual.get(key), f"{prefix}{key}.")
-    return [name.rstrip(".") for name in found]
+        return [] if expected == actual else [name or "(all)"]
+    return [
+        difference
+        for key in sorted(set(expected) | set(actual))
+        for difference in differing_keys(
+            expected.get(key), actual.get(key), f"{name}.{key}" if name else key
+        )
+    ]
 
 
 @dataclass(frozen=True)
