@@ -11,8 +11,9 @@ from simstudy.batch import run_batch
 from simstudy.batching import Batch, plan_batches
 from simstudy.design import expand_parameters
 from simstudy.fingerprint import model_fingerprint
-from simstudy.parts import PARTS_DIR, part_name, read_parts, write_part
+from simstudy.parts import PART_SCHEMA, PARTS_DIR, part_name, read_parts, write_part
 from simstudy.spec import Study
+from simstudy.storage import read_table
 from simstudy.store import OutputStore
 
 
@@ -27,6 +28,10 @@ def store_first_batch(study: Study, folder: Path) -> Batch:
     batch = plan_batches(study, expand_parameters(study))[0]
     result = run_batch(study, batch, "w", folder)
     write_part(OutputStore(folder), batch, result, model_fingerprint(study))
+    # Every test below asserts what is NOT reused: without a part holding the batch's
+    # replicates, they would pass on an empty folder.
+    stored = read_table(OutputStore(folder), part_name(batch), schema=PART_SCHEMA)
+    assert stored.column("replicate").to_pylist() == list(range(batch.start, batch.stop))
     return batch
 
 
@@ -37,6 +42,7 @@ def test_finished_batches_are_reused_with_identical_results(study: Study, tmp_pa
     for batch, result in zip(batches, results, strict=False):
         write_part(OutputStore(tmp_path), batch, result, fingerprint)
     stored = read_parts(OutputStore(tmp_path))
+    assert len(stored.records) == sum(b.stop - b.start for b in batches[:3])
     reused = [stored.reusable_batch(b, fingerprint) for b in batches]
     assert reused[3] is None
     for original, again in zip(results, reused[:3], strict=True):
@@ -47,6 +53,8 @@ def test_finished_batches_are_reused_with_identical_results(study: Study, tmp_pa
 
 def test_a_changed_model_reuses_nothing(study: Study, tmp_path: Path) -> None:
     batch = store_first_batch(study, tmp_path)
+    stored = read_parts(OutputStore(tmp_path))
+    assert stored.reusable_batch(batch, model_fingerprint(study)) is not None
     changed = study.model_copy(update={"model_version": "2"})
     assert model_fingerprint(changed) != model_fingerprint(study)
     assert (
@@ -59,7 +67,9 @@ def test_failed_replicates_are_not_reused(make_study: Callable[..., Study], tmp_
         study = make_study(
             parameters={"list": [{"behavior": "raise"}]}, execution={"runner": "thread"}
         )
-    store_first_batch(study, tmp_path)
+    batch = store_first_batch(study, tmp_path)
+    stored = read_table(OutputStore(tmp_path), part_name(batch), schema=PART_SCHEMA)
+    assert set(stored.column("status").to_pylist()) == {"failed"}
     assert read_parts(OutputStore(tmp_path)).records == {}
 
 
