@@ -1,53 +1,89 @@
-"""Human-readable summaries of a study's results (terminal tables)."""
+"""Human-readable summaries of a study's results (terminal tables).
+
+The table grows downwards, not sideways, so it fits any terminal: one row per parameter
+set and output, with the set's id, status and varied parameters in its first rows, and
+the parameters every set shares stated once below the table.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
+from simstudy.display import Spread, format_number, format_parameters, split_parameters
 from simstudy.storage import AGGREGATES_FILE, read_study_json, read_table
 from simstudy.store import OutputStore
 
-MAX_OUTPUT_COLUMNS = 4
+MAX_OUTPUTS = 6
+"""Outputs shown per parameter set; all of them are in aggregates.parquet."""
+MAX_SETS = 40
+"""Parameter sets shown; all of them are in aggregates.parquet and study.json."""
+ID_CHARS = 12
 
 
 def summary_table(store: OutputStore) -> Table:
-    """Return a table of a finished study: one row per parameter set, key output means."""
+    """Return a table of a finished study: each set's key outputs with mean and spread."""
     study = read_study_json(store)
     rows = read_table(store, AGGREGATES_FILE).to_pylist() if store.exists(AGGREGATES_FILE) else []
-    means: dict[tuple[str, str], float] = {(r["param_id"], r["output"]): r["mean"] for r in rows}
-    outputs = sorted({r["output"] for r in rows})[:MAX_OUTPUT_COLUMNS]
+    by_set: dict[tuple[str, str], dict[str, Any]] = {(r["param_id"], r["output"]): r for r in rows}
+    all_outputs = sorted({r["output"] for r in rows})
+    outputs = all_outputs[:MAX_OUTPUTS]
+    spread = Spread.for_rows(rows)
     failed: dict[str, list[str]] = study.get("failed_parameter_sets") or {}
-    varying = _varying_names(study)
+    sets: list[dict[str, Any]] = study["parameter_sets"]
+    varied, fixed = split_parameters([ps["params"] for ps in sets])
 
-    table = Table(title=f"{study['name']}: {study.get('status', 'unknown')} ({store})")
-    table.add_column("param_id")
-    for name in varying:
-        table.add_column(name, justify="right")
-    table.add_column("status")
-    for name in outputs:
-        table.add_column(f"mean {name}", justify="right")
-    for ps in study["parameter_sets"]:
+    table = Table(title=_wrapped(f"{study['name']}: {study.get('status', 'unknown')}"))
+    # Numbers never wrap: each column is at least as wide as its longest value.
+    table.add_column("parameter set", overflow="fold", ratio=1)
+    table.add_column("output", overflow="fold")
+    table.add_column("mean", justify="right", no_wrap=True)
+    table.add_column(spread.label, justify="right", overflow="fold")
+    for ps in sets[:MAX_SETS]:
         pid = ps["param_id"]
-        status = "failed: " + "; ".join(failed[pid])[:80] if pid in failed else "ok"
-        cells = [pid[:12], *[_fmt(ps["params"][n]) for n in varying], status]
-        cells += [_fmt(means.get((pid, name))) for name in outputs]
-        table.add_row(*cells)
-    counts = study.get("counts") or {}
-    table.caption = "replicates: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        described = [f"{pid[:ID_CHARS]} {'FAILED' if pid in failed else 'ok'}"]
+        if varied:
+            described.append(format_parameters(ps["params"], varied))
+        described += failed.get(pid, [])
+        cells = [
+            (name, format_number(by_set[(pid, name)]["mean"]), spread.format(by_set[(pid, name)]))
+            for name in outputs
+            if (pid, name) in by_set
+        ]
+        for line in range(max(len(described), len(cells), 1)):
+            output = cells[line] if line < len(cells) else ("", "", "")
+            first = described[line] if line < len(described) else ""
+            table.add_row(*(Text(cell) for cell in (first, *output)))
+        table.add_section()
+    table.caption = _caption(store, study, fixed, len(sets), len(all_outputs))
+    table.caption_justify = "left"
     return table
 
 
-def _varying_names(study: dict[str, Any]) -> list[str]:
-    sets = study["parameter_sets"]
-    names = list(sets[0]["params"]) if sets else []
-    return [n for n in names if len({repr(ps["params"][n]) for ps in sets}) > 1]
+def _caption(
+    store: OutputStore, study: dict[str, Any], fixed: dict[str, Any], n_sets: int, n_outputs: int
+) -> Text:
+    counts = study.get("counts") or {}
+    lines = ["replicates: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "-")]
+    if fixed:
+        lines.append(f"fixed parameters: {format_parameters(fixed)}")
+    hidden = [
+        f"{n - shown} more {what}"
+        for n, shown, what in (
+            (n_sets, MAX_SETS, "parameter sets"),
+            (n_outputs, MAX_OUTPUTS, "outputs"),
+        )
+        if n > shown
+    ]
+    if hidden:
+        lines.append(f"{' and '.join(hidden)} in {AGGREGATES_FILE}")
+    lines.append(f"output: {store}")
+    return _wrapped("\n".join(lines))
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def _wrapped(text: str) -> Text:
+    # The CLI's console soft-wraps (log lines stay whole); title and caption must still
+    # fit the terminal, so they wrap on their own.
+    return Text(text, no_wrap=False, overflow="fold")
