@@ -35,6 +35,7 @@ from flows.cluster import study_task_runner
 from flows.orchestrator import StudyOrchestrator, StudyOutcome
 from flows.preflight import preflight
 from flows.progress import publish
+from flows.run_policy import run_policy
 from flows.task_runs import crash_unfinished_task_runs, study_tag, tag_flow_run
 from flows.task_settings import task_settings_context
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
@@ -46,6 +47,7 @@ from simstudy.fingerprint import model_fingerprint
 from simstudy.loading import load_study, validate_study
 from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, read_parts, write_part
+from simstudy.policy import check_request, check_study
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Execution, Study
 from simstudy.stall import STALL_MARKDOWN, StallReport
@@ -117,7 +119,13 @@ def simulation_study(
         "seed": seed,
         "execution": execution.model_dump(exclude_unset=True) if execution else None,
     }
+    # A deployment's policy is checked before any file is read or anything started.
+    policy = run_policy()
+    if policy is not None:
+        check_request(policy, study_path, study)
     study = resolve_study(study_path, study, overrides)
+    if policy is not None:
+        check_study(policy, study)
     sets = expand_parameters(study)
     batches = plan_batches(study, sets)
     store = OutputStore(study.output_dir)
