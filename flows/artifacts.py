@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, cast
+from typing import cast
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -17,14 +17,17 @@ from prefect.artifacts import (
 
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.batch import BatchResult
+from simstudy.display import Spread, format_number, format_parameters, split_parameters
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
+from simstudy.storage import AGGREGATES_FILE
 from simstudy.store import OutputStore
 from simstudy.tracking import TrackerSnapshot
 
 PROGRESS_EVERY_SECONDS = 5.0
 """Progress artifact updates at most this often: each is an API call (and server events)."""
 MAX_TABLE_OUTPUTS = 6
+"""Outputs shown in the aggregates table (two columns each); all are in aggregates.parquet."""
 ERROR_CHARS = 1500
 
 
@@ -73,25 +76,46 @@ def publish_dashboard_link(study: Study, dashboard: str | None) -> None:
         )
 
 
-def publish_aggregates_table(study: Study, aggregates: list[ParameterSetAggregate]) -> None:
-    """One row per parameter set: parameters, status, replicate counts, output means."""
-    outputs = sorted({row["output"] for a in aggregates for row in a.scalars})[:MAX_TABLE_OUTPUTS]
-    rows: list[dict[str, Any]] = []
+def aggregates_table(aggregates: list[ParameterSetAggregate]) -> tuple[list[dict[str, str]], str]:
+    """Return the rows (varied parameters, counts, mean and spread) and the description."""
+    scalars = [row for a in aggregates for row in a.scalars]
+    all_outputs = sorted({row["output"] for row in scalars})
+    outputs = all_outputs[:MAX_TABLE_OUTPUTS]
+    spread = Spread.for_rows(scalars)
+    varied, fixed = split_parameters([a.params for a in aggregates])
+    statuses = sorted({status for a in aggregates for status in a.counts})
+    rows: list[dict[str, str]] = []
     for aggregate in aggregates:
-        means = {row["output"]: row["mean"] for row in aggregate.scalars}
-        rows.append(
-            {
-                "param_id": aggregate.param_id[:12],
-                **aggregate.params,
-                "status": aggregate.status,
-                **{f"n_{status}": n for status, n in sorted(aggregate.counts.items())},
-                **{f"mean {name}": means.get(name) for name in outputs},
-            }
+        by_output = {row["output"]: row for row in aggregate.scalars}
+        row = {
+            "param_id": aggregate.param_id[:12],
+            **{name: format_number(aggregate.params.get(name)) for name in varied},
+            "status": aggregate.status,
+            **{f"n_{status}": str(aggregate.counts.get(status, 0)) for status in statuses},
+        }
+        for name in outputs:
+            found = by_output.get(name)
+            row[f"{name} mean"] = format_number(None if found is None else found["mean"])
+            row[f"{name} {spread.label}"] = spread.format(found)
+        rows.append(row)
+    lines = ["One row per parameter set."]
+    if fixed:
+        lines.append(f"Fixed parameters: {format_parameters(fixed)}.")
+    lines.append(f"Next to each mean: {spread.description}.")
+    if len(all_outputs) > len(outputs):
+        lines.append(
+            f"First {len(outputs)} of {len(all_outputs)} outputs; all are in {AGGREGATES_FILE}."
         )
+    return rows, "\n\n".join(lines)
+
+
+def publish_aggregates_table(study: Study, aggregates: list[ParameterSetAggregate]) -> None:
+    """Create the aggregates table artifact: one row per parameter set."""
+    rows, description = aggregates_table(aggregates)
     create_table_artifact(
         table=rows,
         key=artifact_key(study, "aggregates"),
-        description=f"Aggregates of study {study.name}, one row per parameter set",
+        description=f"Aggregates of study {study.name}. {description}",
     )
 
 

@@ -83,6 +83,16 @@ class Spread:
         """Return what the interval is, for a column header."""
         return "5-95% of replicates" if self.quantile_band else "95% CI of mean"
 
+    @property
+    def description(self) -> str:
+        """Return what the interval is and how it is computed, in a sentence."""
+        if self.quantile_band:
+            return "the 5-95% band of the replicates (quantiles 0.05 and 0.95)"
+        return (
+            "the 95% confidence interval of the mean, mean ± 1.96·std/√n_ok "
+            "(add 0.05 and 0.95 to aggregate.quantiles for the replicates' 5-95% band)"
+        )
+
     def bounds(self, row: Mapping[str, Any]) -> tuple[float, float] | None:
         """Return the interval of a scalar aggregate row, or None if it has none."""
         if self.quantile_band:
