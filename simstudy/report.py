@@ -58,7 +58,7 @@ def summary_table(store: OutputStore) -> Table:
             table.add_row(*(Text(cell) for cell in (first, *output)))
         table.add_section()
     table.caption = _caption(store, study, fixed, len(sets), len(all_outputs))
-    table.caption_justify = "left"
+    table.caption_justify = "default"  # left, without padding every line to the width
     return table
 
 
