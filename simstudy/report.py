@@ -36,10 +36,12 @@ def summary_table(store: OutputStore) -> Table:
     varied, fixed = split_parameters([ps["params"] for ps in sets])
 
     table = Table(title=_wrapped(f"{study['name']}: {study.get('status', 'unknown')}"))
-    # Numbers never wrap: each column is at least as wide as its longest value.
+    # Rich shrinks the widest wrappable columns first, so numbers stay whole at any usual
+    # width; below that every column folds (never cut, never '…'). A column min_width
+    # would make the table wider than the terminal instead.
     table.add_column("parameter set", overflow="fold", ratio=1)
     table.add_column("output", overflow="fold")
-    table.add_column("mean", justify="right", no_wrap=True)
+    table.add_column("mean", justify="right", overflow="fold")
     table.add_column(spread.label, justify="right", overflow="fold")
     for ps in sets[:MAX_SETS]:
         pid = ps["param_id"]

@@ -71,3 +71,11 @@ def test_sets_beyond_the_limit_are_counted_not_shown(tmp_path: Path) -> None:
     assert aggregates[MAX_SETS - 1].param_id[:12] in text
     assert aggregates[MAX_SETS].param_id[:12] not in text
     assert "5 more parameter sets in aggregates.parquet" in text
+
+
+def test_a_very_narrow_terminal_folds_cells_but_never_cuts_them(tmp_path: Path) -> None:
+    store = OutputStore(tmp_path)
+    write_finished_study(store, sample_aggregates())
+    text = render(store, width=40)
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 40
