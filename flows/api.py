@@ -5,7 +5,10 @@ process that reports a run, including every Dask worker (~230 MB and ~8 s each, 
 one SQLite file), and abrupt exits leave them running. `prefect_api()` starts exactly
 one server, publishes its URL through PREFECT_API_URL (inherited by local Dask workers
 and carried in the task context to remote ones) and stops it on exit; the server also
-dies with this process if it is killed (PR_SET_PDEATHSIG).
+dies with this process if it is killed (PR_SET_PDEATHSIG). Its log and CA bundle live in
+a private folder (`tempfile.mkdtemp`: mode 0700, a name nobody can take first) that the
+server removes when it ends, even when this process was killed, and this process removes
+when it stops the server.
 
 ```python
 >>> with prefect_api() as url:
@@ -19,10 +22,12 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +46,24 @@ from prefect.settings import (
 
 STARTUP_TIMEOUT_SECONDS = 90.0
 PR_SET_PDEATHSIG = 1
+LOG_TAIL_BYTES = 2000
+
+# Runs uvicorn, then removes the API's private folder however the server ends: also
+# after the SIGTERM that PR_SET_PDEATHSIG sends when the flow process is killed, when
+# nothing in the flow process is left to clean up. uvicorn re-raises a SIGTERM it caught
+# once it has shut down; with the default handler that would end the process before
+# `finally`, so SIGTERM raises SystemExit instead.
+SERVE_THEN_REMOVE = """
+import runpy, shutil, signal, sys
+folder = sys.argv.pop(1)
+def leave(signum, frame):
+    raise SystemExit(128 + signum)
+signal.signal(signal.SIGTERM, leave)
+try:
+    runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+finally:
+    shutil.rmtree(folder, ignore_errors=True)
+"""
 
 
 class ApiStartError(RuntimeError):
@@ -61,8 +84,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_api_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a Prefect API server (no UI) on 127.0.0.1:port."""
+def start_api_server(
+    port: int, log_path: Path, remove_on_exit: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a Prefect API server (no UI) on 127.0.0.1:port; it removes `remove_on_exit`."""
     spec = importlib.util.find_spec("prefect")
     assert spec is not None and spec.origin is not None, "prefect is not installed"
     env = {
@@ -72,23 +97,27 @@ def start_api_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
+    uvicorn = [
+        "--app-dir", str(Path(spec.origin).parent.parent),
+        "--factory", "prefect.server.api.server:create_app",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "error", "--lifespan", "on",
+    ]  # fmt: skip
+    if remove_on_exit is None:
+        command = [sys.executable, "-m", "uvicorn", *uvicorn]
+    else:
+        command = [sys.executable, "-c", SERVE_THEN_REMOVE, str(remove_on_exit), *uvicorn]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn",
-                "--app-dir", str(Path(spec.origin).parent.parent),
-                "--factory", "prefect.server.api.server:create_app",
-                "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "error", "--lifespan", "on",
-            ],
+            command,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
             preexec_fn=_die_with_parent,
-        )  # fmt: skip
+        )
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -141,16 +170,28 @@ def prefect_api(log_path: Path | None = None) -> Iterator[str]:
     if existing:
         yield existing
         return
+    private = Path(tempfile.mkdtemp(prefix="simstudy-api-"))
+    try:
+        with _local_api(private, log_path or private / "api.log") as url:
+            yield url
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@contextmanager
+def _local_api(private: Path, log_path: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"simstudy-api-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    certificates = write_one_certificate_bundle(log_path.with_suffix(".pem"))
+    certificates = write_one_certificate_bundle(private / "ca.pem")
     environment = {PREFECT_API_URL.name: url, PREFECT_API_SSL_CERT_FILE.name: str(certificates)}
     saved_environment = {name: os.environ.get(name) for name in environment}
-    process = start_api_server(port, log_path)
+    process = start_api_server(port, log_path, remove_on_exit=private)
     try:
-        wait_healthy(url, process, STARTUP_TIMEOUT_SECONDS)
+        try:
+            wait_healthy(url, process, STARTUP_TIMEOUT_SECONDS)
+        except ApiStartError as exc:
+            # The log goes with the private folder: keep its end in the error.
+            raise ApiStartError(f"{exc}; server log ends:\n{log_tail(log_path)}") from exc
         # The environment reaches local Dask workers; the settings context reaches this
         # process even when Prefect was imported (and its settings read) before.
         os.environ.update(environment)
@@ -174,4 +215,13 @@ def prefect_api(log_path: Path | None = None) -> Iterator[str]:
         # Send the logs still queued for the API before the API goes away.
         APILogWorker.drain_all(timeout=5)
         stop_api_server(process)
-        certificates.unlink(missing_ok=True)
+
+
+def log_tail(path: Path) -> str:
+    """Return the last LOG_TAIL_BYTES of a log file (empty if it cannot be read)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
