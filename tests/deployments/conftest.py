@@ -1,9 +1,16 @@
-"""A real `prefect server` and the served deployments, on 127.0.0.1, for e2e tests."""
+"""A real `prefect server` (API auth on) and the served deployments, on 127.0.0.1.
+
+The server requires PREFECT_SERVER_API_AUTH_STRING; `Server.env` carries the matching
+PREFECT_API_AUTH_STRING for clients, and a SIMSTUDY_POLICY that lets served runs use the
+test models and write under pytest's temporary folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -44,22 +51,36 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def served_policy(temp_root: Path) -> dict[str, object]:
+    """Return the run policy of served test runs: test models, outputs under temp_root."""
+    return {
+        "models": ["simstudy.models.seir:simulate", "tests.support.faulty:*"],
+        "study_roots": [str(REPO), str(temp_root)],
+        "parameter_roots": [str(REPO)],
+        "output_roots": [str(temp_root)],
+    }
+
+
 class Server:
     """A running `prefect server start` and the environment to talk to it."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, temp_root: Path):
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.auth_string = f"simstudy:{secrets.token_urlsafe(16)}"
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
             "PREFECT_HOME": str(tmp / "prefect-home"),
             "PREFECT_API_URL": self.api_url,
+            "PREFECT_API_AUTH_STRING": self.auth_string,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path]),
+            "SIMSTUDY_POLICY": json.dumps(served_policy(temp_root)),
         }
         self.log = (tmp / "server.log").open("wb")
         started = time.monotonic()
         server_env = {k: v for k, v in self.env.items() if k != "PREFECT_API_URL"}
+        server_env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(self.port)],
@@ -92,7 +113,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("prefect-server"))
+    server = Server(tmp_path_factory.mktemp("prefect-server"), tmp_path_factory.getbasetemp())
     try:
         yield server
     finally:

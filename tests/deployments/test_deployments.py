@@ -1,7 +1,11 @@
-"""Deployments on a real Prefect server: served, triggered, watched, scheduled, restarted."""
+"""Deployments on a real Prefect server: served, triggered, watched, scheduled, restarted,
+refused what their policy does not allow, and closed to clients without the auth string."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from uuid import UUID
@@ -10,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from tests.deployments.conftest import REPO, Server
 
@@ -27,8 +31,9 @@ def flow_run_id(output: str) -> UUID:
 
 def artifacts_of(server: Server, run_id: UUID) -> dict[str, object]:
     this_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+    settings = {PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: server.auth_string}
     with (
-        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
+        temporary_settings(updates=settings),
         get_client(sync_client=True) as client,
     ):
         found = client.read_artifacts(artifact_filter=this_run)
@@ -91,3 +96,67 @@ def test_prefect_deploy_all_from_the_repo_root(prefect_server: Server) -> None:
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     shown = prefect_server.prefect("deployment", "inspect", "simulation-study/nightly")
     assert "0 2 * * *" in shown.stdout and "'work_pool_name': 'simstudy'" in shown.stdout
+
+
+@pytest.mark.timeout(200)
+def test_inline_study_running_a_shell_is_refused_and_writes_nothing(
+    served: Server, tmp_path: Path
+) -> None:
+    pwned = tmp_path / "pwned.txt"
+    study = {
+        "name": "pwn",
+        "model": {"command": ["sh", "-c", f"id > {pwned}"]},
+        "parameters": {"grid": {"a": [1]}},
+        "replicates": 1,
+        "seed": 1,
+    }
+    started = time.monotonic()
+    run = served.prefect(
+        "deployment", "run", "simulation-study/example",
+        "--param", "study_path=null", "--param", f"study={json.dumps(study)}", "--watch",
+        timeout=180,
+    )  # fmt: skip
+    print(f"refused inline study: {time.monotonic() - started:.1f} s")
+    assert run.returncode != 0, run.stdout[-3000:]
+    state = artifacts_of(served, flow_run_id(run.stdout))["state"]
+    assert state.is_failed()  # type: ignore[attr-defined]
+    assert "refused by the run policy" in state.message  # type: ignore[attr-defined]
+    assert "allow_inline_study" in state.message  # type: ignore[attr-defined]
+    assert not pwned.exists() and not (REPO / "results" / "pwn").exists()
+
+
+@pytest.mark.timeout(200)
+def test_parameter_file_outside_the_allowed_folders_is_refused_unread(
+    served: Server, tmp_path: Path
+) -> None:
+    study_file = tmp_path / "passwd.yaml"
+    study_file.write_text(
+        "name: passwd\nmodel: simstudy.models.seir:simulate\n"
+        "parameters: {file: /etc/passwd}\nreplicates: 1\nseed: 1\n"
+        f"output: {tmp_path / 'out'}\n"
+    )
+    run = served.prefect(
+        "deployment", "run", "simulation-study/example",
+        "--param", f"study_path={study_file}", "--watch",
+        timeout=180,
+    )  # fmt: skip
+    assert run.returncode != 0, run.stdout[-3000:]
+    state = artifacts_of(served, flow_run_id(run.stdout))["state"]
+    message = state.message  # type: ignore[attr-defined]
+    assert "parameter_roots: parameters.file /etc/passwd is outside" in message
+    assert "root:" not in message and "root:" not in run.stdout
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(120)
+def test_clients_without_the_auth_string_are_refused(prefect_server: Server) -> None:
+    anonymous = {k: v for k, v in prefect_server.env.items() if k != "PREFECT_API_AUTH_STRING"}
+    for env in (anonymous, {**anonymous, "PREFECT_API_AUTH_STRING": "simstudy:wrong"}):
+        listed = subprocess.run(
+            [sys.executable, "-m", "prefect", "deployment", "ls"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert listed.returncode != 0
+        assert "401" in listed.stdout + listed.stderr
+    allowed = prefect_server.prefect("deployment", "ls")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
