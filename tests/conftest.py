@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import psutil
@@ -56,11 +58,75 @@ def descendants() -> list[psutil.Process]:
     return found
 
 
-def assert_no_new_processes(before: set[int], grace_seconds: float = 10.0) -> None:
+class DescendantWatcher:
+    """Record every descendant seen alive while in use, so one re-parented away is not lost.
+
+    A process that left the tree (a daemon double-forked with `setsid`, or the orphan of
+    a killed parent) is re-parented to init and no longer shows up as a descendant: only
+    a record made while it was still one can find it again.
+    """
+
+    def __init__(self, seen: set[int] | None = None, interval: float = 0.1):
+        self.seen = seen if seen is not None else set()
+        self.started: dict[int, float] = {}
+        self.cmdlines: dict[int, str] = {}
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> DescendantWatcher:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        """Record the descendants alive now."""
+        for child in descendants():
+            with contextlib.suppress(psutil.Error):
+                if child.pid not in self.started:
+                    self.started[child.pid] = child.create_time()
+                    self.cmdlines[child.pid] = " ".join(child.cmdline())
+                self.seen.add(child.pid)
+
+    def survivors(self, exclude: set[int]) -> list[psutil.Process]:
+        """Return the recorded processes (but `exclude`) still alive, wherever they are now."""
+        left = []
+        for pid in self.seen - exclude:
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                # The same pid with another start time is a new process: pid reuse.
+                if (
+                    abs(process.create_time() - self.started[pid]) < 0.01
+                    and process.status() != psutil.STATUS_ZOMBIE
+                ):
+                    left.append(process)
+        return left
+
+
+def assert_no_new_processes(
+    before: set[int], watcher: DescendantWatcher | None = None, grace_seconds: float = 10.0
+) -> None:
     """Fail if processes started during a test are still alive after a grace period."""
     deadline = time.monotonic() + grace_seconds
     while True:
         left = [p for p in descendants() if p.pid not in before]
+        if watcher is not None:
+            current = {p.pid for p in left}
+            left += [p for p in watcher.survivors(before) if p.pid not in current]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -73,13 +139,14 @@ def assert_no_new_processes(before: set[int], grace_seconds: float = 10.0) -> No
 
 @pytest.fixture
 def no_leftover_processes() -> Iterator[None]:
-    """Assert that the test leaves no process of its own behind."""
+    """Assert that the test leaves no process of its own behind, even re-parented away."""
     from simstudy.runners.process import close_shared_runners
 
     before = {p.pid for p in descendants()}
-    yield
-    close_shared_runners()
-    assert_no_new_processes(before)
+    with DescendantWatcher() as watcher:
+        yield
+        close_shared_runners()
+    assert_no_new_processes(before, watcher)
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,29 @@
-"""Subprocess runner: one external program per replicate, in its own process group.
+"""Subprocess runner: one external program per replicate, in a tree that dies with it.
 
 The program reads `{"params": {...}, "seed": N}` on stdin and prints one JSON object of
 outputs as its last line of stdout. Its stdin and stdout are temporary files and its
 stderr a log file, never pipes, so no amount of output can block it.
+
+The program runs under `simstudy.runners.reaper` (a small child subreaper started with
+`python -I -S`, about 30 ms): when the program ends, anything it left running (even a
+daemon double-forked with `setsid`) is killed; on a timeout the whole tree is; and if the
+runner's process dies, the reaper kills the tree itself.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from simstudy.records import AttemptResult, OutputError, normalize_outputs
+from simstudy.runners import reaper
 from simstudy.runners.base import file_tail, timeout_message, with_stderr_tail
-from simstudy.runners.process import exit_description, kill_process_group
+from simstudy.runners.process import kill_process_tree
 
 STDOUT_TAIL_BYTES = 1 << 20
 """Bytes of stdout searched for the last line; a result line longer than this is an error."""
@@ -25,15 +32,22 @@ STDOUT_TAIL_BYTES = 1 << 20
 class CommandRunner:
     """Run an external program once per replicate attempt."""
 
-    def __init__(self, command: list[str], cwd: str | Path, log_dir: str | Path):
+    def __init__(
+        self,
+        command: list[str],
+        cwd: str | Path,
+        log_dir: str | Path,
+        memory_limit_bytes: int | None = None,
+    ):
         self.command = list(command)
         self.cwd = Path(cwd)
         self.log_dir = Path(log_dir)
+        self.memory_limit_bytes = memory_limit_bytes
 
     def attempt(
         self, params: dict[str, Any], seed: int, timeout_seconds: float, log_name: str
     ) -> AttemptResult:
-        """Run the program once; kill its whole process group past `timeout_seconds`."""
+        """Run the program once; kill it and all it started past `timeout_seconds`."""
         log_path = self.log_dir / f"{log_name}.stderr.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         request = json.dumps({"params": params, "seed": seed}).encode()
@@ -47,7 +61,7 @@ class CommandRunner:
             stdin.seek(0)
             try:
                 process = subprocess.Popen(
-                    self.command,
+                    self._reaped_command(),
                     cwd=self.cwd,
                     stdin=stdin,
                     stdout=stdout,
@@ -65,20 +79,47 @@ class CommandRunner:
                 timed_out = False
             except subprocess.TimeoutExpired:
                 timed_out = True
-            # Also on a normal exit: anything the program left running in its group goes too.
-            kill_process_group(process)
+            # The reaper killed what a finished program left; a timeout kills the whole tree.
+            kill_process_tree(process)
             duration = time.perf_counter() - started
             stdout.seek(max(0, stdout.seek(0, 2) - STDOUT_TAIL_BYTES))
             last_line = _last_line(stdout.read())
+        tail = file_tail(log_path)
         result = _interpret(timed_out, process.returncode, last_line, timeout_seconds, duration)
-        if result.error:
-            result.error = with_stderr_tail(result.error, file_tail(log_path))
+        if process.returncode == reaper.EXEC_FAILED_EXIT_CODE and tail.startswith("cannot start"):
+            result.error = tail.splitlines()[0]
+        elif result.error:
+            result.error = _name_memory_limit(
+                result.error, process.returncode, tail, self.memory_limit_bytes
+            )
+            result.error = with_stderr_tail(result.error, tail)
         if log_path.stat().st_size == 0:
             log_path.unlink()
         return result
 
+    def _reaped_command(self) -> list[str]:
+        """Return the command line that runs the program under the reaper."""
+        limit = self.memory_limit_bytes
+        options = ["--memory-limit", str(limit)] if limit else []
+        # -I -S: the reaper needs the standard library only, and starts twice as fast.
+        return [sys.executable, "-I", "-S", reaper.SCRIPT, "run", *options, "--", *self.command]
+
     def close(self) -> None:
         """Nothing to release: every program has exited."""
+
+
+OUT_OF_MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+
+
+def _name_memory_limit(error: str, returncode: int, tail: str, limit: int | None) -> str:
+    """Say so when a failed program probably ran into its memory limit."""
+    if not limit or returncode == 0:
+        return error
+    if any(sign in tail for sign in OUT_OF_MEMORY_SIGNS):
+        return f"program {reaper.memory_limit_message(limit)}; {error}"
+    if returncode < 0:
+        return f"{error}; it may have {reaper.memory_limit_message(limit)}"
+    return error
 
 
 def _last_line(data: bytes) -> str:
@@ -95,7 +136,9 @@ def _interpret(
         )
     if returncode != 0:
         return AttemptResult(
-            status="failed", error=f"program {exit_description(returncode)}", duration_s=duration
+            status="failed",
+            error=f"program {reaper.exit_description(returncode)}",
+            duration_s=duration,
         )
     try:
         outputs = normalize_outputs(json.loads(last_line))

@@ -9,15 +9,33 @@ ending in `_once` misbehaves on the first attempt only (a marker file remembers 
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
+import re
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.support import escapes
+
 FAULTS_ENV = "SIMSTUDY_FAULTS"
+
+
+class CustomBaseException(BaseException):
+    """Not an Exception: escapes every `except Exception`."""
+
+
+BASE_EXCEPTIONS: dict[str, type[BaseException]] = {
+    "raise_base_exception": CustomBaseException,
+    "raise_generator_exit": GeneratorExit,
+    "raise_keyboard_interrupt": KeyboardInterrupt,
+    "raise_cancelled": asyncio.CancelledError,
+    "raise_system_exit": SystemExit,
+}
 
 
 def behavior_for(params: dict[str, Any], seed: int) -> str:
@@ -37,8 +55,27 @@ def behavior_for(params: dict[str, Any], seed: int) -> str:
     return str(params.get("behavior", "ok"))
 
 
+def count_execution(params: dict[str, Any], seed: int) -> None:
+    """Append the seed to `<faults_file>.executions`, so tests can count every execution."""
+    path = params.get("faults_file")
+    if path:
+        with open(f"{path}.executions", "a") as log:
+            log.write(f"{seed}\n")
+
+
+def executions(faults_file: str | Path) -> dict[int, int]:
+    """Return how many times each seed ran (from `count_execution`)."""
+    path = Path(f"{faults_file}.executions")
+    counts: dict[int, int] = {}
+    if path.exists():
+        for line in path.read_text().split():
+            counts[int(line)] = counts.get(int(line), 0) + 1
+    return counts
+
+
 def simulate(params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Return deterministic outputs, or hang, crash, flood stderr as asked."""
+    count_execution(params, seed)
     behavior = behavior_for(params, seed)
     if behavior == "hang":
         time.sleep(3600)
@@ -63,11 +100,23 @@ def simulate(params: dict[str, Any], seed: int) -> dict[str, Any]:
         return {"seed": 1.0}
     elif behavior == "not_a_mapping":
         return [1, 2, 3]  # type: ignore[return-value]
+    elif behavior in BASE_EXCEPTIONS:
+        raise BASE_EXCEPTIONS[behavior]()
+    elif behavior == "kill_worker":  # the process runner's child kills its Dask worker
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(3600)
+    elif behavior == "stop_worker":  # the process runner's child stops its Dask worker
+        os.kill(os.getppid(), signal.SIGSTOP)
+        time.sleep(3600)
+    elif behavior == "hold_gil":  # catastrophic backtracking: one C call that keeps the GIL
+        re.match(r"(a+)+$", "a" * 64 + "b")
     elif behavior == "spawn_and_hang":
         import subprocess
 
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         time.sleep(3600)
+    elif behavior in escapes.BEHAVIORS:  # daemons, closed descriptors, big allocations
+        escapes.BEHAVIORS[behavior](params)
     time.sleep(float(params.get("sleep_s", 0.0)))
     a = float(params.get("a", 1.0))
     return {

@@ -14,9 +14,26 @@ import psutil
 import pytest
 
 from simstudy.runners.process import ProcessRunner
-from tests.conftest import FAULTY_MODEL
+from tests.conftest import FAULTY_MODEL, DescendantWatcher
+from tests.support.escapes import daemon_alive
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leftover_processes")]
+
+
+def alive(pid: int) -> bool:
+    """Return True if `pid` runs and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def assert_gone_soon(pid_file: Path, seconds: float = 3.0) -> None:
+    """Fail unless the daemon recorded (while alive) in `pid_file` is gone within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while daemon_alive(pid_file) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not daemon_alive(pid_file), f"daemon {pid_file.read_text().split()[0]} survived"
 
 
 @pytest.fixture
@@ -53,16 +70,65 @@ def test_hanging_replicate_is_killed_within_timeout_plus_two_seconds(runner: Pro
 
 
 def test_timeout_kills_grandchildren_too(runner: ProcessRunner) -> None:
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    result = runner.attempt({"behavior": "spawn_and_hang"}, 1, 2.0, "x")
+    seen: set[int] = set()
+    watcher = DescendantWatcher(seen)
+    with watcher:
+        result = runner.attempt({"behavior": "spawn_and_hang"}, 1, 2.0, "x")
     assert result.status == "timed_out"
-    time.sleep(0.5)
-    alive = [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
-    ]
-    assert alive == []
+    grandchildren = [p for p in seen if "time.sleep(3600)" in watcher.cmdlines.get(p, "")]
+    assert grandchildren, "the model's child was never seen alive"
+    assert not [p for p in grandchildren if alive(p)]
+
+
+@pytest.mark.parametrize(
+    ("behavior", "status"),
+    [("daemon_and_hang", "timed_out"), ("daemon", "ok"), ("daemon_and_exit", "failed")],
+)
+def test_a_setsid_daemon_dies_with_its_replicate(
+    runner: ProcessRunner, tmp_path: Path, behavior: str, status: str
+) -> None:
+    pid_file = tmp_path / "daemon.pid"
+    result = runner.attempt({"behavior": behavior, "pid_file": str(pid_file)}, 1, 3.0, "x")
+    assert result.status == status, result.error
+    assert_gone_soon(pid_file)
+    assert runner.attempt({}, 2, 10, "x").status == "ok"
+
+
+def test_closing_stdio_fails_that_replicate_not_the_next(runner: ProcessRunner) -> None:
+    result = runner.attempt({"behavior": "close_stdio"}, 1, 10, "x")
+    assert result.status == "failed"
+    assert "closed file descriptor(s) 0 (stdin), 1 (stdout), 2 (stderr)" in (result.error or "")
+    assert runner.attempt({}, 2, 10, "x").status == "ok"
+
+
+def test_closing_every_descriptor_fails_that_replicate_not_the_next(runner: ProcessRunner) -> None:
+    result = runner.attempt({"behavior": "close_all_fds"}, 1, 10, "x")
+    assert result.status == "failed"
+    assert "closed the pipe its process replies on" in (result.error or "")
+    assert runner.attempt({}, 2, 10, "x").status == "ok"
+
+
+def test_child_lost_between_replicates_is_replaced_without_charge(runner: ProcessRunner) -> None:
+    runner.warm()
+    idle = runner._idle[0]
+    os.kill(idle.model_pid, signal.SIGKILL)
+    while alive(idle.model_pid):
+        time.sleep(0.001)
+    # The supervisor follows its model process; until then the child still looks alive.
+    result = runner.attempt({}, 1, 10, "x")
+    assert result.status == "ok", result.error
+
+
+def test_model_over_its_memory_limit_is_a_failed_replicate_saying_so(tmp_path: Path) -> None:
+    runner = ProcessRunner(FAULTY_MODEL, tmp_path, memory_limit_bytes=1024 * 2**20)
+    try:
+        result = runner.attempt({"behavior": "allocate", "alloc_mb": 2048}, 1, 20, "x")
+        assert result.status == "failed"
+        assert "exceeded its memory limit of 1024 MiB" in (result.error or "")
+        assert "MemoryError" in (result.error or "")
+        assert runner.attempt({"behavior": "allocate", "alloc_mb": 64}, 2, 20, "x").status == "ok"
+    finally:
+        runner.close()
 
 
 def test_ten_megabytes_of_stderr_do_not_block(runner: ProcessRunner, tmp_path: Path) -> None:
@@ -138,27 +204,34 @@ import sys, threading
 from simstudy.runners.process import ProcessRunner
 runner = ProcessRunner("tests.support.faulty:simulate", sys.argv[1])
 runner.warm()
-print(runner._idle[0].process.pid, flush=True)
-runner.attempt({"behavior": "hang"}, 1, 3600, "x")
+print(runner._idle[0].process.pid, runner._idle[0].model_pid, flush=True)
+runner.attempt({"behavior": sys.argv[2], "pid_file": sys.argv[3]}, 1, 3600, "x")
 """
 
 
-def test_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("behavior", ["hang", "daemon_and_hang"])
+def test_child_and_its_daemons_die_when_the_runner_process_is_killed(
+    tmp_path: Path, behavior: str
+) -> None:
+    pid_file = tmp_path / "daemon.pid"
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT_SCRIPT, str(tmp_path)],
+        [sys.executable, "-c", PARENT_SCRIPT, str(tmp_path), behavior, str(pid_file)],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert parent.stdout is not None
-    child_pid = int(parent.stdout.readline())
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    deadline = time.monotonic() + 10
+    while behavior.startswith("daemon") and not pid_file.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     time.sleep(0.5)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     parent.stdout.close()
     deadline = time.monotonic() + 5
-    while psutil.pid_exists(child_pid) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert (
-        not psutil.pid_exists(child_pid)
-        or psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE
-    )
+    assert not [p for p in pids if alive(p)]
+    if behavior.startswith("daemon"):
+        assert_gone_soon(pid_file)
