@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from simstudy.runners.command import CommandRunner
+from tests.simstudy.runners.test_process import assert_gone_soon
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leftover_processes")]
 
@@ -68,3 +72,49 @@ def test_missing_program_fails_clearly(tmp_path: Path) -> None:
     result = CommandRunner(["/no/such/program"], tmp_path, tmp_path).attempt({}, 1, 5, "p/r0")
     assert result.status == "failed"
     assert "cannot start '/no/such/program'" in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    ("behavior", "status"),
+    [("daemon_and_hang", "timed_out"), ("daemon", "ok"), ("daemon_and_exit", "failed")],
+)
+def test_a_setsid_daemon_dies_with_its_program(
+    runner: CommandRunner, tmp_path: Path, behavior: str, status: str
+) -> None:
+    pid_file = tmp_path / "daemon.pid"
+    result = runner.attempt({"behavior": behavior, "pid_file": str(pid_file)}, 1, 3.0, "p/r0")
+    assert result.status == status, result.error
+    assert_gone_soon(pid_file)
+
+
+def test_program_over_its_memory_limit_is_a_failed_replicate_saying_so(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "tests.support.command_model"]
+    runner = CommandRunner(command, REPO, tmp_path, memory_limit_bytes=1024 * 2**20)
+    result = runner.attempt({"behavior": "allocate", "alloc_mb": 2048}, 1, 20, "p/r0")
+    assert result.status == "failed"
+    assert "program exceeded its memory limit of 1024 MiB" in (result.error or "")
+    assert runner.attempt({"behavior": "allocate", "alloc_mb": 64}, 1, 20, "p/r1").status == "ok"
+
+
+PARENT_SCRIPT = """
+import sys
+from simstudy.runners.command import CommandRunner
+command = [sys.executable, "-m", "tests.support.command_model"]
+runner = CommandRunner(command, sys.argv[1], sys.argv[2])
+runner.attempt({"behavior": "daemon_and_hang", "pid_file": sys.argv[3]}, 1, 3600, "p/r0")
+"""
+
+
+def test_program_and_its_daemons_die_when_the_runner_process_is_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "daemon.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT_SCRIPT, str(REPO), str(tmp_path), str(pid_file)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    deadline = time.monotonic() + 20
+    while not pid_file.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert_gone_soon(pid_file)
