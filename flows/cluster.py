@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any
 
 import dask.config
 from distributed import LocalCluster
 from prefect_dask import DaskTaskRunner
 
+from flows.lifeline import LifelinePlugin
 from simstudy.spec import DaskSettings
 
 DEFAULT_WORKERS = 2
@@ -23,6 +25,10 @@ DEFAULT_THREADS_PER_WORKER = 1
 QUIET_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "500ms",
+    # A task whose worker died is not rerun by the scheduler (at its default it reruns
+    # the whole batch up to 3 times, unseen by the flow): the orchestrator reruns only the
+    # replicates without a result, and counts every execution.
+    "distributed.scheduler.allowed-failures": 0,
 }
 
 
@@ -40,9 +46,10 @@ def quiet_cluster_config() -> dict[str, Any]:
 
 
 def quiet_local_cluster(**kwargs: Any) -> LocalCluster:
-    """Return a LocalCluster whose scheduler, nannies and workers use `quiet_cluster_config`."""
+    """Return a LocalCluster that uses `quiet_cluster_config` and dies with this process."""
     # Servers read these when they are built, and nannies hand their config to the
     # worker processes they (re)start, so setting them around construction is enough.
+    kwargs.setdefault("plugins", (LifelinePlugin(os.getpid()),))
     with dask.config.set(quiet_cluster_config()):
         return LocalCluster(**kwargs)
 

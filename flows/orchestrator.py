@@ -1,15 +1,17 @@
 """Submit a study's tasks to Dask, follow them, and never wait silently.
 
-The orchestrator keeps at most `execution.max_batches_in_flight` simulation batches
-submitted ahead of completion, submits each parameter set's aggregation (with that set's
-batch futures as arguments) once all its batches are submitted, reruns batches whose
-worker was lost, and writes a stall report when nothing finishes for
-`execution.stall_timeout_seconds`.
+The orchestrator keeps at most `execution.max_batches_in_flight` simulation runs
+submitted ahead of completion. Finished replicates stream in from the workers as they
+finish, so when a batch's task fails (a lost worker, an error outside the model) only its
+replicates without a result run again, at most `execution.max_resubmits` times each. A
+parameter set is aggregated once all its replicates have a record; the stall watch
+writes a report when nothing finishes for `execution.stall_timeout_seconds`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -23,16 +25,24 @@ from prefect import unmapped
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
-from flows.watchdog import collect_stall_report
-from simstudy.aggregate import ParameterSetAggregate, StudySummary, summarize_study
-from simstudy.batch import BatchResult, failed_batch
+from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report
+from simstudy.aggregate import (
+    ParameterSetAggregate,
+    StudySummary,
+    failed_aggregate,
+    summarize_study,
+)
+from simstudy.batch import BatchResult, lost_replicate, summarize_batch
 from simstudy.batching import Batch
 from simstudy.design import ParameterSet
+from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
 from simstudy.stall import StallReport
 from simstudy.tracking import StudyTracker, TrackerSnapshot
 from tasks.aggregate import aggregate_parameter_set_task, summarize_study_task
 from tasks.simulate import configured_simulate_batch
+
+logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
 STOP_REQUESTED = threading.Event()
@@ -43,8 +53,11 @@ code (seen: inside Prefect's context serialisation), and the study would then wa
 forever; the orchestrator's loop checks this event too, at a point where stopping is
 safe.
 """
-MAX_RESUBMITS = 2
-"""Extra submissions of a batch or aggregation whose Dask task failed (e.g. KilledWorker)."""
+SUMMARY_SECONDS = 60.0
+"""Deadline of the study summary task; past it the flow summarises by itself."""
+EVENT_TOPIC_LENGTH = 8
+"""Events of a study's progress topic the scheduler keeps: subscribers get every one as
+it is published, and a kept copy of every record would grow with the study."""
 
 
 @dataclass
@@ -59,14 +72,46 @@ class StudyOutcome:
 
 
 @dataclass
-class _Tracked:
-    """A submitted task: what it is and its current future."""
+class BatchRun:
+    """One submitted run of (part of) a planned batch."""
 
-    kind: str  # "batch" or "aggregate"
-    index: int
-    name: str
-    future: PrefectDaskFuture[Any]
-    attempts: int = 1
+    index: int  # the planned batch
+    piece: Batch  # the replicates this run covers
+    careful: bool  # reports each start and record at once (a rerun)
+    future: PrefectDaskFuture[Any] | None = None
+    started: list[int] = field(default_factory=list)  # replicates reported started
+
+    @property
+    def key(self) -> str:
+        """Return the Dask key of the run."""
+        assert self.future is not None
+        return str(self.future.wrapped_future.key)
+
+
+@dataclass
+class BatchProgress:
+    """What is known of one planned batch: finished replicates and lost executions."""
+
+    batch: Batch
+    records: dict[int, ReplicateRecord] = field(default_factory=dict)
+    lost_executions: dict[int, int] = field(default_factory=dict)  # replicate -> count
+    failed_before_start: int = 0  # runs that failed before any replicate started
+    result: BatchResult | None = None
+
+    def missing(self, piece: Batch) -> list[int]:
+        """Return the replicates of `piece` without a record."""
+        return [r for r in range(piece.start, piece.stop) if r not in self.records]
+
+
+@dataclass
+class SetProgress:
+    """One parameter set: its planned batches and its aggregation."""
+
+    parameter_set: ParameterSet
+    batch_indices: list[int]
+    aggregate_run: PrefectDaskFuture[Any] | None = None
+    aggregate_attempts: int = 0
+    aggregate: ParameterSetAggregate | None = None
 
 
 @dataclass
@@ -87,230 +132,408 @@ class StudyOrchestrator:
     on_aggregate: Callable[[ParameterSetAggregate], None] | None = None
     reused: dict[int, BatchResult] = field(default_factory=dict)
     tracker: StudyTracker = field(init=False)
-    _results: dict[int, BatchResult] = field(default_factory=dict)
-    _aggregates: dict[int, ParameterSetAggregate] = field(default_factory=dict)
-    _active: dict[int, _Tracked] = field(default_factory=dict)  # id(dask future) -> task
-    _failed: list[_Tracked] = field(default_factory=list)  # lost, cancelled or crashed
 
     def __post_init__(self) -> None:
         self.tracker = StudyTracker(self.batches, [ps.param_id for ps in self.sets])
+        self._progress = [BatchProgress(batch) for batch in self.batches]
+        self._sets = [SetProgress(ps, []) for ps in self.sets]
         self._set_index = {ps.param_id: i for i, ps in enumerate(self.sets)}
-        self._set_batches: dict[str, list[int]] = {ps.param_id: [] for ps in self.sets}
         for i, batch in enumerate(self.batches):
-            self._set_batches[batch.param_id].append(i)
-        self._batch_futures: dict[int, Any] = {}
-        self._aggregate_futures: dict[int, Any] = {}
-        self._given_up: set[int] = set()
+            self._sets[self._set_index[batch.param_id]].batch_indices.append(i)
+        self._set_of_batch = [self._set_index[b.param_id] for b in self.batches]
+        self._pending: deque[BatchRun] = deque()
+        self._running: dict[str, BatchRun] = {}  # Dask key -> run
+        self._aggregating: dict[str, int] = {}  # Dask key -> set index
+        self._abandoned: dict[UUID, str] = {}  # task runs that failed or never finished
         self._task_done = threading.Event()
-        self._unsubmitted = {
-            pid: sum(i not in self.reused for i in indices)
-            for pid, indices in self._set_batches.items()
-        }
-        self._pending = deque(i for i in range(len(self.batches)) if i not in self.reused)
-        for index, result in self.reused.items():
-            self._results[index] = result
-            for record in result.records:
-                self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
+        self._lock = threading.Lock()  # records arrive on the client's event-loop thread
+        for index, batch in enumerate(self.batches):
+            if index in self.reused:
+                self._finish_batch(index, self.reused[index], reused=True)
+            else:
+                self._pending.append(BatchRun(index, batch, careful=False))
         self.tracker.reused = sum(result.stop - result.start for result in self.reused.values())
         self._simulate = configured_simulate_batch(self.study, max(b.size for b in self.batches))
         self._limit = self.study.execution.batches_in_flight(self.worker_threads)
+        self._max_resubmits = getattr(self.study.execution, "max_resubmits", 2)  # TEMP
 
     def run(self) -> StudyOutcome:
         """Submit, follow and collect every task; return the outcome."""
-        self.client.subscribe_topic(self.progress_topic, self._on_replicate_event)
-        for param_id, left in self._unsubmitted.items():
-            if left == 0:  # every batch reused: aggregate right away
-                self._submit_aggregate(self._set_index[param_id], attempts=1)
+        self._bound_event_log()
+        self.client.subscribe_topic(self.progress_topic, self._on_event)
         try:
+            for set_index in range(len(self._sets)):
+                self._aggregate_if_complete(set_index)
             return self._loop()
         finally:
-            self.client.unsubscribe_topic(self.progress_topic)
+            with contextlib.suppress(Exception):
+                self.client.unsubscribe_topic(self.progress_topic)
 
-    def _on_replicate_event(self, event: tuple[float, dict[str, Any]]) -> None:
+    def _bound_event_log(self) -> None:
+        def shorten(dask_scheduler: Any, topic: str, length: int) -> None:
+            broker = getattr(dask_scheduler, "_broker", None)
+            topics = getattr(broker, "_topics", None)
+            if topics is not None:
+                topics[topic].events = deque(maxlen=length)
+
+        try:
+            self.client.run_on_scheduler(
+                shorten,
+                topic=self.progress_topic,
+                length=EVENT_TOPIC_LENGTH,
+                callback_timeout=ANSWER_SECONDS,
+            )
+        except Exception as exc:  # only memory is at stake
+            logger.debug("could not bound the scheduler's event log: %s", exc)
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         _, message = event
-        for param_id, replicate, status in message["done"]:
-            self.tracker.replicate_finished(param_id, replicate, status)
+        with self._lock:
+            if "started" in message:
+                run = self._running.get(str(message.get("key")))
+                if run is not None:
+                    run.started.append(int(message["started"]))
+            # A record is a result wherever it comes from, even a run already lost.
+            for payload in message.get("records", ()):
+                record = ReplicateRecord.model_validate(payload)
+                progress = self._progress_of(record.param_id, record.replicate)
+                if progress is None or progress.result is not None:
+                    continue
+                progress.records.setdefault(record.replicate, record)
+                self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
+
+    def _progress_of(self, param_id: str, replicate: int) -> BatchProgress | None:
+        set_index = self._set_index.get(param_id)
+        if set_index is None:
+            return None
+        for index in self._sets[set_index].batch_indices:
+            if self.batches[index].start <= replicate < self.batches[index].stop:
+                return self._progress[index]
+        return None
 
     def _loop(self) -> StudyOutcome:
         execution = self.study.execution
-        stall_timeout = execution.stall_timeout()
-        reports: list[StallReport] = []
+        watch = StallWatch(execution.stall_timeout(), execution.on_stall)
         last_snapshot: TrackerSnapshot | None = None
-        while len(self._aggregates) < len(self.sets):
+        while any(s.aggregate is None for s in self._sets):
             if STOP_REQUESTED.is_set():
                 raise KeyboardInterrupt
-            self._submit_batches()
-            finished = [t for t in self._active.values() if t.future.wrapped_future.done()]
-            for tracked in finished:
-                del self._active[id(tracked.future.wrapped_future)]
-                self._handle(tracked)
+            self._submit_runs()
+            finished = self._collect_finished()
             snapshot = self.tracker.snapshot()
             if snapshot != last_snapshot:
                 self.on_progress(snapshot)
                 last_snapshot = snapshot
-            if snapshot.seconds_since_progress < stall_timeout:
-                reports.clear()
-            elif snapshot.seconds_since_progress >= stall_timeout * (len(reports) + 1):
-                report = self._stall_report(stall_timeout)
-                reports.append(report)
+            action = watch.check(snapshot)
+            if action != "none":
+                report = self._stall_report(watch.stall_timeout)
+                watch.add(report)
                 self.on_stall(report)
-                if execution.on_stall == "fail" and len(reports) >= 2:
-                    self._cancel_active()
+                if action == "fail":
+                    self._cancel_unfinished()
                     return self._outcome(stall_report=report, abandoned=True)
             if not finished:
-                self._wait_for_any(POLL_SECONDS)
-        return self._outcome(stall_report=reports[-1] if reports else None)
+                self._task_done.wait(POLL_SECONDS)
+                self._task_done.clear()
+        return self._outcome(stall_report=watch.last_report)
 
-    def _wait_for_any(self, seconds: float) -> None:
-        """Return when a tracked task finishes, or after `seconds` (to check for stalls)."""
-        self._task_done.wait(seconds)
-        self._task_done.clear()
-
-    def _summarize(self) -> StudySummary:
-        """Run the study summary task over the aggregates (futures, or values made here)."""
-        aggregates = [
-            self._aggregates[i] if i in self._given_up else self._aggregate_futures[i]
-            for i in range(len(self.sets))
+    def _collect_finished(self) -> bool:
+        """Handle every finished run and aggregation; return whether there were any."""
+        with self._lock:
+            runs = [
+                r for r in self._running.values() if r.future and r.future.wrapped_future.done()
+            ]
+            for run in runs:
+                del self._running[run.key]
+        aggregations = [
+            (key, index)
+            for key, index in self._aggregating.items()
+            if cast(PrefectDaskFuture[Any], self._sets[index].aggregate_run).wrapped_future.done()
         ]
-        return self.runner.submit(summarize_study_task, {"aggregates": aggregates}).result()
+        for run in runs:
+            self._handle_run(run)
+        for key, index in aggregations:
+            del self._aggregating[key]
+            self._handle_aggregation(index)
+        return bool(runs or aggregations)
 
-    def _submit_batches(self) -> None:
-        in_flight = sum(1 for t in self._active.values() if t.kind == "batch")
-        room = min(self._limit - in_flight, len(self._pending))
+    def _submit_runs(self) -> None:
+        room = min(self._limit - len(self._running), len(self._pending))
         if room <= 0:
             return
-        indices = [self._pending.popleft() for _ in range(room)]
-        by_set: dict[str, list[int]] = {}
-        for index in indices:
-            by_set.setdefault(self.batches[index].param_id, []).append(index)
-        for param_id, group in by_set.items():
-            self._map_batches(group, attempts=1)
-            self._unsubmitted[param_id] -= len(group)
-            if self._unsubmitted[param_id] == 0:
-                self._submit_aggregate(self._set_index[param_id], attempts=1)
-
-    def _map_batches(self, indices: list[int], attempts: int) -> None:
-        """Submit these batches (of one parameter set) as mapped simulation task runs."""
+        runs = [self._pending.popleft() for _ in range(room)]
         futures = self.runner.map(
             self._simulate,
             {
                 "study": unmapped(self.study),
-                "batch": [self.batches[i] for i in indices],
+                "batch": [run.piece for run in runs],
                 "log_dir": unmapped(self.log_dir),
                 "progress_topic": unmapped(self.progress_topic),
+                "prior_attempts": [self._prior_attempts(run) for run in runs],
+                "careful": [run.careful for run in runs],
             },
         )
-        for index, future in zip(indices, futures, strict=True):
-            self._batch_futures[index] = future
-            label = self.batches[index].label
-            self._track(
-                _Tracked("batch", index, label, cast(PrefectDaskFuture[Any], future), attempts)
-            )
+        with self._lock:
+            for run, future in zip(runs, futures, strict=True):
+                run.future = cast(PrefectDaskFuture[Any], future)
+                self._running[run.key] = run
+                self._watch(run.future)
 
-    def _submit_aggregate(self, set_index: int, attempts: int) -> None:
-        parameter_set = self.sets[set_index]
-        inputs = [
-            self._results[i] if i in self._results else self._batch_futures[i]
-            for i in self._set_batches[parameter_set.param_id]
-        ]
-        name = f"agg-{parameter_set.param_id[:12]}"
+    def _prior_attempts(self, run: BatchRun) -> dict[int, int]:
+        lost = self._progress[run.index].lost_executions
+        return {r: n for r, n in lost.items() if run.piece.start <= r < run.piece.stop}
+
+    def _watch(self, future: PrefectDaskFuture[Any]) -> None:
+        # Wakes the loop at once, so a finished set's aggregation or a rerun is not delayed.
+        future.wrapped_future.add_done_callback(lambda _: self._task_done.set())
+
+    def _handle_run(self, run: BatchRun) -> None:
+        assert run.future is not None
+        progress = self._progress[run.index]
+        result: BatchResult | None = None
+        try:
+            result = run.future.result(timeout=ANSWER_SECONDS)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a lost worker, an error outside the model
+            self._abandoned[run.future.task_run_id] = run.piece.label
+            self._rerun_unfinished(run, exc)
+        else:
+            assert result is not None
+            with self._lock:
+                for record in result.records:
+                    progress.records[record.replicate] = record
+                    self.tracker.replicate_finished(
+                        record.param_id, record.replicate, record.status
+                    )
+        if len(progress.records) == progress.batch.size and progress.result is None:
+            self._finish_batch(run.index, result if run.piece == progress.batch else None)
+
+    def _rerun_unfinished(self, run: BatchRun, exc: BaseException) -> None:
+        """Queue the replicates of a failed run that have no record, charging the one running."""
+        progress = self._progress[run.index]
+        reason = describe_failure(exc)
+        with self._lock:
+            missing = progress.missing(run.piece)
+            running = self._running_replicate(run, missing)
+        if not missing:
+            return
+        if running is None:
+            progress.failed_before_start += 1
+            if progress.failed_before_start > self._max_resubmits:
+                for replicate in missing:
+                    self._give_up(
+                        run.index,
+                        replicate,
+                        f"not run: its batch task failed {progress.failed_before_start} times "
+                        f"before its first replicate started: {reason}",
+                    )
+                return
+            self._queue_piece(run.index, missing[0], missing[-1] + 1)
+            return
+        lost = progress.lost_executions.get(running, 0) + 1
+        progress.lost_executions[running] = lost
+        rest = [r for r in missing if r > running]
+        if lost > self._max_resubmits:
+            self._give_up(
+                run.index,
+                running,
+                f"its batch task failed {lost} times while this replicate ran: {reason}",
+            )
+        else:
+            # Alone, so a replicate that kills its worker cannot take the others with it.
+            self._queue_piece(run.index, running, running + 1)
+        if rest:
+            self._queue_piece(run.index, rest[0], rest[-1] + 1)
+
+    def _running_replicate(self, run: BatchRun, missing: list[int]) -> int | None:
+        """Return the replicate that was running when `run` failed (None: none had started)."""
+        if not run.careful:
+            # Records leave in order, at most PROGRESS_EVENT_SECONDS late: the first replicate
+            # without one was running, or finished just before the loss and runs once more.
+            return missing[0]
+        started = [r for r in run.started if r in missing]
+        return started[-1] if started else None
+
+    def _queue_piece(self, index: int, start: int, stop: int) -> None:
+        piece = self.batches[index].model_copy(update={"start": start, "stop": stop})
+        self._pending.appendleft(BatchRun(index, piece, careful=True))
+
+    def _give_up(self, index: int, replicate: int, error: str) -> None:
+        progress = self._progress[index]
+        record = lost_replicate(
+            self.study,
+            progress.batch.param_id,
+            replicate,
+            attempts=progress.lost_executions.get(replicate, 0),
+            error=error,
+        )
+        with self._lock:
+            progress.records[replicate] = record
+            self.tracker.replicate_finished(record.param_id, replicate, record.status)
+
+    def _finish_batch(self, index: int, result: BatchResult | None, reused: bool = False) -> None:
+        """Keep a planned batch's result once every replicate has a record; aggregate its set."""
+        progress = self._progress[index]
+        batch = progress.batch
+        if result is None:
+            records = [progress.records[r] for r in range(batch.start, batch.stop)]
+            result = summarize_batch(batch, records)
+        progress.result = result
+        progress.records.clear()  # the result holds them now
+        if reused:
+            for record in result.records:
+                self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
+        elif self.on_batch is not None:
+            self.on_batch(batch, result)
+        if not reused:
+            self._aggregate_if_complete(self._set_of_batch[index])
+
+    def _aggregate_if_complete(self, set_index: int) -> None:
+        state = self._sets[set_index]
+        results = [self._progress[i].result for i in state.batch_indices]
+        if state.aggregate is not None or state.aggregate_run is not None:
+            return
+        if any(result is None for result in results):
+            return
+        self._submit_aggregation(set_index, cast(list[BatchResult], results))
+
+    def _submit_aggregation(self, set_index: int, results: list[BatchResult]) -> None:
+        state = self._sets[set_index]
+        name = f"agg-{state.parameter_set.param_id[:12]}"
         execution = self.study.execution
-        # Resources are Dask annotations; prefect-dask passes them on to Client.submit.
+        # Resources are Dask annotations; prefect-dask passes them on to Client.submit. The
+        # inputs are values: a set is aggregated once its batches are finished, so no worker
+        # thread waits for them, and no finished batch is recomputed when a worker dies.
         resources = execution.aggregation_resources
         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
             future = self.runner.submit(
                 aggregate_parameter_set_task.with_options(task_run_name=name),
                 {
-                    "parameter_set": parameter_set,
-                    "batches": inputs,
+                    "parameter_set": state.parameter_set,
+                    "batches": results,
                     "replicates": self.study.replicates,
                     "min_success_fraction": execution.min_success_fraction,
                     "quantiles": self.study.aggregate.quantiles,
                 },
             )
-        self._aggregate_futures[set_index] = future
-        self._track(_Tracked("aggregate", set_index, name, future, attempts))
+        state.aggregate_run = cast(PrefectDaskFuture[Any], future)
+        state.aggregate_attempts += 1
+        self._aggregating[str(state.aggregate_run.wrapped_future.key)] = set_index
+        self._watch(state.aggregate_run)
 
-    def _track(self, tracked: _Tracked) -> None:
-        self._active[id(tracked.future.wrapped_future)] = tracked
-        # Wakes the loop at once, so a finished set's summary or a rerun is not delayed a poll.
-        tracked.future.wrapped_future.add_done_callback(lambda _: self._task_done.set())
-
-    def _handle(self, tracked: _Tracked) -> None:
+    def _handle_aggregation(self, set_index: int) -> None:
+        state = self._sets[set_index]
+        future = state.aggregate_run
+        assert future is not None
         try:
-            value = tracked.future.result()
-        except Exception as exc:  # a lost worker, a cancelled or crashed task run
-            self._failed.append(tracked)
-            self._retry_or_give_up(tracked, exc)
-            return
-        if tracked.kind == "batch":
-            result: BatchResult = value
-            self._results[tracked.index] = result
-            if self.on_batch is not None:
-                self.on_batch(self.batches[tracked.index], result)
-            for record in result.records:
-                self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
-        else:
-            aggregate: ParameterSetAggregate = value
-            self._aggregates[tracked.index] = aggregate
-            self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
-            if self.on_aggregate is not None:
-                self.on_aggregate(aggregate)
+            aggregate: ParameterSetAggregate = future.result(timeout=ANSWER_SECONDS)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            self._abandoned[future.task_run_id] = f"agg-{state.parameter_set.param_id[:12]}"
+            state.aggregate_run = None
+            if state.aggregate_attempts <= self._max_resubmits:
+                self._aggregate_if_complete(set_index)
+                return
+            aggregate = failed_aggregate(
+                state.parameter_set,
+                self._set_records(set_index),
+                f"aggregation failed {state.aggregate_attempts} times: {describe_failure(exc)}",
+            )
+        state.aggregate = aggregate
+        self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
+        if self.on_aggregate is not None:
+            self.on_aggregate(aggregate)
 
-    def _retry_or_give_up(self, tracked: _Tracked, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
-        if tracked.kind == "batch":
-            if tracked.attempts <= MAX_RESUBMITS:
-                self._map_batches([tracked.index], tracked.attempts + 1)
-            else:
-                self._results[tracked.index] = failed_batch(
-                    self.study,
-                    self.batches[tracked.index],
-                    f"batch lost after {tracked.attempts} submissions: {reason}",
-                )
-            return
-        if tracked.attempts <= MAX_RESUBMITS:
-            # Its inputs may have been resubmitted batches: give it the current ones.
-            self._submit_aggregate(tracked.index, tracked.attempts + 1)
-            return
-        parameter_set = self.sets[tracked.index]
-        self._given_up.add(tracked.index)
-        self._aggregates[tracked.index] = ParameterSetAggregate(
-            param_id=parameter_set.param_id,
-            index=parameter_set.index,
-            params=parameter_set.params,
-            status="failed",
-            counts={},
-            reasons=[f"aggregation failed {tracked.attempts} times: {reason}"],
-        )
-        self.tracker.aggregate_finished(parameter_set.param_id, "failed")
+    def _set_records(self, set_index: int) -> list[ReplicateRecord]:
+        return [
+            record
+            for i in self._sets[set_index].batch_indices
+            for record in cast(BatchResult, self._progress[i].result).records
+        ]
 
     def abandoned_task_runs(self) -> dict[UUID, str]:
         """Return task runs (id -> name) still unfinished or lost when the study stopped."""
-        return {
-            tracked.future.task_run_id: tracked.name
-            for tracked in [*self._active.values(), *self._failed]
+        unfinished = {
+            run.future.task_run_id: run.piece.label
+            for run in self._running.values()
+            if run.future is not None
         }
+        for state in self._sets:
+            if state.aggregate_run is not None and state.aggregate is None:
+                unfinished[state.aggregate_run.task_run_id] = (
+                    f"agg-{state.parameter_set.param_id[:12]}"
+                )
+        return {**self._abandoned, **unfinished}
 
     def _stall_report(self, stall_timeout: float) -> StallReport:
         unfinished = {
-            str(t.future.wrapped_future.key): (t.name, str(t.future.task_run_id))
-            for t in self._active.values()
+            key: (run.piece.label, str(cast(PrefectDaskFuture[Any], run.future).task_run_id))
+            for key, run in self._running.items()
         }
+        for key, index in self._aggregating.items():
+            future = cast(PrefectDaskFuture[Any], self._sets[index].aggregate_run)
+            name = f"agg-{self._sets[index].parameter_set.param_id[:12]}"
+            unfinished[key] = (name, str(future.task_run_id))
         return collect_stall_report(
             self.client, self.study.name, self.tracker, unfinished, stall_timeout
         )
 
-    def _cancel_active(self) -> None:
-        self.client.cancel([t.future.wrapped_future for t in self._active.values()], force=True)
+    def _cancel_unfinished(self) -> None:
+        futures = [run.future.wrapped_future for run in self._running.values() if run.future]
+        futures += [
+            cast(PrefectDaskFuture[Any], self._sets[i].aggregate_run).wrapped_future
+            for i in self._aggregating.values()
+        ]
+        try:
+            # Client.cancel has no deadline of its own; this is the same call, with one.
+            self.client.sync(
+                self.client._cancel, futures, force=True, callback_timeout=ANSWER_SECONDS
+            )
+        except Exception as exc:  # the cluster is torn down next anyway
+            logger.warning("could not cancel the unfinished tasks: %s", describe_failure(exc))
+
+    def _summarize(self, aggregates: list[ParameterSetAggregate]) -> StudySummary:
+        """Run the study summary task; past its deadline (or if it fails), summarise here."""
+        future = self.runner.submit(summarize_study_task, {"aggregates": aggregates})
+        try:
+            return cast(StudySummary, future.result(timeout=SUMMARY_SECONDS))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            self._abandoned[future.task_run_id] = "summarize-study"
+            logger.warning("the summary task failed (%s); summarised in the flow instead", exc)
+            return summarize_study(aggregates)
 
     def _outcome(self, stall_report: StallReport | None, abandoned: bool = False) -> StudyOutcome:
-        results = [self._results[i] for i in sorted(self._results)]
-        aggregates = [self._aggregates[i] for i in sorted(self._aggregates)]
-        summary = summarize_study(aggregates) if abandoned else self._summarize()
-        if abandoned:
-            missing = self.tracker.missing_aggregations()
-            summary.status = "failed"
-            summary.n_parameter_sets = len(self.sets)
-            summary.failed_sets.update({pid: ["abandoned: the study stalled"] for pid in missing})
-        return StudyOutcome(results, aggregates, summary, stall_report, abandoned)
+        results = [p.result for p in self._progress if p.result is not None]
+        with self._lock:  # replicates of unfinished batches that did finish are kept too
+            partial = [
+                summarize_batch(
+                    p.batch.model_copy(
+                        update={"start": min(p.records), "stop": max(p.records) + 1}
+                    ),
+                    [p.records[r] for r in sorted(p.records)],
+                )
+                for p in self._progress
+                if p.result is None and p.records
+            ]
+        aggregates = [s.aggregate for s in self._sets if s.aggregate is not None]
+        if not abandoned:
+            return StudyOutcome(results, aggregates, self._summarize(aggregates), stall_report)
+        summary = summarize_study(aggregates)
+        missing = self.tracker.missing_aggregations()
+        summary.status = "failed"
+        summary.n_parameter_sets = len(self.sets)
+        summary.failed_sets.update({pid: ["abandoned: the study stalled"] for pid in missing})
+        return StudyOutcome(results + partial, aggregates, summary, stall_report, abandoned)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Return the real cause of a task's failure: the innermost error, by type and message."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None and cause.__cause__ is not cause:
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -15,6 +15,7 @@ from typing import Any
 import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from flows.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
 from simstudy import __version__ as simstudy_version
 from simstudy.runners import make_runner
 from simstudy.runners.process import ProcessRunner, close_shared_runners
@@ -82,10 +83,22 @@ def preflight(client: distributed.Client, study: Study, plugin_name: str, log_di
             f"no Dask worker joined the scheduler within {execution.worker_wait_seconds:g} s "
             "(execution.worker_wait_seconds); start workers or check execution.dask.address"
         ) from exc
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    check_resources(execution.aggregation_resources, workers)
-    client.register_plugin(StudyWorkerPlugin(study, log_dir), name=plugin_name)
-    reports = client.run(_plugin_report, name=plugin_name)
+    seconds = CLUSTER_ANSWER_SECONDS
+    assert client.scheduler is not None
+    try:
+        identity = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=seconds)
+        workers = identity["workers"]
+        check_resources(execution.aggregation_resources, workers)
+        call_with_deadline(
+            lambda: client.register_plugin(StudyWorkerPlugin(study, log_dir), name=plugin_name),
+            seconds,
+        )
+        reports = client.run(_plugin_report, name=plugin_name, callback_timeout=seconds)
+    except TimeoutError as exc:
+        raise PreflightError(
+            f"the Dask cluster did not answer within {seconds:g} s (a worker stopped, or a task "
+            "holding its GIL); check execution.dask and the cluster's workers"
+        ) from exc
     check_worker_reports(reports)
     return sum(int(info.get("nthreads", 1)) for info in workers.values())
 

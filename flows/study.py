@@ -184,7 +184,7 @@ def _run_study(
         )
         try:
             with task_settings_context(client) as settings_decision:
-                logger.info(settings_decision.describe())
+                logger.debug(settings_decision.describe())
                 outcome = orchestrator.run()
         finally:
             if flow_run_id:

@@ -25,6 +25,8 @@ import distributed
 import prefect
 from prefect.context import SettingsContext
 
+from flows.deadlines import CLUSTER_ANSWER_SECONDS
+
 MAX_NAMED_DIFFERENCES = 3
 
 
@@ -118,7 +120,13 @@ def check_workers(
 ) -> SettingsDecision:
     """Ask every worker whether it rebuilds the flow's settings (default: current) exactly."""
     probe = probe or SettingsProbe.of_current_context()
-    reports: dict[str, str | BaseException | None] = client.run(probe.mismatch, on_error="return")
+    try:
+        reports: dict[str, str | BaseException | None] = client.run(
+            probe.mismatch, on_error="return", callback_timeout=CLUSTER_ANSWER_SECONDS
+        )
+    except TimeoutError:
+        why = f"settings check got no answer within {CLUSTER_ANSWER_SECONDS:g} s"
+        return SettingsDecision(shipped=False, mismatches={"some worker": why})
     mismatches = {
         worker: why if isinstance(why, str) else f"settings check failed: {why!r}"
         for worker, why in reports.items()

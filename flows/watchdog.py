@@ -1,15 +1,26 @@
-"""Collect a `StallReport` from a live Dask cluster: task states, call stacks, workers."""
+"""Watch a study for stalls and collect a `StallReport` from the live Dask cluster.
+
+Every call to the cluster here has a deadline: a worker that is stopped (SIGSTOP) or whose
+task holds the GIL answers no RPC, and a watchdog that waited for it would freeze with the
+study it watches. Such a worker is named in the report instead.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import distributed
 
 from simstudy.stall import StallReport, StuckTask, WorkerLoad
 from simstudy.storage import now
-from simstudy.tracking import StudyTracker
+from simstudy.tracking import StudyTracker, TrackerSnapshot
+
+ANSWER_SECONDS = 5.0
+"""How long the scheduler and each worker get to answer one watchdog question."""
 
 
 def _task_states(dask_scheduler: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -32,24 +43,90 @@ def _task_states(dask_scheduler: Any, keys: list[str]) -> dict[str, dict[str, An
     return states
 
 
+def _worker_loads(dask_scheduler: Any) -> list[dict[str, Any]]:
+    """Runs on the scheduler: each worker's load and when it was last heard from."""
+    now_s = time.time()
+    return [
+        {
+            "address": ws.address,
+            "nthreads": ws.nthreads,
+            "executing": len(ws.executing),
+            "memory_bytes": int(ws.memory.process),
+            "memory_limit_bytes": ws.memory_limit or None,
+            "resources": dict(ws.resources),
+            "seconds_since_heartbeat": max(0.0, now_s - ws.last_seen),
+        }
+        for ws in dask_scheduler.workers.values()
+    ]
+
+
+async def _call_stacks(
+    client: distributed.Client, keys_by_worker: Mapping[str, list[str]], seconds: float
+) -> dict[str, dict[str, list[str]] | None]:
+    """Ask each worker, through the scheduler, for the stacks of its keys (None: no answer)."""
+    assert client.scheduler is not None
+    scheduler = client.scheduler
+
+    async def ask(keys: list[str]) -> dict[str, list[str]] | None:
+        try:
+            answer = await asyncio.wait_for(scheduler.call_stack(keys=keys), seconds)
+        except (TimeoutError, OSError, distributed.comm.CommClosedError):
+            return None
+        stacks: dict[str, list[str]] = {}
+        for per_key in (answer or {}).values():
+            for key, stack in per_key.items():
+                stacks[str(key)] = [line.rstrip() for line in stack]
+        return stacks
+
+    workers = list(keys_by_worker)
+    answers = await asyncio.gather(*(ask(keys_by_worker[w]) for w in workers))
+    return dict(zip(workers, answers, strict=True))
+
+
+def unresponsive_note(seconds: float) -> str:
+    """Return why a worker may not have answered within `seconds`."""
+    return f"did not answer within {seconds:g} s: stopped, or a task holding the GIL"
+
+
 def collect_stall_report(
     client: distributed.Client,
     study_name: str,
     tracker: StudyTracker,
     unfinished: Mapping[str, tuple[str, str | None]],
     stall_timeout_seconds: float,
+    answer_seconds: float = ANSWER_SECONDS,
 ) -> StallReport:
     """Ask the scheduler and workers about every unfinished task (key -> name, run id)."""
     keys = list(unfinished)
-    states = client.run_on_scheduler(_task_states, keys=keys)
-    stacks: dict[str, list[str]] = {}
-    for per_key in client.call_stack(keys=keys).values():
-        for key, stack in per_key.items():
-            stacks[str(key)] = [line.rstrip() for line in stack]
+    notes: list[str] = []
+    try:
+        states = client.run_on_scheduler(_task_states, keys=keys, callback_timeout=answer_seconds)
+        loads = client.run_on_scheduler(_worker_loads, callback_timeout=answer_seconds)
+    except (TimeoutError, OSError) as exc:
+        states, loads = {}, []
+        notes.append(f"the scheduler {unresponsive_note(answer_seconds)} ({type(exc).__name__})")
+    keys_by_worker: dict[str, list[str]] = {}
+    for key in keys:
+        worker = states.get(key, {}).get("worker")
+        if worker:
+            keys_by_worker.setdefault(worker, []).append(key)
+    try:
+        stacks_by_worker = client.sync(
+            _call_stacks,
+            client,
+            keys_by_worker,
+            answer_seconds,
+            callback_timeout=answer_seconds + 5,
+        )
+    except (TimeoutError, OSError):
+        stacks_by_worker = dict.fromkeys(keys_by_worker)
+    silent = {w for w, stacks in stacks_by_worker.items() if stacks is None}
+    stacks = {k: v for s in stacks_by_worker.values() if s for k, v in s.items()}
     tasks = []
     for key in keys:
         info = states.get(key, {"state": "unknown"})
         name, run_id = unfinished[key]
+        worker = info.get("worker")
         tasks.append(
             StuckTask(
                 key=key,
@@ -57,23 +134,19 @@ def collect_stall_report(
                 task_run_id=run_id,
                 state=info["state"],
                 waiting_on=info.get("waiting_on", []),
-                worker=info.get("worker"),
+                worker=worker,
                 running_seconds=info.get("running_seconds"),
                 call_stack=stacks.get(key, []),
                 resource_restrictions=info.get("resources", {}),
                 exception=info.get("exception"),
+                worker_note=unresponsive_note(answer_seconds) if worker in silent else None,
             )
         )
     workers = [
         WorkerLoad(
-            address=address,
-            nthreads=info.get("nthreads", 0),
-            executing=int(info.get("metrics", {}).get("task_counts", {}).get("executing", 0)),
-            memory_bytes=int(info.get("metrics", {}).get("memory", 0)),
-            memory_limit_bytes=info.get("memory_limit"),
-            resources=info.get("resources", {}),
+            **load, note=unresponsive_note(answer_seconds) if load["address"] in silent else None
         )
-        for address, info in client.scheduler_info(n_workers=-1)["workers"].items()
+        for load in loads
     ]
     snapshot = tracker.snapshot()
     return StallReport(
@@ -85,4 +158,39 @@ def collect_stall_report(
         missing_aggregations=tracker.missing_aggregations(),
         tasks=tasks,
         workers=workers,
+        notes=notes,
     )
+
+
+StallAction = Literal["none", "report", "fail"]
+
+
+@dataclass
+class StallWatch:
+    """Decide when a study without progress gets a stall report, and when it is given up.
+
+    A report is due after every `stall_timeout` without progress; with `on_stall: fail`
+    the study ends at the second report (a second interval without progress).
+    """
+
+    stall_timeout: float
+    on_stall: str
+    reports: list[StallReport] = field(default_factory=list)
+
+    def check(self, snapshot: TrackerSnapshot) -> StallAction:
+        """Return what to do now: nothing, write a report, or report and end the study."""
+        if snapshot.seconds_since_progress < self.stall_timeout:
+            self.reports.clear()
+            return "none"
+        if snapshot.seconds_since_progress < self.stall_timeout * (len(self.reports) + 1):
+            return "none"
+        return "fail" if self.on_stall == "fail" and len(self.reports) >= 1 else "report"
+
+    def add(self, report: StallReport) -> None:
+        """Remember a report written for the current stall."""
+        self.reports.append(report)
+
+    @property
+    def last_report(self) -> StallReport | None:
+        """Return the newest report of the current stall, if any."""
+        return self.reports[-1] if self.reports else None

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from simstudy.batch import BatchResult
 from simstudy.design import ParameterSet
+from simstudy.records import ReplicateRecord
 from simstudy.stats import Partial, summarize
 
 FIRST_ERRORS = 3
@@ -74,16 +75,8 @@ def aggregate_parameter_set(
     """Merge a parameter set's batch statistics (in replicate order) into its aggregate."""
     batches = sorted(batches, key=lambda b: b.start)
     records = [r for b in batches for r in b.records]
-    counts = dict(Counter(r.status for r in records))
-    n_ok = counts.get("ok", 0)
-    errors = list(dict.fromkeys(r.error.splitlines()[0] for r in records if r.error))
-    base: dict[str, Any] = {
-        "param_id": parameter_set.param_id,
-        "index": parameter_set.index,
-        "params": parameter_set.params,
-        "counts": counts,
-        "first_errors": errors[:FIRST_ERRORS],
-    }
+    base = _identity_and_counts(parameter_set, records)
+    n_ok = base["counts"].get("ok", 0)
     reasons = []
     if n_ok < min_success_fraction * replicates:
         reasons.append(
@@ -109,6 +102,28 @@ def aggregate_parameter_set(
         else:
             series.extend({**common, "t": t, **_row(stats, t)} for t in range(partial.length))
     return ParameterSetAggregate(status="ok", scalars=scalars, series=series, **base)
+
+
+def failed_aggregate(
+    parameter_set: ParameterSet, records: list[ReplicateRecord], reason: str
+) -> ParameterSetAggregate:
+    """Return the aggregate of a set that could not be aggregated, with its replicate counts."""
+    return ParameterSetAggregate(
+        status="failed", reasons=[reason], **_identity_and_counts(parameter_set, records)
+    )
+
+
+def _identity_and_counts(
+    parameter_set: ParameterSet, records: list[ReplicateRecord]
+) -> dict[str, Any]:
+    errors = list(dict.fromkeys(r.error.splitlines()[0] for r in records if r.error))
+    return {
+        "param_id": parameter_set.param_id,
+        "index": parameter_set.index,
+        "params": parameter_set.params,
+        "counts": dict(Counter(r.status for r in records)),
+        "first_errors": errors[:FIRST_ERRORS],
+    }
 
 
 def _lengths(batch: BatchResult) -> tuple[tuple[str, int], ...]:

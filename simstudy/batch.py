@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +35,21 @@ def run_batch(
     worker: str,
     log_dir: str | Path,
     on_record: Callable[[ReplicateRecord], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    prior_attempts: Mapping[int, int] | None = None,
 ) -> BatchResult:
-    """Run every replicate of the batch (with retries) and summarise the successes."""
+    """Run every replicate of the batch (with retries) and summarise the successes.
+
+    `on_start` is called with each replicate index before it runs, `on_record` with its
+    record after; `prior_attempts` maps a replicate to executions lost with earlier runs.
+    """
     runner = make_runner(study, log_dir)
     execution = study.execution
+    prior_attempts = prior_attempts or {}
     records = []
     for replicate in range(batch.start, batch.stop):
+        if on_start is not None:
+            on_start(replicate)
         record = run_replicate(
             runner,
             param_id=batch.param_id,
@@ -51,6 +60,7 @@ def run_batch(
             retries=execution.retries,
             retry_delay_seconds=execution.retry_delay_seconds,
             worker=worker,
+            prior_attempts=prior_attempts.get(replicate, 0),
         )
         records.append(record)
         if on_record is not None:
@@ -98,19 +108,17 @@ def _shape(record: ReplicateRecord) -> dict[str, tuple[str, int]]:
     }
 
 
-def failed_batch(study: Study, batch: Batch, error: str) -> BatchResult:
-    """Return a batch that could not run: every replicate failed with `error`."""
-    records = [
-        ReplicateRecord(
-            param_id=batch.param_id,
-            replicate=r,
-            seed=replicate_seed(study.seed, batch.param_id, r),
-            status="failed",
-            attempts=0,
-            duration_s=0.0,
-            error=error,
-            worker="",
-        )
-        for r in range(batch.start, batch.stop)
-    ]
-    return summarize_batch(batch, records)
+def lost_replicate(
+    study: Study, param_id: str, replicate: int, attempts: int, error: str, worker: str = ""
+) -> ReplicateRecord:
+    """Return the record of a replicate that never finished: its runs were lost with its task."""
+    return ReplicateRecord(
+        param_id=param_id,
+        replicate=replicate,
+        seed=replicate_seed(study.seed, param_id, replicate),
+        status="failed",
+        attempts=attempts,
+        duration_s=0.0,
+        error=error,
+        worker=worker,
+    )

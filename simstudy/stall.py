@@ -36,6 +36,9 @@ class StuckTask(BaseModel):
         default_factory=dict, description="Dask resources the task asks for."
     )
     exception: str | None = Field(default=None, description="Error, if it erred.")
+    worker_note: str | None = Field(
+        default=None, description="Why its worker gave no call stack, e.g. it did not answer."
+    )
 
 
 class WorkerLoad(BaseModel):
@@ -47,6 +50,10 @@ class WorkerLoad(BaseModel):
     memory_bytes: int = Field(description="Resident memory of the worker process.")
     memory_limit_bytes: int | None = Field(default=None, description="Memory limit, if any.")
     resources: dict[str, float] = Field(default_factory=dict, description="Resources offered.")
+    seconds_since_heartbeat: float | None = Field(
+        default=None, description="Seconds since the scheduler last heard from the worker."
+    )
+    note: str | None = Field(default=None, description="E.g. that it did not answer in time.")
 
 
 class StallReport(BaseModel):
@@ -62,15 +69,21 @@ class StallReport(BaseModel):
     missing_aggregations: list[str] = Field(description="param_ids not aggregated yet.")
     tasks: list[StuckTask] = Field(description="Unfinished tasks with their Dask state.")
     workers: list[WorkerLoad] = Field(description="The cluster's workers.")
+    notes: list[str] = Field(
+        default_factory=list, description="What could not be collected, and why."
+    )
 
     def headline(self) -> str:
         """Return one sentence: how long, how much is missing, where it is stuck."""
         processing = [t for t in self.tasks if t.state == "processing"]
         where = "; ".join(f"{t.name} on {t.worker}" for t in processing[:3]) or "no task running"
+        silent = [w for w in self.workers if w.note]
+        silence = "".join(f"; worker {w.address} {w.note}" for w in silent[:3])
         return (
             f"study {self.study} stalled: nothing finished for "
             f"{self.seconds_without_progress:.0f} s; {len(self.missing_replicates)} replicates "
             f"and {len(self.missing_aggregations)} aggregations missing; stuck: {where}"
+            f"{silence}"
         )
 
     def to_markdown(self) -> str:
@@ -99,6 +112,10 @@ class StallReport(BaseModel):
                 lines += ["", f"### Call stack of {t.name} on {t.worker}", "", "```"]
                 lines += t.call_stack
                 lines.append("```")
+            elif t.worker_note:
+                lines += ["", f"### Call stack of {t.name} on {t.worker}", "", t.worker_note]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {note}" for note in self.notes]
         lines += ["", "## Missing", ""]
         listed = self.missing_replicates[:MISSING_LISTED]
         lines += [f"- replicate {r} of {pid}" for pid, r in listed]
@@ -109,14 +126,19 @@ class StallReport(BaseModel):
             "",
             "## Workers",
             "",
-            "| worker | threads | executing | memory MiB | limit MiB | resources |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| worker | threads | executing | memory MiB | limit MiB | resources | last heard s "
+            "| note |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for w in self.workers:
             limit = f"{w.memory_limit_bytes / 2**20:.0f}" if w.memory_limit_bytes else ""
+            heard = (
+                f"{w.seconds_since_heartbeat:.0f}" if w.seconds_since_heartbeat is not None else ""
+            )
             lines.append(
                 f"| {w.address} | {w.nthreads} | {w.executing} | "
-                f"{w.memory_bytes / 2**20:.0f} | {limit} | {w.resources or ''} |"
+                f"{w.memory_bytes / 2**20:.0f} | {limit} | {w.resources or ''} | {heard} "
+                f"| {w.note or ''} |"
             )
         return "\n".join(lines) + "\n"
 

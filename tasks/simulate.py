@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
+import time
+from typing import Any
 
 import distributed
 from prefect import Task, task
@@ -43,69 +46,125 @@ def current_worker() -> str:
 
 
 PROGRESS_EVENT_SECONDS = 0.5
-"""Finished replicates of a batch are reported at most this often, in one event.
+"""Finished replicates of a batch leave the worker at most this often, in one event.
 
 One Dask event per replicate meant thousands of messages through the worker, the scheduler
 and the flow, on the cores the model needs; a stall now shows up at most this much later.
+The first record after a quiet interval leaves at once.
 """
 
 
-def replicate_reporter(topic: str | None) -> ReplicateReporter | None:
-    """Return a callback publishing finished replicates as Dask events on `topic`."""
+CAREFUL_EVENT_TIMEOUT_SECONDS = 30.0
+ACKNOWLEDGED_REPORT_SECONDS = 0.25
+"""A replicate that took this long is reported at once, acknowledged by the scheduler
+(~1-2 ms, under 1% of its time): if its worker dies next, its result is not lost with it."""
+
+
+def replicate_reporter(topic: str | None, careful: bool = False) -> ReplicateReporter | None:
+    """Return a callback sending finished replicates' records to the flow as Dask events."""
     if topic is None:
         return None
     try:
         worker = distributed.get_worker()
     except ValueError:
         return None
-    return ReplicateReporter(worker, topic)
+    return ReplicateReporter(worker, topic, careful=careful)
 
 
 class ReplicateReporter:
-    """Publish finished replicates to the flow, at most every PROGRESS_EVENT_SECONDS."""
+    """Send each finished replicate's record to the flow, so a lost batch loses only the rest.
+
+    Records of fast replicates are coalesced (at most one event every `interval`); a
+    replicate that took `ACKNOWLEDGED_REPORT_SECONDS` or more is sent at once. A *careful*
+    reporter, used when a batch runs again after its task was lost, sends every start and
+    every record at once and waits for the scheduler to acknowledge it: the flow then knows
+    exactly which replicate was running if the batch is lost again.
+    """
 
     def __init__(
-        self, worker: distributed.Worker, topic: str, interval: float = PROGRESS_EVENT_SECONDS
+        self,
+        worker: distributed.Worker,
+        topic: str,
+        interval: float = PROGRESS_EVENT_SECONDS,
+        careful: bool = False,
     ):
         self.worker = worker
         self.topic = topic
         self.interval = interval
-        self._pending: list[tuple[str, int, str]] = []
+        self.careful = careful
+        # The flow maps a start to the run reporting it; records carry their own identity.
+        self.key = str(worker.get_current_task())
+        self._pending: list[dict[str, Any]] = []
         self._flush_scheduled = False
+        self._last_flush = 0.0
         self._lock = threading.Lock()
 
+    def started(self, replicate: int) -> None:
+        """Tell the flow (careful reporters only) that this replicate is about to run."""
+        if self.careful:
+            self._send_now({"key": self.key, "started": replicate})
+
     def __call__(self, record: ReplicateRecord) -> None:
-        """Queue (param_id, replicate, status) of one record; it leaves within `interval`."""
+        """Queue one finished replicate's record; it leaves within `interval`."""
+        payload = record.model_dump(mode="json")
+        if self.careful or record.duration_s >= ACKNOWLEDGED_REPORT_SECONDS:
+            with self._lock:
+                pending, self._pending = [*self._pending, payload], []
+            self._send_now({"key": self.key, "records": pending})
+            return
         with self._lock:
-            self._pending.append((record.param_id, record.replicate, record.status))
+            self._pending.append(payload)
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
+            delay = max(0.0, self._last_flush + self.interval - time.monotonic())
         # The flush runs on the worker's event loop, so a replicate that hangs after this
         # one cannot hold back the report of the ones already finished.
-        self.worker.loop.add_callback(self.worker.loop.call_later, self.interval, self._flush)
+        self.worker.loop.add_callback(self.worker.loop.call_later, delay, self._flush)
 
     def _flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
             self._flush_scheduled = False
+            self._last_flush = time.monotonic()
         if pending:
-            self.worker.log_event(self.topic, {"done": [list(item) for item in pending]})
+            self.worker.log_event(self.topic, {"key": self.key, "records": pending})
+
+    def _send_now(self, message: dict[str, Any]) -> None:
+        # Client.log_event waits for the scheduler's reply; the deadline keeps a lost
+        # scheduler from holding the batch (the event is then merely late or lost).
+        with contextlib.suppress(Exception):
+            client = distributed.get_client()
+            assert client.scheduler is not None
+            client.sync(
+                client.scheduler.log_event,
+                topic=self.topic,
+                msg=message,
+                callback_timeout=CAREFUL_EVENT_TIMEOUT_SECONDS,
+            )
 
 
 # Caching is off: the default policy would hash every argument of every task run, and a
 # batch's identity is already its (param_id, replicate range, seed).
 @task(name="simulate-batch", cache_policy=NO_CACHE, persist_result=False)
 def simulate_batch(
-    study: Study, batch: Batch, log_dir: str, progress_topic: str | None = None
+    study: Study,
+    batch: Batch,
+    log_dir: str,
+    progress_topic: str | None = None,
+    prior_attempts: dict[int, int] | None = None,
+    careful: bool = False,
 ) -> BatchResult:
     """Run one batch of replicates on this worker, reporting each finished replicate."""
+    reporter = replicate_reporter(progress_topic, careful)
     return run_batch(
         study,
         batch,
         worker=current_worker(),
         log_dir=log_dir,
-        on_record=replicate_reporter(progress_topic),
+        on_record=reporter,
+        on_start=reporter.started if reporter is not None else None,
+        prior_attempts=prior_attempts,
     )
 
 
@@ -119,10 +178,13 @@ def outer_timeout_seconds(study: Study, batch_size: int) -> float:
 
 
 def configured_simulate_batch(study: Study, batch_size: int) -> Task[..., BatchResult]:
-    """Return the simulation task with the study's retries, timeout and run names."""
+    """Return the simulation task with the study's backstop timeout and run names.
+
+    No Prefect retries: replicate retries belong to the runner, and a batch whose task
+    failed is rerun by the orchestrator for its unfinished replicates only.
+    """
     return simulate_batch.with_options(
         task_run_name="{batch.label}",
-        retries=study.execution.retries,
-        retry_delay_seconds=study.execution.retry_delay_seconds,
+        retries=0,
         timeout_seconds=outer_timeout_seconds(study, batch_size),
     )

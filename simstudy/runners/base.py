@@ -68,6 +68,24 @@ def with_stderr_tail(message: str, tail: str) -> str:
     return f"{message}\n--- stderr (last lines) ---\n{tail}" if tail else message
 
 
+def guarded_attempt(
+    runner: Runner, params: dict[str, Any], seed: int, timeout_seconds: float, log_name: str
+) -> AttemptResult:
+    """Run one attempt; whatever escapes the runner is that attempt's failure, never the batch's."""
+    started = time.perf_counter()
+    try:
+        return runner.attempt(params, seed, timeout_seconds, log_name)
+    except BaseException as exc:
+        # A runner turns model faults into results; anything that still escapes (an
+        # exception type nobody expected, a failure of the runner itself) must not end
+        # the batch, or the replicates after it would run again elsewhere.
+        return AttemptResult(
+            status="failed",
+            error=f"the runner failed: {short_traceback(exc)}",
+            duration_s=time.perf_counter() - started,
+        )
+
+
 def run_replicate(
     runner: Runner,
     *,
@@ -79,16 +97,21 @@ def run_replicate(
     retries: int,
     retry_delay_seconds: float,
     worker: str,
+    prior_attempts: int = 0,
 ) -> ReplicateRecord:
-    """Run one replicate with its retries and return its record."""
+    """Run one replicate with its retries and return its record.
+
+    `prior_attempts` counts executions lost with an earlier run of its batch (a lost
+    worker): they count in the record's `attempts`, not against `retries`.
+    """
     total = 0.0
     attempt_number = 0
     result: AttemptResult | None = None
     for attempt_number in range(1, retries + 2):
         if attempt_number > 1 and retry_delay_seconds:
             time.sleep(retry_delay_seconds)
-        log_name = f"{param_id[:12]}/r{replicate:06d}-a{attempt_number}"
-        result = runner.attempt(params, seed, timeout_seconds, log_name)
+        log_name = f"{param_id[:12]}/r{replicate:06d}-a{prior_attempts + attempt_number}"
+        result = guarded_attempt(runner, params, seed, timeout_seconds, log_name)
         total += result.duration_s
         if result.status == "ok":
             break
@@ -98,7 +121,7 @@ def run_replicate(
         replicate=replicate,
         seed=seed,
         status=result.status,
-        attempts=attempt_number,
+        attempts=prior_attempts + attempt_number,
         duration_s=total,
         error=result.error,
         worker=worker,

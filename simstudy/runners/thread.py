@@ -25,7 +25,10 @@ class ThreadRunner:
             outputs = normalize_outputs(self._model(dict(params), seed))
         except OutputError as exc:
             return _failed(str(exc), started)
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:
+            # Anything a model raises is its replicate's failure: KeyboardInterrupt,
+            # GeneratorExit, asyncio.CancelledError or a custom BaseException escaping into
+            # Dask's or Prefect's machinery would kill the worker or leave the task unfinished.
             return _failed(short_traceback(exc), started)
         return AttemptResult(status="ok", outputs=outputs, duration_s=time.perf_counter() - started)
 

@@ -55,6 +55,16 @@ def behavior_for(params: dict[str, Any], seed: int) -> str:
     return str(params.get("behavior", "ok"))
 
 
+def dask_worker_pid() -> int:
+    """Return the pid of the Dask worker process this model runs under (a spawned process)."""
+    import psutil
+
+    for parent in psutil.Process().parents():
+        if "spawn_main" in " ".join(parent.cmdline()):
+            return parent.pid
+    raise RuntimeError("not running under a spawned Dask worker process")
+
+
 def count_execution(params: dict[str, Any], seed: int) -> None:
     """Append the seed to `<faults_file>.executions`, so tests can count every execution."""
     path = params.get("faults_file")
@@ -102,11 +112,11 @@ def simulate(params: dict[str, Any], seed: int) -> dict[str, Any]:
         return [1, 2, 3]  # type: ignore[return-value]
     elif behavior in BASE_EXCEPTIONS:
         raise BASE_EXCEPTIONS[behavior]()
-    elif behavior == "kill_worker":  # the process runner's child kills its Dask worker
-        os.kill(os.getppid(), signal.SIGKILL)
+    elif behavior == "kill_worker":  # a model in a child process kills its Dask worker
+        os.kill(dask_worker_pid(), signal.SIGKILL)
         time.sleep(3600)
-    elif behavior == "stop_worker":  # the process runner's child stops its Dask worker
-        os.kill(os.getppid(), signal.SIGSTOP)
+    elif behavior == "stop_worker":  # a model in a child process stops its Dask worker
+        os.kill(dask_worker_pid(), signal.SIGSTOP)
         time.sleep(3600)
     elif behavior == "hold_gil":  # catastrophic backtracking: one C call that keeps the GIL
         re.match(r"(a+)+$", "a" * 64 + "b")

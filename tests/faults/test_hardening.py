@@ -1,0 +1,176 @@
+"""Faults that used to freeze a study or misrecord it: unanswering workers, exotic
+exceptions, batches lost mid-way. Each study must end, write what finished, and count
+every execution of every replicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.study import simulation_study
+from simstudy.identity import replicate_seed
+from simstudy.spec import Study
+from tests.support.faulty import executions
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes"),
+]
+
+FaultyStudy = Callable[..., tuple[Study, list[str]]]
+
+
+def rows_by_replicate(study: Study) -> dict[tuple[str, int], dict]:
+    table = pq.read_table(Path(study.output_dir) / "replicates.parquet").to_pylist()
+    keyed = {(r["param_id"], r["replicate"]): r for r in table}
+    assert len(keyed) == len(table), "a replicate appears more than once"
+    return keyed
+
+
+def assert_attempts_count_executions(study: Study, rows: dict[tuple[str, int], dict]) -> None:
+    ran = executions(str(study.fixed["faults_file"]))
+    for (param_id, replicate), row in rows.items():
+        seed = replicate_seed(study.seed, param_id, replicate)
+        assert row["attempts"] == ran.get(seed, 0), (replicate, row, ran.get(seed))
+
+
+UNANSWERING = {
+    # A stopped Dask worker (its model child sends it SIGSTOP).
+    "stopped worker": ("process", "stop_worker"),
+    # Pure-Python code holding the GIL in the worker: its event loop cannot answer.
+    "GIL held": ("thread", "hold_gil"),
+}
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("case", list(UNANSWERING))
+def test_a_worker_that_cannot_answer_is_named_and_the_study_ends(
+    case: str, faulty_study: FaultyStudy
+) -> None:
+    runner, behavior = UNANSWERING[case]
+    with pytest.warns() if runner == "thread" else contextlib.nullcontext():
+        study, ids = faulty_study(
+            {(1, 1): behavior},
+            replicates=4,
+            execution={
+                "runner": runner,
+                "timeout_seconds": 2,
+                "retries": 1,
+                "batch_size": 2,
+                "stall_timeout_seconds": 10,
+                "on_stall": "fail",
+                "dask": {"n_workers": 2},
+            },
+        )
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    print(f"{case}: study ended {elapsed:.1f} s after it started")
+    assert state.is_failed()
+    message = state.message or ""
+    assert "stalled" in message and "did not answer within" in message, message
+    report = json.loads((Path(study.output_dir) / "stall-report.json").read_text())
+    silent = [w for w in report["workers"] if w["note"]]
+    assert silent and "stopped, or a task holding the GIL" in silent[0]["note"]
+    stuck = next(t for t in report["tasks"] if t["name"] == f"sim-{ids[1][:12]}-r000-001")
+    assert stuck["worker"] == silent[0]["address"] and stuck["worker_note"]
+    # What finished is written: every replicate of the other set.
+    rows = rows_by_replicate(study)
+    assert {(ids[0], r) for r in range(4)} <= set(rows)
+    assert elapsed < 2 * 10 + 60
+
+
+EXOTIC = [
+    "raise_base_exception",
+    "raise_generator_exit",
+    "raise_keyboard_interrupt",
+    "raise_cancelled",
+    "raise_system_exit",
+]
+
+
+@pytest.mark.timeout(120)
+def test_any_exception_a_model_raises_is_a_failed_replicate(faulty_study: FaultyStudy) -> None:
+    with pytest.warns(UserWarning, match="cannot enforce timeout_seconds"):
+        study, ids = faulty_study(
+            {(i, 1): behavior for i, behavior in enumerate(EXOTIC)},
+            parameters={"grid": {"a": [float(i) for i in range(len(EXOTIC))]}},
+            replicates=3,
+            execution={
+                "runner": "thread",
+                "retries": 1,
+                "stall_timeout_seconds": 20,
+                "min_success_fraction": 0.6,
+                "dask": {"n_workers": 1},
+            },
+        )
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    print(f"exotic exceptions: study ended after {time.monotonic() - started:.1f} s")
+    assert state.is_completed(), state.message
+    rows = rows_by_replicate(study)
+    assert len(rows) == 3 * len(EXOTIC)
+    names = {
+        "raise_base_exception": "CustomBaseException",
+        "raise_generator_exit": "GeneratorExit",
+        "raise_keyboard_interrupt": "KeyboardInterrupt",
+        "raise_cancelled": "CancelledError",
+        "raise_system_exit": "SystemExit",
+    }
+    for i, behavior in enumerate(EXOTIC):
+        row = rows[(ids[i], 1)]
+        assert (row["status"], row["attempts"]) == ("failed", 2), behavior
+        assert names[behavior] in row["error"], row["error"]
+        assert rows[(ids[i], 0)]["status"] == rows[(ids[i], 2)]["status"] == "ok"
+    assert_attempts_count_executions(study, rows)
+
+
+LOST_WORKER = {
+    "segfault, thread runner": ("thread", "segfault"),
+    "worker SIGKILLed by the model, process runner": ("process", "kill_worker"),
+}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("case", list(LOST_WORKER))
+def test_a_lost_batch_reruns_only_replicates_without_a_result(
+    case: str, faulty_study: FaultyStudy
+) -> None:
+    runner, behavior = LOST_WORKER[case]
+    with pytest.warns() if runner == "thread" else contextlib.nullcontext():
+        study, ids = faulty_study(
+            {(0, 2): behavior},
+            parameters={"grid": {"a": [1.0]}},
+            # Replicates of 0.3 s are reported the moment they finish (acknowledged), so the
+            # flow knows exactly which replicate was running when the worker died.
+            fixed={"sleep_s": 0.3},
+            replicates=5,
+            execution={
+                "runner": runner,
+                "retries": 0,
+                "batch_size": 5,
+                "min_success_fraction": 0.8,
+                "dask": {"n_workers": 2},
+            },
+        )
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    print(f"{case}: study ended after {time.monotonic() - started:.1f} s")
+    assert state.is_completed(), state.message
+    rows = rows_by_replicate(study)
+    crashed = rows[(ids[0], 2)]
+    # Its worker was lost every time it ran: 1 run + max_resubmits reruns, then given up.
+    assert (crashed["status"], crashed["attempts"]) == ("failed", 3)
+    assert "KilledWorker" in crashed["error"] or "worker" in crashed["error"].lower()
+    for r in (0, 1, 3, 4):
+        assert rows[(ids[0], r)]["status"] == "ok"
+    assert_attempts_count_executions(study, rows)
+    summary = json.loads((Path(study.output_dir) / "study.json").read_text())
+    assert summary["counts"] == {"ok": 4, "failed": 1}
