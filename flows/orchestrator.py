@@ -155,7 +155,7 @@ class StudyOrchestrator:
         self.tracker.reused = sum(result.stop - result.start for result in self.reused.values())
         self._simulate = configured_simulate_batch(self.study, max(b.size for b in self.batches))
         self._limit = self.study.execution.batches_in_flight(self.worker_threads)
-        self._max_resubmits = getattr(self.study.execution, "max_resubmits", 2)  # TEMP
+        self._max_resubmits = self.study.execution.max_resubmits
 
     def run(self) -> StudyOutcome:
         """Submit, follow and collect every task; return the outcome."""

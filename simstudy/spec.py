@@ -154,6 +154,13 @@ class Execution(StudyModel):
     worker_wait_seconds: float = Field(
         default=60.0, gt=0, description="How long preflight waits for the first Dask worker."
     )
+    max_resubmits: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Reruns of a replicate whose batch task was lost while it ran (a lost "
+        "worker, an error outside the model); only replicates without a result run again.",
+    )
 
     @field_validator("batch_size", "max_batches_in_flight")
     @classmethod
