@@ -5,6 +5,11 @@
 Run it from the repository root (study paths such as examples/seir.yaml are relative to
 the working directory). Stopping it (Ctrl-C, SIGTERM) does not pause the deployments,
 and starting it again makes them runnable again, including runs created meanwhile.
+
+What the runs may do is this process's run policy: SIMSTUDY_POLICY (a YAML or JSON
+policy file, or the policy as JSON; see deployments/policy.example.yaml), else the
+default, which allows the shipped example only. It is checked here at start, so a
+broken policy stops the serve process instead of failing every run.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from prefect import serve  # noqa: E402
 from prefect.deployments.runner import RunnerDeployment  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 
+from flows.run_policy import POLICY_VARIABLE  # noqa: E402
 from flows.study import simulation_study  # noqa: E402
+from simstudy.policy import RunPolicy, policy_from_setting  # noqa: E402
 
 EXAMPLE_STUDY = "examples/seir.yaml"
 NIGHTLY_CRON = "0 2 * * *"
@@ -46,6 +53,17 @@ def study_deployments() -> list[RunnerDeployment]:
     return [example, nightly]
 
 
+def announce_policy() -> RunPolicy:
+    """Read the run policy now (raising if it is broken) and print what it allows."""
+    setting = os.environ.get(POLICY_VARIABLE)
+    policy = policy_from_setting(setting) if setting else RunPolicy()
+    inline = setting is not None and setting.lstrip().startswith("{")
+    source = f"{POLICY_VARIABLE} as JSON" if inline else setting or "the default"
+    print(f"run policy ({source}): {policy.model_dump_json()}", flush=True)
+    return policy
+
+
 if __name__ == "__main__":
+    announce_policy()
     # pause_on_shutdown=False: a restarted server must find its deployments runnable.
     serve(*study_deployments(), pause_on_shutdown=False)

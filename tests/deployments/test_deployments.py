@@ -88,7 +88,10 @@ def test_nightly_deployment_has_its_cron_schedule(served: Server) -> None:
 
 @pytest.mark.timeout(300)
 def test_prefect_deploy_all_from_the_repo_root(prefect_server: Server) -> None:
-    pool = prefect_server.prefect("work-pool", "create", "simstudy", "--type", "process")
+    pool = prefect_server.prefect(
+        "work-pool", "create", "simstudy", "--type", "process",
+        "--base-job-template", "deployments/process-pool.json",
+    )  # fmt: skip
     assert pool.returncode == 0, pool.stdout + pool.stderr
     deployed = prefect_server.prefect(
         "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"
@@ -96,6 +99,15 @@ def test_prefect_deploy_all_from_the_repo_root(prefect_server: Server) -> None:
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     shown = prefect_server.prefect("deployment", "inspect", "simulation-study/nightly")
     assert "0 2 * * *" in shown.stdout and "'work_pool_name': 'simstudy'" in shown.stdout
+    # The pool's template lets no flow run choose the program, environment or folder.
+    for variable in ('command="sh -c id"', 'env={"SIMSTUDY_POLICY": "{}"}', "working_dir=/"):
+        run = prefect_server.prefect(
+            "deployment", "run", "simulation-study/nightly", "--job-variable", variable
+        )
+        assert run.returncode != 0, run.stdout[-2000:]
+        said = " ".join((run.stdout + run.stderr).split())  # the CLI wraps long lines
+        assert "Additional properties are not allowed" in said, said
+        assert f"'{variable.split('=')[0]}' was unexpected" in said
 
 
 @pytest.mark.timeout(200)

@@ -53,6 +53,14 @@ def test_default_policy_allows_the_shipped_example(in_repo: Path) -> None:
     check_study(policy, load_study("examples/seir.yaml"))
 
 
+@pytest.mark.parametrize("study_path", ["examples/seir.yaml", "examples/command-model/seir.yaml"])
+def test_example_policy_file_allows_the_example_studies(in_repo: Path, study_path: str) -> None:
+    policy = policy_from_setting("deployments/policy.example.yaml")
+    check_request(policy, study_path, None)
+    check_study(policy, load_study(study_path))
+    assert "output_roots" in refusal(check_study, policy, study_of(output="/tmp/x"))
+
+
 def test_inline_study_is_refused_by_default_naming_the_rule() -> None:
     inline = study_of(model={"command": PWN_COMMAND})
     message = refusal(check_request, RunPolicy(), None, inline)
