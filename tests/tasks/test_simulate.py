@@ -15,18 +15,25 @@ from tasks.simulate import replicate_reporter
 TOPIC = "test-progress"
 
 
-def report_on_worker(replicates: int, then_hang: float) -> None:
+def report_on_worker(
+    replicates: int, then_hang: float, duration_s: float = 0.0, careful: bool = False
+) -> None:
     """Report `replicates` finished replicates at once, then block like a hung replicate."""
-    reporter = replicate_reporter(TOPIC)
+    reporter = replicate_reporter(TOPIC, careful=careful)
     assert reporter is not None
     for r in range(replicates):
+        reporter.started(r)
         reporter(
             ReplicateRecord(
-                param_id="p", replicate=r, seed=r, status="ok", attempts=1, duration_s=0.0,
-                worker="w",
+                param_id="p", replicate=r, seed=r, status="ok", attempts=1,
+                duration_s=duration_s, worker="w", outputs={"x": float(r)},
             )
         )  # fmt: skip
     time.sleep(then_hang)
+
+
+def reported(events: list[dict[str, Any]]) -> list[int]:
+    return [record["replicate"] for e in events for record in e.get("records", ())]
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +55,38 @@ def test_finished_replicates_arrive_in_few_events_while_the_task_still_runs(
     try:
         future = client.submit(report_on_worker, 200, then_hang=3.0, pure=False)
         deadline = time.monotonic() + 2.5
-        while sum(len(e["done"]) for e in events) < 200 and time.monotonic() < deadline:
+        while len(reported(events)) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        # Everything reported before the "hang" has arrived, before the task ends.
+        # Everything reported before the "hang" has arrived, with the outputs, before the
+        # task ends: a lost batch keeps these results.
         assert not future.done()
-        assert sorted(r for e in events for _, r, _ in e["done"]) == list(range(200))
+        assert sorted(reported(events)) == list(range(200))
+        assert events[0]["records"][0]["outputs"] == {"x": 0.0}
         assert len(events) <= 2
+        assert not any("started" in e for e in events)
         future.result()
+    finally:
+        client.unsubscribe_topic(TOPIC)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["slow replicates", "careful"])
+def test_records_leave_at_once_when_acknowledged(client: Client, how: str) -> None:
+    events: list[dict[str, Any]] = []
+    client.subscribe_topic(TOPIC, lambda event: events.append(event[1]))
+    try:
+        careful = how == "careful"
+        duration = 0.0 if careful else 0.3
+        client.submit(report_on_worker, 3, 0.0, duration, careful, pure=False).result()
+        # Each acknowledged send has reached the scheduler before the task went on, so
+        # every record arrives in its own event, without waiting for the coalescing delay.
+        deadline = time.monotonic() + 2
+        while len(reported(events)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reported(events) == [0, 1, 2]
+        assert len([e for e in events if "records" in e]) == 3
+        starts = [e["started"] for e in events if "started" in e]
+        assert starts == ([0, 1, 2] if careful else [])
     finally:
         client.unsubscribe_topic(TOPIC)
 
