@@ -17,12 +17,13 @@ import builtins
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FiniteFloat,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -41,6 +42,51 @@ MODEL_REF_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 RESERVED_PARAMETER_NAMES = frozenset(
     {"param_id", "parameter_set", "output", "t", "status", "n_ok", "n_failed"}
 )
+
+# Limits: every value that validates must run, and `simstudy validate` must answer any
+# file within seconds, so sizes are bounded before anything is built (README, "Limits").
+MAX_STUDY_FILE_BYTES = 1024 * 1024
+"""Largest study file: libyaml reads ~1 MB/s here (its resolver runs in Python)."""
+MAX_YAML_NODES = 1_000_000
+"""Largest YAML document after alias expansion: more means an alias bomb, not a study."""
+MAX_PARAMETER_FILE_BYTES = 100 * 1024 * 1024
+"""Largest parameter file (CSV or Parquet)."""
+MAX_PARAMETER_SETS = 100_000
+"""Most parameter sets of a design; each needs at least one task run and one aggregation."""
+MAX_DESIGN_VALUES = 10_000_000
+"""Most parameter values of a design (parameter sets x parameters per set)."""
+MAX_BATCHES = 100_000
+"""Most simulation batches (Prefect task runs) of a study."""
+MAX_REPLICATES = 1_000_000
+"""Most replicates per parameter set."""
+MAX_SIMULATIONS = 10_000_000
+"""Most replicates of a study (parameter sets x replicates): the flow keeps every record."""
+MAX_RETRIES = 100
+"""Most retries of a replicate."""
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+"""Longest `timeout_seconds` of a replicate attempt (a week)."""
+MAX_RETRY_DELAY_SECONDS = 24 * 3600.0
+"""Longest pause before a retry (a day)."""
+MAX_WAIT_SECONDS = 1e9
+"""Longest deadline the study ever waits for (~31 years): below `threading.TIMEOUT_MAX`
+(~9.2e9 s), beyond which Python's waits raise OverflowError."""
+MAX_WORKER_WAIT_SECONDS = 24 * 3600.0
+"""Longest `worker_wait_seconds` (a day)."""
+MAX_LOCAL_WORKERS = 256
+"""Most worker processes of a local cluster."""
+MAX_THREADS_PER_WORKER = 256
+"""Most threads per worker process of a local cluster."""
+MIN_WORKER_MEMORY_BYTES = 256 * 1024 * 1024
+"""Smallest `memory_limit`: a Dask worker process alone uses ~100-150 MB, so a smaller
+limit would have its nanny restart it over and over."""
+MAX_RESUBMITS = 10
+"""Most reruns of a batch lost to infrastructure."""
+MAX_SERIES_LENGTH = 1_000_000
+"""Most points of one series output of one replicate."""
+ADDRESS_PATTERN = r"^(?:(?:tcp|tls|ucx|inproc|ws|wss)://)?[^\s/]+(?::\d{1,5})?/?$"
+
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+"""A duration: finite (pydantic accepts .inf and .nan for float fields otherwise)."""
 
 
 class StudyModel(BaseModel):
@@ -72,17 +118,60 @@ class DaskSettings(StudyModel):
         "When unset, a local cluster is started for the study.",
     )
     n_workers: int | None = Field(
-        default=None, ge=1, description="Worker processes of the local cluster (default: 2)."
+        default=None,
+        ge=1,
+        le=MAX_LOCAL_WORKERS,
+        description=f"Worker processes of the local cluster (default: 2, at most "
+        f"{MAX_LOCAL_WORKERS}).",
     )
     threads_per_worker: int | None = Field(
         default=None,
         ge=1,
-        description="Threads per worker process of the local cluster (default: 1).",
+        le=MAX_THREADS_PER_WORKER,
+        description=f"Threads per worker process of the local cluster (default: 1, at most "
+        f"{MAX_THREADS_PER_WORKER}).",
     )
     memory_limit: str | None = Field(
         default=None,
-        description="Memory limit per worker of the local cluster, e.g. '4GiB' (default: Dask's).",
+        description="Memory limit per worker of the local cluster: a size such as '4GiB' or "
+        "'500MB' (at least 256 MiB), or 'auto' (system memory shared by the workers). "
+        "Default: Dask's.",
     )
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = re.match(ADDRESS_PATTERN, value)
+        port = value.rstrip("/").rsplit(":", 1)[-1] if match else ""
+        if not match or (port.isdigit() and not 0 < int(port) < 65536):
+            raise ValueError(
+                f"{value!r} is not a Dask scheduler address; write it as "
+                "tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786"
+            )
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":
+            return value
+        # The parser LocalCluster itself uses, imported here: dask costs ~0.25 s to import.
+        from dask.utils import parse_bytes
+
+        try:
+            size = parse_bytes(value)
+        except (ValueError, OverflowError):
+            raise ValueError(
+                f"{value!r} is not a memory size; write e.g. '4GiB', '500MB' or 'auto'"
+            ) from None
+        if size < MIN_WORKER_MEMORY_BYTES:
+            raise ValueError(
+                f"{value!r} is {size} bytes, less than the 256 MiB a Dask worker needs "
+                "for itself; give at least '256MiB'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _address_excludes_local_settings(self) -> DaskSettings:
@@ -108,14 +197,24 @@ class Execution(StudyModel):
         "process: warm child processes, killed on timeout (default for Python models); "
         "subprocess: one process per replicate (command models).",
     )
-    timeout_seconds: float = Field(
-        default=600.0, gt=0, description="Hard wall-clock limit per replicate attempt, in seconds."
+    timeout_seconds: Seconds = Field(
+        default=600.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description="Hard wall-clock limit per replicate attempt, in seconds (at most a week, "
+        "604800).",
     )
     retries: int = Field(
-        default=1, ge=0, le=100, description="Extra attempts of a failed replicate after the first."
+        default=1,
+        ge=0,
+        le=MAX_RETRIES,
+        description="Extra attempts of a failed replicate after the first (at most 100).",
     )
-    retry_delay_seconds: float = Field(
-        default=0.0, ge=0, description="Pause before each retry of a replicate, in seconds."
+    retry_delay_seconds: Seconds = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_RETRY_DELAY_SECONDS,
+        description="Pause before each retry of a replicate, in seconds (at most a day, 86400).",
     )
     batch_size: int | Literal["auto"] = Field(
         default="auto",
@@ -129,9 +228,10 @@ class Execution(StudyModel):
         description="Fraction of a parameter set's replicates that must succeed to aggregate it.",
     )
     dask: DaskSettings = Field(default_factory=DaskSettings, description="Dask cluster to run on.")
-    stall_timeout_seconds: float | None = Field(
+    stall_timeout_seconds: Seconds | None = Field(
         default=None,
         gt=0,
+        le=MAX_WAIT_SECONDS,
         description="Seconds without any replicate or aggregation finishing before a stall "
         "report is written. Default: (retries + 1) x timeout_seconds + retries x "
         "retry_delay_seconds + 60, the longest one replicate can legitimately take.",
@@ -141,7 +241,7 @@ class Execution(StudyModel):
         description="report: write a stall report at every stall interval and keep waiting; "
         "fail: write it, and end the study Failed after a second interval without progress.",
     )
-    aggregation_resources: dict[str, float] = Field(
+    aggregation_resources: dict[str, FiniteFloat] = Field(
         default_factory=dict,
         description="Dask resources each aggregation task asks for, e.g. {aggregation: 1}; "
         "checked against the workers before anything is submitted.",
@@ -151,13 +251,16 @@ class Execution(StudyModel):
         description="Simulation batches submitted ahead of completion. 'auto': 4 per worker "
         "thread at start, at least 8.",
     )
-    worker_wait_seconds: float = Field(
-        default=60.0, gt=0, description="How long preflight waits for the first Dask worker."
+    worker_wait_seconds: Seconds = Field(
+        default=60.0,
+        gt=0,
+        le=MAX_WORKER_WAIT_SECONDS,
+        description="How long preflight waits for the first Dask worker (at most a day).",
     )
     max_resubmits: int = Field(
         default=2,
         ge=0,
-        le=10,
+        le=MAX_RESUBMITS,
         description="Reruns of a replicate whose batch task was lost while it ran (a lost "
         "worker, an error outside the model); only replicates without a result run again.",
     )
@@ -165,8 +268,8 @@ class Execution(StudyModel):
     @field_validator("batch_size", "max_batches_in_flight")
     @classmethod
     def _positive_or_auto(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be a positive integer or 'auto'")
+        if isinstance(value, int) and not 1 <= value <= MAX_BATCHES:
+            raise ValueError(f"must be an integer from 1 to {MAX_BATCHES:,} or 'auto'")
         return value
 
     @field_validator("aggregation_resources")
@@ -177,12 +280,20 @@ class Execution(StudyModel):
             raise ValueError(f"resource amounts must be positive, got {bad}")
         return value
 
+    def replicate_worst_case_seconds(self) -> float:
+        """Return the longest one replicate may take: every attempt timing out, every delay."""
+        attempts = (self.retries + 1) * self.timeout_seconds
+        return attempts + self.retries * self.retry_delay_seconds
+
+    def batch_worst_case_seconds(self, batch_size: int) -> float:
+        """Return the longest a batch of `batch_size` replicates may take (<= MAX_WAIT_SECONDS)."""
+        return min(self.replicate_worst_case_seconds() * batch_size, MAX_WAIT_SECONDS)
+
     def stall_timeout(self) -> float:
         """Return the stall timeout: the setting, or the longest a replicate may take + 60 s."""
         if self.stall_timeout_seconds is not None:
             return self.stall_timeout_seconds
-        longest_replicate = (self.retries + 1) * self.timeout_seconds
-        return longest_replicate + self.retries * self.retry_delay_seconds + 60.0
+        return self.replicate_worst_case_seconds() + 60.0
 
     def batches_in_flight(self, worker_threads: int) -> int:
         """Return how many simulation batches may be submitted ahead of completion."""
@@ -260,7 +371,12 @@ class Study(StudyModel):
         default_factory=dict, description="Parameters shared by every parameter set."
     )
     parameters: ParameterDesign = Field(description="The varying parameters.")
-    replicates: int = Field(ge=1, le=10_000_000, description="Replicates per parameter set.")
+    replicates: int = Field(
+        ge=1,
+        le=MAX_REPLICATES,
+        description=f"Replicates per parameter set (at most {MAX_REPLICATES:,}; parameter sets "
+        f"x replicates at most {MAX_SIMULATIONS:,}).",
+    )
     seed: int = Field(
         ge=0, lt=2**63, description="Study seed; every replicate seed derives from it."
     )
@@ -334,6 +450,43 @@ class Study(StudyModel):
         """Return `path` resolved against the study's base folder."""
         candidate = Path(path)
         return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+    def size_problems(self, n_sets: int, names_per_set: int) -> list[str]:
+        """Return why `n_sets` parameter sets are too many for this study (empty if they fit).
+
+        Counted before anything is built, so a design too large to run is refused at once.
+        """
+        problems = []
+        if n_sets > MAX_PARAMETER_SETS:
+            problems.append(
+                f"parameters: the design has {n_sets:,} parameter sets, more than the maximum "
+                f"of {MAX_PARAMETER_SETS:,}; vary fewer parameters or values, or split the study"
+            )
+        values = n_sets * names_per_set
+        if values > MAX_DESIGN_VALUES and n_sets <= MAX_PARAMETER_SETS:
+            problems.append(
+                f"parameters: the design has {n_sets:,} sets x {names_per_set:,} parameters = "
+                f"{values:,} values, more than the maximum of {MAX_DESIGN_VALUES:,}; "
+                "use fewer parameters or parameter sets"
+            )
+        simulations = n_sets * self.replicates
+        if simulations > MAX_SIMULATIONS:
+            problems.append(
+                f"replicates: {n_sets:,} parameter sets x {self.replicates:,} replicates = "
+                f"{simulations:,} simulations, more than the maximum of {MAX_SIMULATIONS:,}; "
+                "lower replicates or the number of parameter sets"
+            )
+        # 'auto' never plans more than max(n_sets, 79) batches (README, "Batch size").
+        size = self.execution.batch_size
+        if size != "auto":
+            batches = n_sets * -(-self.replicates // min(int(size), self.replicates))
+            if batches > MAX_BATCHES:
+                problems.append(
+                    f"execution.batch_size: {size} replicates per batch gives {batches:,} "
+                    f"batches, more than the maximum of {MAX_BATCHES:,}; raise batch_size "
+                    "or use 'auto'"
+                )
+        return problems
 
 
 def check_parameter_names(values: dict[str, Any], where: str) -> None:
