@@ -170,11 +170,7 @@ def simulate_batch(
 
 def outer_timeout_seconds(study: Study, batch_size: int) -> float:
     """Return the batch task's timeout: every replicate's attempts and delays, plus a margin."""
-    execution = study.execution
-    per_replicate = (execution.retries + 1) * execution.timeout_seconds + (
-        execution.retries * execution.retry_delay_seconds
-    )
-    return per_replicate * batch_size + OUTER_TIMEOUT_MARGIN_SECONDS
+    return study.execution.batch_worst_case_seconds(batch_size) + OUTER_TIMEOUT_MARGIN_SECONDS
 
 
 def configured_simulate_batch(study: Study, batch_size: int) -> Task[..., BatchResult]:
