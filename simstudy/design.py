@@ -1,18 +1,45 @@
-"""Expand the study's parameter design into identified parameter sets."""
+"""Expand the study's parameter design into identified parameter sets.
+
+```python
+>>> from simstudy.design import expand_parameters
+>>> from simstudy.loading import load_study
+>>> [ps.params["beta"] for ps in expand_parameters(load_study("examples/seir.yaml"))][:2]
+[0.2, 0.2]
+```
+
+The size of a design (grid product, list length, rows of a parameter file) is counted and
+checked against the study's limits (`Study.size_problems`) before any set is built.
+"""
 
 from __future__ import annotations
 
 import itertools
+import math
+import re
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from simstudy.errors import StudyError
 from simstudy.identity import ParameterValueError, canonical_params, param_id
-from simstudy.spec import ScalarParam, Study, check_parameter_names
+from simstudy.spec import (
+    MAX_PARAMETER_FILE_BYTES,
+    MAX_PARAMETER_SETS,
+    ScalarParam,
+    Study,
+    check_parameter_names,
+)
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""Integer parameters must fit a signed 64-bit integer, as in the result files."""
+INTEGER_TEXT = r"^[+-]?[0-9]+$"
+NUMBER_TEXT = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$|^[+-]?(?:inf|nan)$"
+BOOLEAN_TEXT = r"^(?:true|false)$"
 
 
 class ParameterSet(BaseModel):
@@ -23,36 +50,160 @@ class ParameterSet(BaseModel):
     params: dict[str, ScalarParam] = Field(description="Fixed and varying values, as written.")
 
 
+def check_design_size(study: Study, n_sets: int, varying_names: int) -> None:
+    """Raise `StudyError` naming the field when `n_sets` sets are too many for the study."""
+    problems = study.size_problems(n_sets, varying_names + len(study.fixed))
+    if problems:
+        raise StudyError(study.name, problems)
+
+
 def varying_rows(study: Study) -> list[dict[str, Any]]:
     """Return the varying parameters of each parameter set, in design order."""
     design = study.parameters
     if design.grid is not None:
         names = list(design.grid)
+        check_design_size(study, math.prod(len(v) for v in design.grid.values()), len(names))
         return [
             dict(zip(names, combo, strict=True))
             for combo in itertools.product(*design.grid.values())
         ]
     if design.list is not None:
+        check_design_size(study, len(design.list), max(len(row) for row in design.list))
         return [dict(row) for row in design.list]
     assert design.file is not None
-    return read_parameter_file(study, design.file)
+    table = read_parameter_table(study.resolve(design.file))
+    check_design_size(study, table.num_rows, table.num_columns)
+    columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    names = table.column_names
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
-def read_parameter_file(study: Study, name: str) -> list[dict[str, Any]]:
-    """Read a CSV or Parquet parameter table, one row per parameter set."""
-    path = study.resolve(name)
+def read_parameter_table(path: Path) -> pa.Table:
+    """Return a parameter table with one type per column, or raise naming the column."""
     where = f"parameters.file ({path})"
     try:
-        table = pq.read_table(path) if path.suffix == ".parquet" else pyarrow.csv.read_csv(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise StudyError(where, [f"cannot read the parameter table: {exc}"]) from exc
-    if table.num_rows == 0:
-        raise StudyError(where, ["the parameter table has no rows"])
+        size = path.stat().st_size
+    except OSError as exc:
+        raise StudyError(where, [f"cannot read the parameter table: {exc.strerror}"]) from exc
+    if size > MAX_PARAMETER_FILE_BYTES:
+        raise StudyError(
+            where, [f"the file has {size:,} bytes, more than the maximum of "
+                    f"{MAX_PARAMETER_FILE_BYTES:,}"]
+        )  # fmt: skip
     try:
-        check_parameter_names(dict.fromkeys(table.column_names), "parameters.file")
+        table = _read_parquet(path) if path.suffix == ".parquet" else _read_csv(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise StudyError(where, [f"cannot read the parameter table: {exc}"]) from exc
     except ValueError as exc:
         raise StudyError(where, [str(exc)]) from exc
-    return table.to_pylist()
+    if table.num_rows == 0:
+        raise StudyError(where, ["the parameter table has no rows"])
+    return table
+
+
+def _check_names(names: list[str]) -> None:
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ValueError(
+            f"column {duplicated[0]!r} appears more than once; give every column its own name"
+        )
+    check_parameter_names(dict.fromkeys(names), "parameters.file")
+
+
+def _check_rows(rows: int) -> None:
+    if rows > MAX_PARAMETER_SETS:
+        raise ValueError(
+            f"the table has more than {MAX_PARAMETER_SETS:,} rows, the maximum number of "
+            "parameter sets; split the study"
+        )
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    parquet = pq.ParquetFile(path)
+    schema = parquet.schema_arrow
+    _check_names(schema.names)
+    _check_rows(parquet.metadata.num_rows)  # from the footer: nothing read yet
+    for field in schema:
+        kind = field.type
+        if not (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_boolean(kind)
+            or pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_null(kind)
+            or (pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type))
+        ):
+            raise ValueError(
+                f"column {field.name!r} has type {kind}; parameters are numbers, strings "
+                "or booleans"
+            )
+    table = parquet.read()
+    for index, name in enumerate(table.column_names):
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):  # e.g. a pandas category column
+            table = table.set_column(index, name, column.cast(column.type.value_type))
+        if pa.types.is_unsigned_integer(column.type) and (pc.max(column).as_py() or 0) > INT64_MAX:
+            raise ValueError(f"column {name!r} holds an integer beyond 64 bits")
+    return table
+
+
+def _read_csv(path: Path) -> pa.Table:
+    # Every column is read as text and typed here, so a column cannot silently become
+    # text because of one cell ('1,x,5') nor a float because of one huge integer.
+    with pyarrow.csv.open_csv(path) as reader:
+        names = reader.schema.names
+    _check_names(names)
+    placeholders = [f"c{i}" for i in range(len(names))]
+    read = pyarrow.csv.ReadOptions(column_names=placeholders, skip_rows=1)
+    convert = pyarrow.csv.ConvertOptions(
+        column_types=dict.fromkeys(placeholders, pa.string()), strings_can_be_null=True
+    )
+    batches, rows = [], 0
+    with pyarrow.csv.open_csv(path, read_options=read, convert_options=convert) as reader:
+        for batch in reader:
+            rows += batch.num_rows
+            _check_rows(rows)  # stops reading a file far too long for a design
+            batches.append(batch)
+    text = pa.Table.from_batches(batches, schema=reader.schema)
+    columns = [typed_column(name, text.column(i)) for i, name in enumerate(names)]
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def typed_column(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Return a text column as integers, floats, booleans or text: one type, or raise."""
+    values = column.drop_null()
+    if len(values) == 0:
+        return column
+    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    if pc.all(pc.match_substring_regex(lowered, BOOLEAN_TEXT)).as_py():
+        return pc.equal(pc.utf8_lower(pc.utf8_trim_whitespace(column)), "true")
+    trimmed = pc.utf8_trim_whitespace(column)
+    if pc.all(pc.match_substring_regex(lowered, INTEGER_TEXT)).as_py():
+        try:
+            return pc.cast(trimmed, pa.int64())
+        except pa.ArrowInvalid:
+            big = next(v for v in values.to_pylist() if not abs(int(v)) <= INT64_MAX)
+            raise ValueError(
+                f"column {name!r} holds {big.strip()}, an integer beyond 64 bits; write it "
+                "as a float (e.g. 1e23) or give the column text"
+            ) from None
+    is_number = pc.match_substring_regex(lowered, NUMBER_TEXT)
+    if pc.all(is_number).as_py():
+        return pc.cast(trimmed, pa.float64())
+    if pc.any(is_number).as_py():
+        texts = column.to_pylist()
+        number = next(i for i, v in enumerate(texts) if v is not None and _is_number(v))
+        word = next(i for i, v in enumerate(texts) if v is not None and not _is_number(v))
+        raise ValueError(
+            f"column {name!r} mixes numbers and text (set {number}: {texts[number]!r}, "
+            f"set {word}: {texts[word]!r}); give the column one type"
+        )
+    return column
+
+
+def _is_number(text: str) -> bool:
+    return re.match(NUMBER_TEXT, text.strip().lower()) is not None
 
 
 def expand_parameters(study: Study) -> list[ParameterSet]:
@@ -78,6 +229,7 @@ def expand_parameters(study: Study) -> list[ParameterSet]:
             continue
         params = {**study.fixed, **row}
         try:
+            check_integers(params)
             pid = param_id(params)
         except ParameterValueError as exc:
             problems.append(f"{where}: {exc}")
@@ -93,3 +245,15 @@ def expand_parameters(study: Study) -> list[ParameterSet]:
     if problems:
         raise StudyError(study.name, problems)
     return sets
+
+
+def check_integers(params: dict[str, Any]) -> None:
+    """Raise `ParameterValueError` naming a parameter whose integer exceeds 64 bits."""
+    for name, value in params.items():
+        # Result files hold parameters as 64-bit integers: a larger one would fail the
+        # study only when they are written, after every replicate has run.
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            raise ParameterValueError(
+                f"parameter {name!r} is {value}, beyond a 64-bit integer; "
+                f"write it as a float ({float(value):.6g}) or a string"
+            )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+SHOWN_PROBLEMS = 20
+"""Problems listed in an error message; a design of 100,000 bad sets would fill a screen."""
+
 
 class StudyError(ValueError):
     """An invalid study: the message lists each problem as 'field: what is wrong'."""
@@ -11,7 +14,10 @@ class StudyError(ValueError):
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
+        shown = problems[:SHOWN_PROBLEMS]
+        if len(problems) > SHOWN_PROBLEMS:
+            shown.append(f"... and {len(problems) - SHOWN_PROBLEMS:,} more problems of this kind")
+        lines = "\n".join(f"  - {p}" for p in shown)
         super().__init__(f"invalid study {source}:\n{lines}")
 
 

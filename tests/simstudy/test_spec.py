@@ -156,7 +156,7 @@ def test_grid_expands_in_written_order() -> None:
 def test_unreadable_yaml_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: [unclosed\n")
-    with pytest.raises(StudyError, match="not valid yaml"):
+    with pytest.raises(StudyError, match="not valid YAML"):
         load_study(path)
 
 

@@ -1,0 +1,200 @@
+"""Checks of a valid study against this machine, before anything starts or is written.
+
+```python
+>>> from simstudy.loading import load_study
+>>> from simstudy.readiness import check_ready
+>>> check_ready(load_study("examples/seir.yaml"), import_model=True)  # or StudyError
+```
+
+Each problem names the field: `output` on a kernel pseudo filesystem (/proc, /sys) or
+not writable, `execution.dask.address` with nothing answering, a `model` that does not
+import or a command that is not found. The same study would otherwise fail much later
+(a scheduler connection waits 30 s, then a traceback) or after the output folder was
+already touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+from simstudy.errors import StudyError
+from simstudy.spec import CommandModel, Study
+
+ADDRESS_CONNECT_SECONDS = 5.0
+"""How long the scheduler at `execution.dask.address` has to accept a TCP connection."""
+DEFAULT_SCHEDULER_PORT = 8786
+PSEUDO_FILESYSTEMS = frozenset(
+    {
+        "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+        "securityfs", "configfs", "pstore", "bpf", "efivarfs", "fusectl", "mqueue",
+        "binfmt_misc", "autofs", "rpc_pipefs", "nsfs", "hugetlbfs",
+    }
+)  # fmt: skip
+"""Kernel filesystems that look writable (to root) but cannot hold files."""
+PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
+"""Used where the mount table cannot be read; /dev/shm is a tmpfs and is not refused."""
+
+
+def check_ready(study: Study, *, import_model: bool) -> None:
+    """Raise `StudyError` naming each field this machine cannot run the study with.
+
+    `import_model` imports a Python model (the command line does); otherwise the module
+    is only looked up (`importlib.util.find_spec`), so nothing of the model runs here.
+    """
+    problems = [
+        problem
+        for problem in (
+            output_problem(study.output_dir),
+            address_problem(study.execution.dask.address),
+            model_problem(study, import_model=import_model),
+        )
+        if problem
+    ]
+    if problems:
+        raise StudyError(study.name, problems)
+
+
+def output_problem(location: str) -> str | None:
+    """Return why results cannot be written at `location`, or None."""
+    # The store is imported here: fsspec is only needed once a study is about to run.
+    from simstudy.store import OutputStore
+
+    try:
+        store = OutputStore(location)
+    except (ImportError, ValueError, OSError) as exc:
+        return f"output: cannot open {location!r}: {exc}"
+    if store.local is None:
+        return None  # an object store: permissions show at the first write
+    path = Path(os.path.abspath(store.local))
+    fstype = filesystem_type(path)
+    if fstype in PSEUDO_FILESYSTEMS or (fstype is None and _under_pseudo_root(path)):
+        return (
+            f"output: {path} is on a kernel pseudo filesystem ({fstype or path.parts[1]}) "
+            "that cannot hold result files; choose a folder on a disk"
+        )
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        return f"output: {path} is a file, not a folder; choose another output"
+    if not existing.is_dir():
+        return f"output: cannot create {path}: {existing} is a file; choose another output"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (
+            f"output: cannot write in {existing} (read-only filesystem or no permission); "
+            "choose another output"
+        )
+    return None
+
+
+def filesystem_type(path: Path) -> str | None:
+    """Return the type of the filesystem holding `path` (from /proc/self/mounts), or None."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, best_type = "", None
+    real = os.path.realpath(path)
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # Spaces and tabs in mount points are written as octal escapes (\040).
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fields[2]
+    return best_type
+
+
+def _under_pseudo_root(path: Path) -> bool:
+    real = os.path.realpath(path)
+    on_pseudo = any(real == root or real.startswith(root + "/") for root in PSEUDO_ROOTS)
+    return on_pseudo and not real.startswith("/dev/shm")
+
+
+def address_problem(address: str | None, timeout: float = ADDRESS_CONNECT_SECONDS) -> str | None:
+    """Return why nothing answers at a scheduler address within `timeout` s, or None."""
+    if not address:
+        return None
+    match = re.match(
+        r"^(?:(?P<scheme>[a-z]+)://)?(?P<host>\[[^\]]*\]|[^:/]+)(?::(?P<port>\d+))?", address
+    )
+    if match is None or (match["scheme"] or "tcp") not in ("tcp", "tls", "ws", "wss"):
+        return None  # inproc:// and ucx:// are not TCP: the connection shows them
+    host = match["host"].strip("[]")
+    port = int(match["port"] or DEFAULT_SCHEDULER_PORT)
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    # A thread, because name resolution is not bound by the socket timeout; a daemon, so
+    # a resolver that never answers cannot hold this process.
+    thread = threading.Thread(target=connect, name="simstudy-address-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        reason = f"no answer within {timeout:g} s"
+    elif outcome[0] is None:
+        return None
+    else:
+        error = outcome[0]
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return (
+        f"execution.dask.address: nothing answers at {address} ({reason}); start the "
+        "scheduler (`dask scheduler`), fix the address, or remove it to use a local cluster"
+    )
+
+
+def model_problem(study: Study, *, import_model: bool) -> str | None:
+    """Return why the study's model cannot run on a local cluster, or None.
+
+    Skipped for a scheduler at an address: the model must exist on its workers, which
+    preflight checks, not necessarily here.
+    """
+    if study.execution.dask.address:
+        return None
+    if isinstance(study.model, CommandModel):
+        return command_problem(study)
+    module, function = study.model.split(":")
+    if not import_model:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError) as exc:
+            return f"model: cannot find module {module!r}: {exc}"
+        return None if found else f"model: no module named {module!r}; {_PATH_HINT}"
+    try:
+        loaded = importlib.import_module(module)
+    except (Exception, SystemExit) as exc:  # a model's import may fail in any way
+        return f"model: cannot import {module!r}: {type(exc).__name__}: {exc}; {_PATH_HINT}"
+    if not callable(getattr(loaded, function, None)):
+        return f"model: module {module!r} has no function {function!r}"
+    return None
+
+
+_PATH_HINT = "check the name, and that the module is installed or on PYTHONPATH"
+
+
+def command_problem(study: Study) -> str | None:
+    """Return why a command model's program cannot be started here, or None."""
+    assert isinstance(study.model, CommandModel)
+    program = study.model.command[0]
+    cwd = study.resolve(study.model.cwd)
+    if not cwd.is_dir():
+        return f"model.cwd: {cwd} is not a folder"
+    local = cwd / program
+    if shutil.which(program) or (local.is_file() and os.access(local, os.X_OK)):
+        return None
+    return f"model.command: {program!r} is not found or not executable (PATH, or in {cwd})"
