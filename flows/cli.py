@@ -15,18 +15,19 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from simstudy.batching import plan_batches
 from simstudy.design import expand_parameters
 from simstudy.errors import OutputDirError, StudyError
-from simstudy.loading import load_study, read_study_document, validate_study
+from simstudy.loading import load_study
 from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, read_parts
+from simstudy.readiness import check_ready
 from simstudy.report import summary_table
-from simstudy.spec import Study
+from simstudy.spec import MAX_LOCAL_WORKERS, Study
 from simstudy.storage import REPLICATES_FILE, check_output_dir, study_id
 from simstudy.store import OutputStore
 
@@ -45,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a study")
     run.add_argument("study", help="study file (YAML or JSON)")
     run.add_argument("--output", help="output folder (default: the study's output)")
-    run.add_argument("--workers", type=int, help="worker processes of the local Dask cluster")
+    run.add_argument(
+        "--workers",
+        type=int,
+        help=f"worker processes of the local Dask cluster (1 to {MAX_LOCAL_WORKERS})",
+    )
     run.add_argument("--address", help="address of an existing Dask scheduler")
     run.add_argument("--overwrite", action="store_true", help="replace another study's results")
     run.add_argument(
@@ -88,8 +93,8 @@ def _kept(args: argparse.Namespace) -> str:
     if args.command != "run":
         return ""
     try:
-        store = OutputStore(study_with_overrides(args).output_dir)
-    except (StudyError, OutputDirError):
+        store = OutputStore(load_study(args.study, cli_overrides(args)).output_dir)
+    except (StudyError, OutputDirError, ImportError):
         return ""
     kept = len(read_parts(store).records)
     return (
@@ -135,33 +140,36 @@ def validate_command(path: str) -> int:
     return EXIT_OK
 
 
-def study_with_overrides(args: argparse.Namespace) -> Study:
-    """Load the study and apply --output, --workers and --address."""
-    path = Path(args.study)
-    document = read_study_document(path)
-    document.setdefault("base_dir", str(path.resolve().parent))
-    if args.output:
-        document["output"] = args.output
-    if args.workers is not None or args.address:
-        execution = document.setdefault("execution", {})
-        dask = execution.setdefault("dask", {}) if isinstance(execution, dict) else {}
-        if args.address:
-            dask.clear()
-            dask["address"] = args.address
-        if args.workers is not None:
-            dask["n_workers"] = args.workers
-    return validate_study(document, str(path))
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the study overrides of --output, --workers and --address."""
+    dask: dict[str, Any] = {}
+    if args.address:
+        dask["address"] = args.address  # another cluster: the study's dask settings go
+    if args.workers is not None:
+        dask["n_workers"] = args.workers
+    return {"output": args.output, "execution": {"dask": dask} if dask else None}
+
+
+def checked_study(args: argparse.Namespace) -> tuple[Study, OutputStore]:
+    """Return the study of a run and its output, or raise an input error; nothing starts."""
+    study = load_study(args.study, cli_overrides(args))
+    sets = expand_parameters(study)
+    # Output, scheduler and model are checked before the output folder is touched.
+    check_ready(study, import_model=True)
+    store = OutputStore(study.output_dir)
+    try:
+        check_output_dir(store, study_id(study, sets), args.overwrite)
+        if store.local is not None and store.local.exists():
+            with output_lock(store):  # refuse now, before anything starts, if a run holds it
+                pass
+    except OSError as exc:
+        raise StudyError(study.name, [f"output: cannot use {store}: {exc}"]) from exc
+    return study, store
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Validate, then run the study on one local Prefect API and a Dask cluster."""
-    study = study_with_overrides(args)
-    sets = expand_parameters(study)
-    store = OutputStore(study.output_dir)
-    check_output_dir(store, study_id(study, sets), args.overwrite)
-    if store.local is not None and store.local.exists():
-        with output_lock(store):  # refuse now, before anything starts, if a run holds it
-            pass
+    study, store = checked_study(args)
 
     if not args.no_progress:
         # Log lines of this process and of the Dask workers (which inherit the variable)

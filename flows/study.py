@@ -42,12 +42,12 @@ from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.batch import BatchResult
 from simstudy.batching import Batch, plan_batches
 from simstudy.design import ParameterSet, expand_parameters
-from simstudy.errors import StudyError
 from simstudy.fingerprint import model_fingerprint
-from simstudy.loading import load_study, validate_study
+from simstudy.loading import resolve_study
 from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, read_parts, write_part
 from simstudy.policy import check_request, check_study
+from simstudy.readiness import check_ready
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Execution, Study
 from simstudy.stall import STALL_MARKDOWN, StallReport
@@ -66,27 +66,6 @@ from simstudy.tracking import TrackerSnapshot
 
 LOG_EVERY_FRACTION = 0.1
 RunLogger = logging.Logger | logging.LoggerAdapter[Any]
-
-
-def resolve_study(
-    study_path: str | None,
-    study: Study | None,
-    overrides: dict[str, Any] | None = None,
-) -> Study:
-    """Return the study from a path or a model (exactly one), with overrides validated."""
-    if (study_path is None) == (study is None):
-        raise StudyError("flow parameters", ["give exactly one of study_path or study"])
-    resolved = load_study(study_path) if study_path is not None else study
-    assert resolved is not None
-    given = {name: value for name, value in (overrides or {}).items() if value is not None}
-    if not given:
-        return resolved
-    document = resolved.model_dump(mode="json", exclude_unset=True)
-    for name, value in given.items():
-        # Execution settings merge into the study's; everything else replaces.
-        merge = name == "execution" and isinstance(document.get(name), dict)
-        document[name] = {**document[name], **value} if merge else value
-    return validate_study(document, f"{study_path or resolved.name} with flow parameters")
 
 
 @flow(name="simulation-study", validate_parameters=True)
@@ -127,6 +106,7 @@ def simulation_study(
     if policy is not None:
         check_study(policy, study)
     sets = expand_parameters(study)
+    check_ready(study, import_model=False)  # output, scheduler address, model: exit early
     batches = plan_batches(study, sets)
     store = OutputStore(study.output_dir)
     identity = study_id(study, sets)
