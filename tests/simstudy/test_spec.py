@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,12 @@ import pytest
 from simstudy.design import expand_parameters
 from simstudy.errors import StudyError
 from simstudy.loading import load_study, validate_study
+from simstudy.spec import (
+    MAX_REPLICATES,
+    MAX_RETRY_DELAY_SECONDS,
+    MAX_TIMEOUT_SECONDS,
+    MAX_WAIT_SECONDS,
+)
 
 VALID: dict[str, Any] = {
     "name": "demo",
@@ -169,3 +176,71 @@ def test_json_study_file(tmp_path: Path) -> None:
 def test_example_study_is_valid() -> None:
     study = load_study(Path(__file__).parents[2] / "examples" / "seir.yaml")
     assert len(expand_parameters(study)) * study.replicates == 300
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        ("execution.timeout_seconds", float("inf"), "execution.timeout_seconds"),
+        ("execution.timeout_seconds", 1e308, "execution.timeout_seconds"),
+        ("execution.timeout_seconds", float("nan"), "execution.timeout_seconds"),
+        ("execution.retry_delay_seconds", float("inf"), "execution.retry_delay_seconds"),
+        ("execution.retry_delay_seconds", 1e9, "execution.retry_delay_seconds"),
+        ("execution.retries", 101, "execution.retries"),
+        ("execution.stall_timeout_seconds", float("inf"), "execution.stall_timeout_seconds"),
+        ("execution.worker_wait_seconds", 1e12, "execution.worker_wait_seconds"),
+        ("execution.max_resubmits", -1, "execution.max_resubmits"),
+        ("execution.max_resubmits", 11, "execution.max_resubmits"),
+        ("execution.batch_size", 10**9, "execution.batch_size"),
+        ("execution.aggregation_resources", {"gpu": float("inf")}, "aggregation_resources"),
+        ("execution.dask.n_workers", 1000, "execution.dask.n_workers"),
+        ("execution.dask.threads_per_worker", 1000, "execution.dask.threads_per_worker"),
+        ("execution.dask.memory_limit", "banana", "execution.dask.memory_limit"),
+        ("execution.dask.memory_limit", "1e400", "execution.dask.memory_limit"),
+        ("execution.dask.memory_limit", "1kB", "execution.dask.memory_limit"),
+        ("execution.dask.address", "tcp://", "execution.dask.address"),
+        ("execution.dask.address", "tcp://host:99999", "execution.dask.address"),
+        ("execution.dask.address", "has space:1", "execution.dask.address"),
+        ("replicates", 10_000_000, "replicates"),
+    ],
+)
+def test_values_that_could_not_run_are_refused_by_name(path: str, value: Any, named: str) -> None:
+    with pytest.raises(StudyError) as caught:
+        validate_study(with_change(path, value))
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize("limit", ["auto", "4GiB", "500MB", "1e9"])
+def test_memory_limits_dask_understands_are_accepted(limit: str) -> None:
+    assert validate_study(with_change("execution.dask.memory_limit", limit)).execution.dask
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:8786", "tls://h.example:1", "h:8786", "h"])
+def test_scheduler_addresses_are_accepted(address: str) -> None:
+    study = validate_study(with_change("execution.dask", {"address": address}))
+    assert study.execution.dask.address == address
+
+
+def test_max_resubmits_defaults_to_two() -> None:
+    assert validate_study(VALID).execution.max_resubmits == 2
+
+
+def test_worst_cases_of_the_largest_settings_stay_waitable() -> None:
+    largest = {
+        "timeout_seconds": MAX_TIMEOUT_SECONDS,
+        "retries": 100,
+        "retry_delay_seconds": MAX_RETRY_DELAY_SECONDS,
+    }
+    execution = validate_study(with_change("execution", largest)).execution
+    assert execution.replicate_worst_case_seconds() == 101 * 604800 + 100 * 86400
+    assert execution.stall_timeout() == execution.replicate_worst_case_seconds() + 60
+    assert execution.batch_worst_case_seconds(MAX_REPLICATES) == MAX_WAIT_SECONDS
+    # Python's waits raise OverflowError beyond TIMEOUT_MAX (~9.2e9 s).
+    assert execution.stall_timeout() * 2 < MAX_WAIT_SECONDS < threading.TIMEOUT_MAX
+
+
+def test_replicate_worst_case_is_every_attempt_and_delay() -> None:
+    settings = {"timeout_seconds": 2, "retries": 1, "retry_delay_seconds": 0.5}
+    execution = validate_study(with_change("execution", settings)).execution
+    assert execution.replicate_worst_case_seconds() == 4.5
+    assert execution.batch_worst_case_seconds(10) == 45.0

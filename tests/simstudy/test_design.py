@@ -1,0 +1,164 @@
+"""Expanding the design: sizes counted before anything is built, typed parameter files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from simstudy.design import expand_parameters
+from simstudy.errors import SHOWN_PROBLEMS, StudyError
+from simstudy.loading import load_study, validate_study
+from simstudy.spec import MAX_BATCHES, MAX_PARAMETER_SETS, MAX_SIMULATIONS, Study
+
+
+def study_with(**fields: Any) -> Study:
+    document: dict[str, Any] = {
+        "name": "d",
+        "model": "simstudy.models.seir:simulate",
+        "parameters": {"grid": {"beta": [0.2, 0.3]}},
+        "replicates": 2,
+        "seed": 1,
+    }
+    document.update(fields)
+    return validate_study(document)
+
+
+def expand_quickly(study: Study) -> None:
+    """Expand, expecting a StudyError within a second."""
+    started = time.monotonic()
+    try:
+        expand_parameters(study)
+    finally:
+        assert time.monotonic() - started < 1.0
+
+
+def csv_study(tmp_path: Path, text: str) -> Study:
+    path = tmp_path / "params.csv"
+    path.write_text(text)
+    return study_with(parameters={"file": str(path)})
+
+
+def test_a_grid_too_large_is_refused_before_it_is_built() -> None:
+    grid = {f"p{i}": list(range(10)) for i in range(10)}
+    with pytest.raises(StudyError, match="10,000,000,000 parameter sets, more than the maximum"):
+        expand_quickly(study_with(parameters={"grid": grid}))
+
+
+def test_one_anchor_reused_for_nine_parameters_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: s\nmodel: m:f\nreplicates: 1\nseed: 1\nparameters:\n  grid:\n"
+        "    a: &v [0,1,2,3,4,5,6,7,8,9]\n" + "".join(f"    {name}: *v\n" for name in "bcdefghi")
+    )
+    assert len(path.read_bytes()) < 250
+    with pytest.raises(StudyError, match="1,000,000,000 parameter sets"):
+        expand_quickly(load_study(path))
+
+
+def test_replicates_have_an_upper_bound() -> None:
+    with pytest.raises(StudyError, match="replicates: Input should be less than or equal to"):
+        study_with(replicates=10_000_000, execution={"batch_size": 1})
+
+
+def test_too_many_batches_are_refused_naming_batch_size() -> None:
+    study = study_with(
+        parameters={"list": [{"beta": 0.2}]}, replicates=1_000_000, execution={"batch_size": 1}
+    )
+    with pytest.raises(StudyError, match=f"execution.batch_size: 1 replicates per batch gives "
+                       f"1,000,000 batches, more than the maximum of {MAX_BATCHES:,}"):  # fmt: skip
+        expand_quickly(study)
+
+
+def test_too_many_simulations_are_refused_naming_replicates() -> None:
+    study = study_with(
+        parameters={"grid": {"beta": list(range(20))}}, replicates=MAX_SIMULATIONS // 10
+    )
+    with pytest.raises(StudyError, match=r"replicates: 20 parameter sets x 1,000,000 replicates"):
+        expand_quickly(study)
+
+
+def test_auto_batches_of_the_largest_design_fit() -> None:
+    study = study_with(parameters={"grid": {"beta": list(range(MAX_PARAMETER_SETS))}})
+    assert len(expand_parameters(study)) == MAX_PARAMETER_SETS
+
+
+def test_integer_beyond_64_bits_in_a_grid_is_named() -> None:
+    study = study_with(parameters={"grid": {"beta": [1, 10**20]}})
+    with pytest.raises(StudyError, match="parameter 'beta' is 100000000000000000000, beyond a 64"):
+        expand_parameters(study)
+
+
+def test_many_problems_are_listed_up_to_a_bound() -> None:
+    study = study_with(parameters={"list": [{"beta": float("nan")}] * 50})
+    with pytest.raises(StudyError) as caught:
+        expand_parameters(study)
+    message = str(caught.value)
+    assert message.count("\n  - ") == SHOWN_PROBLEMS + 1
+    assert "... and 30 more problems" in message
+
+
+def test_csv_columns_get_one_type_each(tmp_path: Path) -> None:
+    study = csv_study(tmp_path, "n,rate,flag,label\n1,2.5,true,a b\n2,1e-3,False,c\n")
+    assert [s.params for s in expand_parameters(study)] == [
+        {"n": 1, "rate": 2.5, "flag": True, "label": "a b"},
+        {"n": 2, "rate": 0.001, "flag": False, "label": "c"},
+    ]
+
+
+def test_csv_duplicated_column_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match="column 'a' appears more than once"):
+        expand_parameters(csv_study(tmp_path, "a,b,a\n1,2,3\n"))
+
+
+def test_csv_mixed_column_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match=r"column 'a' mixes numbers and text \(set 0: '1', set 1"):
+        expand_parameters(csv_study(tmp_path, "a\n1\nx\n5\n"))
+
+
+def test_csv_integer_beyond_64_bits_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match="column 'a' holds 100000000000000000000000, an integer"):
+        expand_parameters(csv_study(tmp_path, "a\n1\n100000000000000000000000\n"))
+
+
+def test_csv_with_too_many_rows_is_refused_fast(tmp_path: Path) -> None:
+    rows = "".join(f"{i}\n" for i in range(MAX_PARAMETER_SETS + 1))
+    with pytest.raises(StudyError, match=f"more than {MAX_PARAMETER_SETS:,} rows"):
+        expand_quickly(csv_study(tmp_path, "a\n" + rows))
+
+
+def test_csv_empty_cell_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match=r"set 1\): no value for \['beta'\]"):
+        expand_parameters(csv_study(tmp_path, "beta,gamma\n0.1,0.2\n,0.3\n"))
+
+
+def test_parquet_types_are_checked_by_column(tmp_path: Path) -> None:
+    path = tmp_path / "params.parquet"
+    pq.write_table(pa.table({"a": [1, 2], "when": pa.array([1, 2], pa.timestamp("s"))}), path)
+    with pytest.raises(StudyError, match="column 'when' has type timestamp"):
+        expand_parameters(study_with(parameters={"file": str(path)}))
+
+
+def test_parquet_duplicated_column_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "params.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"]), path)
+    with pytest.raises(StudyError, match="column 'a' appears more than once"):
+        expand_parameters(study_with(parameters={"file": str(path)}))
+
+
+def test_parquet_unsigned_beyond_64_bits_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "params.parquet"
+    pq.write_table(pa.table({"a": pa.array([1, 2**63], pa.uint64())}), path)
+    with pytest.raises(StudyError, match="column 'a' holds an integer beyond 64 bits"):
+        expand_parameters(study_with(parameters={"file": str(path)}))
+
+
+def test_parquet_category_column_is_text(tmp_path: Path) -> None:
+    path = tmp_path / "params.parquet"
+    pq.write_table(pa.table({"a": pa.array(["x", "y"]).dictionary_encode()}), path)
+    sets = expand_parameters(study_with(parameters={"file": str(path)}))
+    assert [s.params for s in sets] == [{"a": "x"}, {"a": "y"}]

@@ -1,0 +1,164 @@
+"""Checks of a study against this machine: output, scheduler address, model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simstudy.errors import StudyError
+from simstudy.loading import validate_study
+from simstudy.readiness import (
+    address_problem,
+    check_ready,
+    filesystem_type,
+    model_problem,
+    output_problem,
+)
+from simstudy.spec import Study
+
+
+def study_with(**fields: Any) -> Study:
+    document: dict[str, Any] = {
+        "name": "r",
+        "model": "simstudy.models.seir:simulate",
+        "parameters": {"grid": {"beta": [0.2]}},
+        "replicates": 1,
+        "seed": 1,
+    }
+    document.update(fields)
+    return validate_study(document)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_ready_study_passes(tmp_path: Path) -> None:
+    check_ready(study_with(output=str(tmp_path / "out")), import_model=True)
+    check_ready(study_with(output=str(tmp_path / "out")), import_model=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("output", ["/proc/simstudy-out", "/sys/simstudy-out", "/proc/self"])
+def test_output_on_a_kernel_pseudo_filesystem_is_refused(output: str) -> None:
+    problem = output_problem(output)
+    assert problem is not None
+    assert problem.startswith("output: ") and "pseudo filesystem" in problem
+
+
+def test_output_under_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    assert "is a file" in str(output_problem(str(tmp_path / "file")))
+    assert "is a file" in str(output_problem(str(tmp_path / "file" / "out")))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
+def test_output_in_an_unwritable_folder_is_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert "cannot write in" in str(output_problem(str(locked / "out")))
+
+
+def test_output_on_disk_and_in_memory_is_accepted(tmp_path: Path) -> None:
+    assert output_problem(str(tmp_path / "a" / "b")) is None
+    assert output_problem("memory://studies/r") is None
+    assert filesystem_type(tmp_path) not in (None, "proc", "sysfs")
+
+
+def test_output_url_without_its_filesystem_is_named() -> None:
+    assert str(output_problem("nosuchproto://bucket/x")).startswith("output: cannot open")
+
+
+@pytest.mark.timeout(10)
+def test_address_with_nothing_listening_is_named_at_once() -> None:
+    address = f"tcp://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    problem = address_problem(address)
+    assert time.monotonic() - started < 1.0
+    assert problem is not None
+    assert problem.startswith(f"execution.dask.address: nothing answers at {address}")
+
+
+@pytest.mark.timeout(10)
+def test_address_that_never_answers_is_named_within_the_deadline() -> None:
+    # A listener whose accept queue is full drops new connection attempts unanswered.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        started = time.monotonic()
+        problem = address_problem(f"tcp://127.0.0.1:{port}", timeout=0.5)
+        assert time.monotonic() - started < 1.5
+        for filler in fillers:
+            filler.close()
+    assert str(problem).startswith("execution.dask.address: nothing answers")
+
+
+def test_address_with_a_listener_passes() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert address_problem(f"tcp://127.0.0.1:{port}") is None
+        assert address_problem(f"127.0.0.1:{port}") is None
+
+
+@pytest.mark.parametrize("import_model", [True, False])
+def test_model_that_does_not_import_is_named(import_model: bool) -> None:
+    study = study_with(model="simstudy.models.no_such_model:simulate")
+    problem = model_problem(study, import_model=import_model)
+    assert problem is not None and problem.startswith("model: ")
+    assert "simstudy.models.no_such_model" in problem
+
+
+def test_model_whose_import_fails_or_lacks_the_function_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_model_mod.py").write_text("raise RuntimeError('no data file')\n")
+    (tmp_path / "plain_model_mod.py").write_text("x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = model_problem(study_with(model="broken_model_mod:simulate"), import_model=True)
+    assert "RuntimeError: no data file" in str(broken)
+    missing = model_problem(study_with(model="plain_model_mod:simulate"), import_model=True)
+    assert missing == "model: module 'plain_model_mod' has no function 'simulate'"
+
+
+def test_command_that_is_not_found_is_named(tmp_path: Path) -> None:
+    study = study_with(model={"command": ["no-such-program-xyz"], "cwd": str(tmp_path)})
+    assert str(model_problem(study, import_model=True)).startswith("model.command:")
+    study = study_with(model={"command": ["python3"], "cwd": str(tmp_path / "nope")})
+    assert str(model_problem(study, import_model=True)).startswith("model.cwd:")
+    assert (
+        model_problem(study_with(model={"command": ["python3", "m.py"]}), import_model=True) is None
+    )
+
+
+def test_model_on_a_remote_cluster_is_left_to_preflight() -> None:
+    study = study_with(model="nowhere_here:simulate", execution={"dask": {"address": "tcp://h:1"}})
+    assert model_problem(study, import_model=True) is None
+
+
+@pytest.mark.timeout(20)
+def test_every_problem_is_listed_by_field(tmp_path: Path) -> None:
+    study = study_with(
+        model="nowhere_here:simulate",
+        output="/proc/out",
+        execution={"dask": {"address": f"tcp://127.0.0.1:{closed_port()}"}},
+    )
+    with pytest.raises(StudyError) as caught:
+        check_ready(study, import_model=True)
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "output",
+        "execution.dask.address",
+    ]
