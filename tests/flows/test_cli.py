@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -72,6 +74,102 @@ def test_other_studys_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     (out / "study.json").write_text(json.dumps({"name": "other", "study_id": "x"}))
     assert main(["run", str(write_study(tmp_path / "s.yaml"))]) == 2
     assert "holds results of another study ('other'" in capsys.readouterr().err
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("change", "args", "named"),
+    [
+        ({"execution": {"dask": {"memory_limit": "banana"}}}, [], "execution.dask.memory_limit"),
+        ({"execution": {"timeout_seconds": 1e308}}, [], "execution.timeout_seconds"),
+        ({}, ["--workers", "1000"], "execution.dask.n_workers"),
+        ({}, ["--output", "/proc/simstudy-out"], "output: /proc/simstudy-out is on a kernel"),
+        ({}, ["--output", "/sys/simstudy-out"], "output: /sys/simstudy-out is on a kernel"),
+        ({"model": "tests.support.no_such_model:simulate"}, [], "model: cannot import"),
+        ({"model": {"command": ["no-such-program-xyz"]}}, [], "model.command:"),
+        ({"replicates": 10_000_000, "execution": {"batch_size": 1}}, [], "replicates:"),
+    ],
+)
+def test_run_input_errors_exit_2_naming_the_field_before_the_output_is_touched(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, object],
+    args: list[str],
+    named: str,
+) -> None:
+    path = write_study(tmp_path / "s.yaml", **change)
+    started = time.monotonic()
+    assert main(["run", str(path), "--no-progress", *args]) == 2
+    assert time.monotonic() - started < 5
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(20)
+def test_address_with_nothing_listening_exits_2_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"tcp://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    assert main(["run", str(write_study(tmp_path / "s.yaml")), "--address", address]) == 2
+    assert time.monotonic() - started < 5
+    assert f"execution.dask.address: nothing answers at {address}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(30)
+def test_validate_refuses_bombs_and_huge_designs_within_seconds(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        "name: b\nmodel: m:f\nreplicates: 1\nseed: 1\n"
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+        + "".join(f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in pairwise("abcdefghi"))
+        + "parameters: {grid: {x: *i}}\n"
+    )
+    grid = write_study(
+        tmp_path / "grid.yaml", parameters={"grid": {f"p{i}": list(range(10)) for i in range(10)}}
+    )
+    many = write_study(tmp_path / "many.yaml", replicates=1_000_000, execution={"batch_size": 1})
+    for path, named in [
+        (bomb, "expand to more than 1,000,000 values"),
+        (grid, "parameters: the design has 10,000,000,000 parameter sets"),
+        (many, "execution.batch_size: 1 replicates per batch gives 2,000,000 batches"),
+    ]:
+        started = time.monotonic()
+        result = cli("validate", str(path), timeout=30)
+        assert time.monotonic() - started < 10
+        assert result.returncode == 2, result.stderr
+        assert named in result.stderr and "Traceback" not in result.stderr
+
+
+def test_parameter_file_errors_exit_2_naming_the_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for text, named in [
+        ("a,a\n1,2\n", "column 'a' appears more than once"),
+        ("a\n1\nx\n5\n", "column 'a' mixes numbers and text"),
+        ("a\n100000000000000000000000\n", "column 'a' holds 100000000000000000000000"),
+    ]:
+        (tmp_path / "p.csv").write_text(text)
+        path = write_study(tmp_path / "s.yaml", parameters={"file": "p.csv"})
+        assert main(["validate", str(path)]) == 2
+        assert named in capsys.readouterr().err
+
+
+def test_exponent_floats_are_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: e\nmodel: tests.support.faulty:simulate\nreplicates: 1\nseed: 1\n"
+        "parameters: {grid: {a: [1e-3, 1e4]}}\n"
+    )
+    assert main(["validate", str(path)]) == 0
+    assert '{"a": 0.001}' in capsys.readouterr().out
 
 
 @pytest.mark.slow
