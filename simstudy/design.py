@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,12 @@ def read_parameter_table(path: Path) -> pa.Table:
     """Return a parameter table with one type per column, or raise naming the column."""
     where = f"parameters.file ({path})"
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         raise StudyError(where, [f"cannot read the parameter table: {exc.strerror}"]) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise StudyError(where, ["not a regular file: give a CSV or Parquet file"])
+    size = info.st_size
     if size > MAX_PARAMETER_FILE_BYTES:
         raise StudyError(
             where, [f"the file has {size:,} bytes, more than the maximum of "

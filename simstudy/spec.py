@@ -83,6 +83,10 @@ MAX_RESUBMITS = 10
 """Most reruns of a batch lost to infrastructure."""
 MAX_SERIES_LENGTH = 1_000_000
 """Most points of one series output of one replicate."""
+MAX_NAME_LENGTH = 100
+"""Longest study name: it names the output folder, and file names stop at 255 bytes."""
+MAX_QUANTILES = 100
+"""Most quantiles per output: each is a column of every aggregate row."""
 ADDRESS_PATTERN = r"^(?:(?:tcp|tls|ucx|inproc|ws|wss)://)?[^\s/]+(?::\d{1,5})?/?$"
 
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
@@ -339,7 +343,8 @@ class Aggregate(StudyModel):
 
     quantiles: list[float] = Field(
         default_factory=lambda: [0.05, 0.5, 0.95],
-        description="Quantiles of each output, each between 0 and 1.",
+        max_length=MAX_QUANTILES,
+        description=f"Quantiles of each output, each between 0 and 1 (at most {MAX_QUANTILES}).",
     )
 
     @field_validator("quantiles")
@@ -356,7 +361,9 @@ class Study(StudyModel):
 
     name: str = Field(
         pattern=NAME_PATTERN,
-        description="Study name ([A-Za-z0-9_-]+); names runs and the output folder.",
+        max_length=MAX_NAME_LENGTH,
+        description=f"Study name ([A-Za-z0-9_-]+, at most {MAX_NAME_LENGTH} characters); "
+        "names runs and the output folder.",
     )
     model: str | CommandModel = Field(
         description="Python callable as 'module:function', or {command: [...], cwd: '.'} "

@@ -162,3 +162,9 @@ def test_parquet_category_column_is_text(tmp_path: Path) -> None:
     pq.write_table(pa.table({"a": pa.array(["x", "y"]).dictionary_encode()}), path)
     sets = expand_parameters(study_with(parameters={"file": str(path)}))
     assert [s.params for s in sets] == [{"a": "x"}, {"a": "y"}]
+
+
+def test_parameter_file_that_is_not_regular_is_refused(tmp_path: Path) -> None:
+    for path in (tmp_path, Path("/dev/zero")):
+        with pytest.raises(StudyError, match="not a regular file"):
+            expand_quickly(study_with(parameters={"file": str(path)}))

@@ -244,3 +244,10 @@ def test_replicate_worst_case_is_every_attempt_and_delay() -> None:
     execution = validate_study(with_change("execution", settings)).execution
     assert execution.replicate_worst_case_seconds() == 4.5
     assert execution.batch_worst_case_seconds(10) == 45.0
+
+
+def test_study_name_and_quantiles_are_bounded() -> None:
+    with pytest.raises(StudyError, match="name: String should have at most 100 characters"):
+        validate_study(with_change("name", "n" * 101))
+    with pytest.raises(StudyError, match="aggregate.quantiles: List should have at most 100"):
+        validate_study(with_change("aggregate.quantiles", [i / 200 for i in range(101)]))
