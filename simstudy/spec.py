@@ -87,7 +87,9 @@ MAX_NAME_LENGTH = 100
 """Longest study name: it names the output folder, and file names stop at 255 bytes."""
 MAX_QUANTILES = 100
 """Most quantiles per output: each is a column of every aggregate row."""
-ADDRESS_PATTERN = r"^(?:(?:tcp|tls|ucx|inproc|ws|wss)://)?[^\s/]+(?::\d{1,5})?/?$"
+ADDRESS_PATTERN = (
+    r"^(?:(?:tcp|tls|ucx|ws|wss)://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d{1,5})?/?$"
+)
 
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
 """A duration: finite (pydantic accepts .inf and .nan for float fields otherwise)."""

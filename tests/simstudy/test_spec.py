@@ -201,6 +201,8 @@ def test_example_study_is_valid() -> None:
         ("execution.dask.address", "tcp://", "execution.dask.address"),
         ("execution.dask.address", "tcp://host:99999", "execution.dask.address"),
         ("execution.dask.address", "has space:1", "execution.dask.address"),
+        ("execution.dask.address", "tcp://[::1", "execution.dask.address"),
+        ("execution.dask.address", "inproc://x", "execution.dask.address"),
         ("replicates", 10_000_000, "replicates"),
     ],
 )
