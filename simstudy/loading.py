@@ -36,22 +36,30 @@ _SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 
 
-class StudyYamlLoader(_SafeLoader):  # type: ignore[valid-type,misc]
-    """Safe YAML loader (libyaml if available) reading 1e-3 and 1e4 as numbers."""
+def study_yaml_loader(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """Return a subclass of a safe loader that reads 1e-3 and 1e4 as numbers."""
+
+    class StudyLoader(base):  # type: ignore[valid-type,misc]
+        """Safe YAML loader reading 1e-3 and 1e4 as numbers (YAML 1.2)."""
+
+    # On the subclass only: PyYAML copies the resolver table before adding to it.
+    StudyLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789.")
+    )
+    return StudyLoader
 
 
-StudyYamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789.")
-)
+StudyYamlLoader = study_yaml_loader(_SafeLoader)
+"""The loader of study files: libyaml's safe loader if available, with YAML 1.2 floats."""
 
 
 class DocumentTooLarge(ValueError):
     """A YAML document whose aliases expand beyond `MAX_YAML_NODES` nodes, or into a cycle."""
 
 
-def parse_yaml(text: str) -> Any:
+def parse_yaml(text: str, loader_class: type[yaml.SafeLoader] = StudyYamlLoader) -> Any:
     """Return the data of one YAML document, refusing alias expansion beyond MAX_YAML_NODES."""
-    loader = StudyYamlLoader(text)
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         if node is None:

@@ -18,6 +18,7 @@ from simstudy.loading import (
     load_study,
     parse_yaml,
     resolve_study,
+    study_yaml_loader,
 )
 from simstudy.spec import MAX_STUDY_FILE_BYTES
 
@@ -42,9 +43,22 @@ def test_billion_laughs_is_refused_within_a_second(tmp_path: Path) -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_recursive_alias_is_refused() -> None:
+PURE_PYTHON_LOADER = study_yaml_loader(yaml.SafeLoader)
+LOADERS = [StudyYamlLoader, PURE_PYTHON_LOADER]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_alias_bomb_is_refused_by_either_parser(loader: type[yaml.SafeLoader]) -> None:
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="expand to more than 1,000,000 values"):
+        parse_yaml(BILLION_LAUGHS, loader)
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_recursive_alias_is_refused(loader: type[yaml.SafeLoader]) -> None:
     with pytest.raises(ValueError, match="refers to a node that contains it"):
-        parse_yaml("a: &a [1, *a]\n")
+        parse_yaml("a: &a [1, *a]\n", loader)
 
 
 def test_aliases_within_the_bound_load() -> None:
@@ -74,9 +88,12 @@ def test_yaml_uses_libyaml_when_available() -> None:
     ],
 )
 def test_yaml_numbers_follow_yaml_1_2(text: str, value: Any) -> None:
-    loaded = parse_yaml(f"x: {text}\n")["x"]
-    assert loaded == value
-    assert type(loaded) is type(value)
+    for loader in LOADERS:
+        loaded = parse_yaml(f"x: {text}\n", loader)["x"]
+        assert loaded == value
+        assert type(loaded) is type(value)
+    assert parse_yaml("x: 1\n", yaml.SafeLoader)["x"] == 1  # the base loader is unchanged
+    assert yaml.safe_load("x: 1e4\n")["x"] == "1e4"
 
 
 def test_exponent_floats_reach_the_study(tmp_path: Path) -> None:
