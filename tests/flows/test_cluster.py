@@ -10,15 +10,17 @@ from flows.cluster import quiet_cluster_config, quiet_local_cluster, study_task_
 from simstudy.spec import DaskSettings
 
 PROFILER = "distributed.worker.profile.enabled"
+ALLOWED_FAILURES = "distributed.scheduler.allowed-failures"
 TICK = "distributed.admin.tick.interval"
 
 
 def test_quiet_config_leaves_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert quiet_cluster_config() == {PROFILER: False, TICK: "500ms"}
+    assert quiet_cluster_config() == {PROFILER: False, TICK: "500ms", ALLOWED_FAILURES: 0}
     with dask.config.set({TICK: "100ms"}):
-        assert quiet_cluster_config() == {PROFILER: False}
+        assert quiet_cluster_config() == {PROFILER: False, ALLOWED_FAILURES: 0}
     # Asking for the default explicitly keeps it too.
     monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "3")
     assert quiet_cluster_config() == {TICK: "500ms"}
 
 
