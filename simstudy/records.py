@@ -9,6 +9,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from simstudy.spec import MAX_SERIES_LENGTH
+
 Status = Literal["ok", "failed", "timed_out"]
 OutputValue = float | list[float]
 
@@ -73,16 +75,27 @@ def _output_value(name: str, value: Any) -> OutputValue:
     if isinstance(value, int | float | np.integer | np.floating):
         return float(value)
     if isinstance(value, np.ndarray | Sequence) and not isinstance(value, str | bytes):
+        _check_series_length(name, len(value))  # before a huge list is copied
         array = np.asarray(value)
         if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.number):
             raise OutputError(
                 f"output {name!r} must be a number or a non-empty 1-D sequence of numbers, "
                 f"got shape {array.shape} of {array.dtype}"
             )
+        _check_series_length(name, array.size)
         return array.astype(np.float64).tolist()
     raise OutputError(
         f"output {name!r} has type {type(value).__name__}; expected a number or a 1-D sequence"
     )
+
+
+def _check_series_length(name: str, length: int) -> None:
+    if length > MAX_SERIES_LENGTH:
+        raise OutputError(
+            f"output {name!r} is a series of {length:,} points, over the limit of "
+            f"{MAX_SERIES_LENGTH:,} points per series: return fewer points (e.g. "
+            "aggregate time steps) or split it into several outputs"
+        )
 
 
 def output_kinds(outputs: Mapping[str, OutputValue]) -> dict[str, str]:
