@@ -79,6 +79,9 @@ MAX_THREADS_PER_WORKER = 256
 MIN_WORKER_MEMORY_BYTES = 256 * 1024 * 1024
 """Smallest `memory_limit`: a Dask worker process alone uses ~100-150 MB, so a smaller
 limit would have its nanny restart it over and over."""
+MIN_MODEL_MEMORY_BYTES = 128 * 1024 * 1024
+"""Smallest `model_memory_limit`: the address space of a Python process that imported
+numpy is ~100 MB before the model allocates anything."""
 MAX_RESUBMITS = 10
 """Most reruns of a batch lost to infrastructure."""
 MAX_SERIES_LENGTH = 1_000_000
@@ -163,20 +166,7 @@ class DaskSettings(StudyModel):
     def _memory_size(cls, value: str | None) -> str | None:
         if value is None or value == "auto":
             return value
-        # The parser LocalCluster itself uses, imported here: dask costs ~0.25 s to import.
-        from dask.utils import parse_bytes
-
-        try:
-            size = parse_bytes(value)
-        except (ValueError, OverflowError):
-            raise ValueError(
-                f"{value!r} is not a memory size; write e.g. '4GiB', '500MB' or 'auto'"
-            ) from None
-        if size < MIN_WORKER_MEMORY_BYTES:
-            raise ValueError(
-                f"{value!r} is {size} bytes, less than the 256 MiB a Dask worker needs "
-                "for itself; give at least '256MiB'"
-            )
+        memory_size_bytes(value, MIN_WORKER_MEMORY_BYTES, "a Dask worker needs for itself")
         return value
 
     @model_validator(mode="after")
@@ -192,6 +182,23 @@ class DaskSettings(StudyModel):
                 "cluster is set where its workers are started; remove one or the other"
             )
         return self
+
+
+def memory_size_bytes(value: str, minimum: int, why: str) -> int:
+    """Return a size such as '4GiB' in bytes, or raise ValueError saying how to write it."""
+    # The parser LocalCluster itself uses, imported here: dask costs ~0.25 s to import.
+    from dask.utils import parse_bytes
+
+    try:
+        size = int(parse_bytes(value))
+    except (ValueError, OverflowError):
+        raise ValueError(f"{value!r} is not a memory size; write e.g. '4GiB' or '500MB'") from None
+    if size < minimum:
+        raise ValueError(
+            f"{value!r} is {size} bytes, less than the {minimum // 2**20} MiB {why}; "
+            f"give at least '{minimum // 2**20}MiB'"
+        )
+    return size
 
 
 class Execution(StudyModel):
@@ -263,6 +270,12 @@ class Execution(StudyModel):
         le=MAX_WORKER_WAIT_SECONDS,
         description="How long preflight waits for the first Dask worker (at most a day).",
     )
+    model_memory_limit: str | None = Field(
+        default=None,
+        description="Address-space limit (RLIMIT_AS) of each model process, e.g. '2GiB' (at "
+        "least 128 MiB): a model over it fails its replicate saying so. Process and "
+        "subprocess runners only. Default: none (the worker's memory_limit still applies).",
+    )
     max_resubmits: int = Field(
         default=2,
         ge=0,
@@ -285,6 +298,19 @@ class Execution(StudyModel):
         if bad:
             raise ValueError(f"resource amounts must be positive, got {bad}")
         return value
+
+    @field_validator("model_memory_limit")
+    @classmethod
+    def _model_memory_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            memory_size_bytes(value, MIN_MODEL_MEMORY_BYTES, "a Python model process needs")
+        return value
+
+    def model_memory_limit_bytes(self) -> int | None:
+        """Return the model processes' memory limit in bytes (None: unlimited)."""
+        if self.model_memory_limit is None:
+            return None
+        return memory_size_bytes(self.model_memory_limit, 0, "")
 
     def replicate_worst_case_seconds(self) -> float:
         """Return the longest one replicate may take: every attempt timing out, every delay."""
@@ -432,6 +458,12 @@ class Study(StudyModel):
             raise ValueError(
                 "execution.runner is 'subprocess' but model is a Python callable: use "
                 "'process' (killable) or 'thread'"
+            )
+        if self.execution.runner == "thread" and self.execution.model_memory_limit:
+            raise ValueError(
+                "execution.model_memory_limit cannot apply to runner 'thread': the model runs "
+                "inside the Dask worker; use runner 'process', or limit the worker with "
+                "execution.dask.memory_limit"
             )
         if self.execution.runner == "thread":
             warnings.warn(

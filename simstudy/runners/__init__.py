@@ -23,8 +23,11 @@ __all__ = [
 def make_runner(study: Study, log_dir: str | Path) -> Runner:
     """Return the runner the study asks for (process runners are shared per process)."""
     model = study.model
+    memory_limit = study.execution.model_memory_limit_bytes()
     if isinstance(model, CommandModel):
-        return CommandRunner(model.command, study.resolve(model.cwd), log_dir)
+        return CommandRunner(
+            model.command, study.resolve(model.cwd), log_dir, memory_limit_bytes=memory_limit
+        )
     if study.execution.runner == "thread":
         return ThreadRunner(model)
-    return shared_process_runner(model, log_dir)
+    return shared_process_runner(model, log_dir, memory_limit)

@@ -133,8 +133,14 @@ def test_any_exception_a_model_raises_is_a_failed_replicate(faulty_study: Faulty
 
 
 LOST_WORKER = {
-    "segfault, thread runner": ("thread", "segfault"),
-    "worker SIGKILLed by the model, process runner": ("process", "kill_worker"),
+    "segfault, thread runner": ("thread", "segfault", {}),
+    "worker SIGKILLed by the model, process runner": ("process", "kill_worker", {}),
+    # 1.5 GB in the worker itself: its nanny kills it past 95% of its 1 GiB memory_limit.
+    "over the worker's memory_limit, thread runner": (
+        "thread",
+        "allocate",
+        {"fixed": {"alloc_mb": 1500}, "memory_limit": "1GiB"},
+    ),
 }
 
 
@@ -143,21 +149,24 @@ LOST_WORKER = {
 def test_a_lost_batch_reruns_only_replicates_without_a_result(
     case: str, faulty_study: FaultyStudy
 ) -> None:
-    runner, behavior = LOST_WORKER[case]
+    runner, behavior, extra = LOST_WORKER[case]
+    dask_settings = {"n_workers": 2}
+    if "memory_limit" in extra:
+        dask_settings["memory_limit"] = extra["memory_limit"]
     with pytest.warns() if runner == "thread" else contextlib.nullcontext():
         study, ids = faulty_study(
             {(0, 2): behavior},
             parameters={"grid": {"a": [1.0]}},
             # Replicates of 0.3 s are reported the moment they finish (acknowledged), so the
             # flow knows exactly which replicate was running when the worker died.
-            fixed={"sleep_s": 0.3},
+            fixed={"sleep_s": 0.3, **extra.get("fixed", {})},
             replicates=5,
             execution={
                 "runner": runner,
                 "retries": 0,
                 "batch_size": 5,
                 "min_success_fraction": 0.8,
-                "dask": {"n_workers": 2},
+                "dask": dask_settings,
             },
         )
     started = time.monotonic()
@@ -174,3 +183,29 @@ def test_a_lost_batch_reruns_only_replicates_without_a_result(
     assert_attempts_count_executions(study, rows)
     summary = json.loads((Path(study.output_dir) / "study.json").read_text())
     assert summary["counts"] == {"ok": 4, "failed": 1}
+
+
+@pytest.mark.timeout(120)
+def test_a_model_over_its_memory_limit_fails_its_replicate_saying_so(
+    faulty_study: FaultyStudy,
+) -> None:
+    study, ids = faulty_study(
+        {(0, 1): "allocate"},
+        parameters={"grid": {"a": [1.0]}},
+        fixed={"alloc_mb": 600},
+        replicates=3,
+        execution={
+            "runner": "process",
+            "retries": 1,
+            "model_memory_limit": "256MiB",
+            "min_success_fraction": 0.6,
+        },
+    )
+    state = simulation_study(study=study, return_state=True)
+    assert state.is_completed(), state.message
+    rows = rows_by_replicate(study)
+    over = rows[(ids[0], 1)]
+    assert (over["status"], over["attempts"]) == ("failed", 2)
+    assert "memory limit of 256 MiB" in over["error"], over["error"]
+    assert rows[(ids[0], 0)]["status"] == rows[(ids[0], 2)]["status"] == "ok"
+    assert_attempts_count_executions(study, rows)

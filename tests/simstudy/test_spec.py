@@ -253,3 +253,18 @@ def test_study_name_and_quantiles_are_bounded() -> None:
         validate_study(with_change("name", "n" * 101))
     with pytest.raises(StudyError, match="aggregate.quantiles: List should have at most 100"):
         validate_study(with_change("aggregate.quantiles", [i / 200 for i in range(101)]))
+
+
+def test_model_memory_limit_is_a_size_for_killable_runners() -> None:
+    study = validate_study({**VALID, "execution": {"model_memory_limit": "2GiB"}})
+    assert study.execution.model_memory_limit_bytes() == 2 * 2**30
+    assert validate_study(VALID).execution.model_memory_limit_bytes() is None
+    for value, expected in [
+        ("banana", "'banana' is not a memory size"),
+        ("64MiB", "give at least '128MiB'"),
+    ]:
+        with pytest.raises(StudyError, match=expected) as error:
+            validate_study({**VALID, "execution": {"model_memory_limit": value}})
+        assert "execution.model_memory_limit" in str(error.value)
+    with pytest.raises(StudyError, match="cannot apply to runner 'thread'"):
+        validate_study({**VALID, "execution": {"runner": "thread", "model_memory_limit": "1GiB"}})
