@@ -1,8 +1,9 @@
 """Subprocess runner: one external program per replicate, in a tree that dies with it.
 
 The program reads `{"params": {...}, "seed": N}` on stdin and prints one JSON object of
-outputs as its last line of stdout. Its stdin and stdout are temporary files and its
-stderr a log file, never pipes, so no amount of output can block it.
+outputs as its last line of stdout (at most `MAX_RESULT_LINE_BYTES`). Its stdin and
+stdout are temporary files and its stderr a log file, never pipes, so no amount of output
+can block it, and only the tail of stdout is read.
 
 The program runs under `simstudy.runners.reaper` (a small child subreaper started with
 `python -I -S`, about 30 ms): when the program ends, anything it left running (even a
@@ -18,15 +19,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from simstudy.records import AttemptResult, OutputError, normalize_outputs
 from simstudy.runners import reaper
 from simstudy.runners.base import file_tail, timeout_message, with_stderr_tail
 from simstudy.runners.process import kill_process_tree
 
-STDOUT_TAIL_BYTES = 1 << 20
-"""Bytes of stdout searched for the last line; a result line longer than this is an error."""
+MAX_RESULT_LINE_BYTES = 64 * 2**20
+"""Longest result line (the last line of stdout): room for a series of `MAX_SERIES_LENGTH`
+points at full float precision (~20 bytes each) and more; only this much of stdout's tail
+is ever read, however much the program printed."""
+READ_CHUNK_BYTES = 2**20
+"""Stdout is read backwards from its end in chunks of this size."""
+
+
+class ResultLineTooLong(ValueError):
+    """The last line of a program's stdout is over `MAX_RESULT_LINE_BYTES`."""
 
 
 class CommandRunner:
@@ -82,8 +91,7 @@ class CommandRunner:
             # The reaper killed what a finished program left; a timeout kills the whole tree.
             kill_process_tree(process)
             duration = time.perf_counter() - started
-            stdout.seek(max(0, stdout.seek(0, 2) - STDOUT_TAIL_BYTES))
-            last_line = _last_line(stdout.read())
+            last_line = _read_last_line(stdout, MAX_RESULT_LINE_BYTES)
         tail = file_tail(log_path)
         result = _interpret(timed_out, process.returncode, last_line, timeout_seconds, duration)
         if process.returncode == reaper.EXEC_FAILED_EXIT_CODE and tail.startswith("cannot start"):
@@ -122,13 +130,47 @@ def _name_memory_limit(error: str, returncode: int, tail: str, limit: int | None
     return error
 
 
-def _last_line(data: bytes) -> str:
-    lines = data.decode("utf-8", "replace").strip().splitlines()
+def _read_last_line(file: BinaryIO, limit: int) -> str | ResultLineTooLong:
+    """Return the last non-blank line of a file, reading no more of it than that line.
+
+    A line over `limit` bytes is returned as a `ResultLineTooLong` error, found without
+    reading more of it than the limit: a program may print gigabytes.
+    """
+    position = file.seek(0, 2)
+    pieces: list[bytes] = []  # of the last line, from its end backwards
+    length = 0
+    while position > 0:
+        size = min(READ_CHUNK_BYTES, position)
+        position -= size
+        file.seek(position)
+        chunk = file.read(size)
+        if not pieces:
+            chunk = chunk.rstrip()  # trailing blanks are not the result
+            if not chunk:
+                continue
+        start = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+        pieces.append(chunk[start:])
+        length += len(chunk) - start
+        if length > limit:
+            return ResultLineTooLong(
+                f"the last line of stdout (the result) is longer than {limit:,} bytes "
+                f"({limit / 2**20:g} MiB), the most a command model may print as its result: "
+                "return fewer or shorter "
+                "outputs (e.g. aggregate time steps), or write large data to a file of its own"
+            )
+        if start > 0:
+            break
+    tail = b"".join(reversed(pieces))
+    lines = tail.decode("utf-8", "replace").strip().splitlines()
     return lines[-1] if lines else ""
 
 
 def _interpret(
-    timed_out: bool, returncode: int, last_line: str, timeout_seconds: float, duration: float
+    timed_out: bool,
+    returncode: int,
+    last_line: str | ResultLineTooLong,
+    timeout_seconds: float,
+    duration: float,
 ) -> AttemptResult:
     if timed_out:
         return AttemptResult(
@@ -140,6 +182,8 @@ def _interpret(
             error=f"program {reaper.exit_description(returncode)}",
             duration_s=duration,
         )
+    if isinstance(last_line, ResultLineTooLong):
+        return AttemptResult(status="failed", error=str(last_line), duration_s=duration)
     try:
         outputs = normalize_outputs(json.loads(last_line))
     except json.JSONDecodeError:

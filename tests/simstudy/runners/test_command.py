@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from simstudy.runners.command import CommandRunner
+from simstudy.runners import command
+from simstudy.runners.command import MAX_RESULT_LINE_BYTES, CommandRunner, ResultLineTooLong
 from tests.simstudy.runners.test_process import assert_gone_soon
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leftover_processes")]
@@ -94,6 +96,73 @@ def test_program_over_its_memory_limit_is_a_failed_replicate_saying_so(tmp_path:
     assert result.status == "failed"
     assert "program exceeded its memory limit of 1024 MiB" in (result.error or "")
     assert runner.attempt({"behavior": "allocate", "alloc_mb": 64}, 1, 20, "p/r1").status == "ok"
+
+
+LONG_LINE_SCRIPT = """
+import json, sys
+size = json.load(sys.stdin)["params"]["size"]
+print("a log line")
+out = sys.stdout.buffer
+out.write(b'{"x": 1.0, "pad": "')
+for _ in range(size // 2**20):
+    out.write(b"p" * 2**20)
+out.write(b'"}\\n')
+"""
+
+
+def test_result_line_over_the_limit_is_a_failed_replicate_naming_it(tmp_path: Path) -> None:
+    runner = CommandRunner([sys.executable, "-c", LONG_LINE_SCRIPT], tmp_path, tmp_path)
+    result = runner.attempt({"size": MAX_RESULT_LINE_BYTES}, 1, 30, "p/r0")
+    assert result.status == "failed"
+    assert f"longer than {MAX_RESULT_LINE_BYTES:,} bytes (64 MiB)" in (result.error or "")
+    assert "last line of stdout" in (result.error or "")
+
+
+def test_result_line_of_several_megabytes_is_read_whole(tmp_path: Path) -> None:
+    runner = CommandRunner([sys.executable, "-c", LONG_LINE_SCRIPT], tmp_path, tmp_path)
+    result = runner.attempt({"size": 3 * 2**20}, 1, 30, "p/r0")
+    assert result.status == "failed"  # read and parsed whole: the string output is refused
+    assert "output 'pad' has type str" in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", ""),
+        (b"log\n" * 5 + b'{"a": 1}', '{"a": 1}'),
+        (b'log\r\n{"a": 1}\r\n\n  \n', '{"a": 1}'),
+        (b"x" * 10, "x" * 10),  # no newline at all: exactly at the limit
+        (b"y" * 50 + b"\n" + b"x" * 10 + b" " * 30, "x" * 10),
+    ],
+)
+def test_last_line_is_found_across_chunks(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, expected: str
+) -> None:
+    monkeypatch.setattr(command, "READ_CHUNK_BYTES", 3)
+    assert command._read_last_line(io.BytesIO(data), limit=10) == expected
+
+
+@pytest.mark.parametrize("data", [b"x" * 11, b"log\n" + b"x" * 11 + b"\n\n"])
+def test_last_line_over_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(command, "READ_CHUNK_BYTES", 3)
+    assert isinstance(command._read_last_line(io.BytesIO(data), limit=10), ResultLineTooLong)
+
+
+class CountingFile(io.BytesIO):
+    """A file that counts the bytes read from it."""
+
+    read_bytes = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+def test_a_huge_last_line_is_refused_after_reading_little_more_than_the_limit() -> None:
+    file = CountingFile(b"z" * (200 * 2**20))
+    assert isinstance(command._read_last_line(file, limit=8 * 2**20), ResultLineTooLong)
+    assert file.read_bytes <= 8 * 2**20 + command.READ_CHUNK_BYTES
 
 
 PARENT_SCRIPT = """
