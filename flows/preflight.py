@@ -7,9 +7,7 @@ silently; a model that cannot be imported fails every replicate).
 
 from __future__ import annotations
 
-import os
 import platform
-import shutil
 from typing import Any
 
 import distributed
@@ -17,6 +15,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from flows.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
 from simstudy import __version__ as simstudy_version
+from simstudy.readiness import command_problem
 from simstudy.runners import make_runner
 from simstudy.runners.process import ProcessRunner, close_shared_runners
 from simstudy.spec import CommandModel, Study
@@ -51,14 +50,7 @@ def model_problem(study: Study, log_dir: str, threads: int) -> str | None:
     """Return why the model cannot run here, or None; warms process-runner children."""
     model = study.model
     if isinstance(model, CommandModel):
-        program = model.command[0]
-        cwd = study.resolve(model.cwd)
-        if not cwd.is_dir():
-            return f"command cwd {cwd} does not exist"
-        found = shutil.which(program) or (
-            str(cwd / program) if os.access(cwd / program, os.X_OK) else None
-        )
-        return None if found else f"command {program!r} not found or not executable (cwd {cwd})"
+        return command_problem(study)
     try:
         runner = make_runner(study, log_dir)
         if isinstance(runner, ProcessRunner):

@@ -60,7 +60,7 @@ def file_tail(path: Path, start: int = 0) -> str:
 
 def timeout_message(timeout_seconds: float) -> str:
     """Return the error of an attempt killed for running past its timeout."""
-    return f"timed out after {timeout_seconds:g} s; its process group was killed"
+    return f"timed out after {timeout_seconds:g} s; its process tree was killed"
 
 
 def with_stderr_tail(message: str, tail: str) -> str:

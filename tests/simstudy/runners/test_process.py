@@ -65,7 +65,7 @@ def test_hanging_replicate_is_killed_within_timeout_plus_two_seconds(runner: Pro
     result = runner.attempt({"behavior": "hang"}, 1, 1.0, "x")
     assert result.status == "timed_out"
     assert time.monotonic() - started < 3.0
-    assert "process group was killed" in (result.error or "")
+    assert "process tree was killed" in (result.error or "")
     assert runner.attempt({}, 1, 10, "x").status == "ok"  # a fresh child took over
 
 
