@@ -18,6 +18,9 @@ FIRST_ERRORS = 3
 HEADLINE_SETS = 5
 """Failed parameter sets named in a study's one-paragraph headline."""
 
+SHOWN_OUTPUTS = 10
+"""Differing outputs named in a failed set's reason; the rest are counted."""
+
 
 class ParameterSetAggregate(BaseModel):
     """Statistics of one parameter set, or why it could not be aggregated."""
@@ -34,6 +37,10 @@ class ParameterSetAggregate(BaseModel):
     )
     series: list[dict[str, Any]] = Field(
         default_factory=list, description="One row per series output and time point."
+    )
+    refused_outputs: str | None = Field(
+        default=None,
+        description="Why the set's outputs were refused: they differ from the study's.",
     )
 
 
@@ -144,8 +151,100 @@ def _row(stats: dict[str, Any], t: int) -> dict[str, Any]:
     return row
 
 
+def reconcile_outputs(aggregates: list[ParameterSetAggregate]) -> list[ParameterSetAggregate]:
+    """Fail every aggregated set whose output names or kinds differ from the study's.
+
+    The study's outputs are those most parameter sets returned (on a tie, those of the
+    first in design order), so one odd set is named rather than all the others. Series
+    lengths may differ between sets (a parameter may set the number of days).
+    """
+    kinds = {a.param_id: aggregate_output_kinds(a) for a in aggregates if a.status == "ok"}
+    if len(set(map(_frozen, kinds.values()))) <= 1:
+        return list(aggregates)
+    ordered = sorted((a for a in aggregates if a.status == "ok"), key=lambda a: a.index)
+    votes = Counter(_frozen(kinds[a.param_id]) for a in ordered)
+    reference = max(ordered, key=lambda a: votes[_frozen(kinds[a.param_id])])  # first of ties
+    expected = kinds[reference.param_id]
+    return [
+        _fail_differing(a, kinds[a.param_id], reference.param_id, expected)
+        if a.param_id in kinds and kinds[a.param_id] != expected
+        else a
+        for a in aggregates
+    ]
+
+
+def aggregate_output_kinds(aggregate: ParameterSetAggregate) -> dict[str, str]:
+    """Return the output names of an aggregate and their kinds: 'scalar' or 'series'."""
+    kinds = {row["output"]: "scalar" for row in aggregate.scalars}
+    kinds.update({row["output"]: "series" for row in aggregate.series})
+    return kinds
+
+
+def _fail_differing(
+    aggregate: ParameterSetAggregate,
+    kinds: dict[str, str],
+    reference_id: str,
+    expected: dict[str, str],
+) -> ParameterSetAggregate:
+    differing = sorted(
+        name for name in kinds.keys() | expected.keys() if kinds.get(name) != expected.get(name)
+    )
+    reason = (
+        f"outputs {_describe(kinds, differing)} differ from parameter set {reference_id[:12]}'s "
+        f"{_describe(expected, differing)}: every parameter set must return the same output "
+        "names and kinds"
+    )
+    counts = Counter(aggregate.counts)
+    counts["failed"] += counts.pop("ok", 0)  # its replicates are failed with it
+    return aggregate.model_copy(
+        update={
+            "status": "failed",
+            "counts": dict(counts),
+            "reasons": [*aggregate.reasons, reason],
+            "scalars": [],
+            "series": [],
+            "refused_outputs": reason,
+        }
+    )
+
+
+def fail_refused_replicates(
+    batches: list[BatchResult], aggregates: list[ParameterSetAggregate]
+) -> list[BatchResult]:
+    """Return the batches with the ok replicates of sets whose outputs were refused failed.
+
+    Their outputs are dropped, so no result file gets columns of outputs the study refused.
+    """
+    refused = {a.param_id: a.refused_outputs for a in aggregates if a.refused_outputs}
+    return [
+        batch.model_copy(
+            update={"records": [_refuse(r, refused[batch.param_id]) for r in batch.records]}
+        )
+        if batch.param_id in refused
+        else batch
+        for batch in batches
+    ]
+
+
+def _refuse(record: ReplicateRecord, reason: str) -> ReplicateRecord:
+    if record.status != "ok":
+        return record.model_copy(update={"outputs": {}})
+    return record.model_copy(update={"status": "failed", "error": reason, "outputs": {}})
+
+
+def _describe(kinds: dict[str, str], names: list[str]) -> str:
+    shown = ", ".join(f"{name!r}: {kinds.get(name, 'missing')!r}" for name in names[:SHOWN_OUTPUTS])
+    more = len(names) - SHOWN_OUTPUTS
+    return "{" + shown + (f", and {more} more" if more > 0 else "") + "}"
+
+
+def _frozen(kinds: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(kinds.items()))
+
+
 def summarize_study(aggregates: list[ParameterSetAggregate]) -> StudySummary:
-    """Combine parameter-set aggregates into the study's outcome."""
+    """Combine parameter-set aggregates (reconciled first) into the study's outcome."""
+    aggregates = reconcile_outputs(aggregates)
     counts: Counter[str] = Counter()
     for aggregate in aggregates:
         counts.update(aggregate.counts)

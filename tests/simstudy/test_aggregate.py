@@ -7,12 +7,21 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from simstudy.aggregate import aggregate_parameter_set, summarize_study
+from simstudy.aggregate import (
+    ParameterSetAggregate,
+    aggregate_parameter_set,
+    fail_refused_replicates,
+    reconcile_outputs,
+    summarize_study,
+)
 from simstudy.batch import run_batch, summarize_batch
 from simstudy.batching import plan_batches
 from simstudy.design import expand_parameters
+from simstudy.identity import param_id
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
+from simstudy.storage import replicates_table
+from tests.support.aggregates import scalar_row
 
 
 def thread_study(make_study: Callable[..., Study], **overrides) -> Study:
@@ -77,3 +86,117 @@ def test_replicate_with_different_outputs_is_failed(make_study: Callable[..., St
     assert [r.status for r in result.records] == ["ok", "failed"]
     assert "differ from replicate 0" in (result.records[1].error or "")
     np.testing.assert_array_equal(result.partials["s"].values, [[1.0, 2.0]])
+
+
+def output_aggregate(index: int, kinds: dict[str, str], length: int = 3) -> ParameterSetAggregate:
+    """Return an ok aggregate of set `index` with the given output names and kinds."""
+    params = {"a": float(index)}
+    pid = param_id(params)
+    scalars = [scalar_row(pid, name, 1.0, False) for name, k in kinds.items() if k == "scalar"]
+    series = [
+        {**scalar_row(pid, name, 1.0, False), "t": t}
+        for name, k in kinds.items()
+        if k == "series"
+        for t in range(length)
+    ]
+    return ParameterSetAggregate(
+        param_id=pid, index=index, params=params, status="ok", counts={"ok": 10},
+        scalars=scalars, series=series,
+    )  # fmt: skip
+
+
+STUDY_OUTPUTS = {"x": "scalar", "incidence": "series"}
+
+
+def test_sets_whose_outputs_differ_from_the_study_fail_naming_them() -> None:
+    aggregates = [
+        output_aggregate(0, STUDY_OUTPUTS),
+        output_aggregate(1, {**STUDY_OUTPUTS, "extra": "scalar"}),
+        output_aggregate(2, {"x": "series", "incidence": "series"}),
+        output_aggregate(3, {"incidence": "series"}),
+        output_aggregate(4, STUDY_OUTPUTS, length=7),  # series lengths may differ
+    ]
+    reconciled = reconcile_outputs(aggregates)
+    assert [a.status for a in reconciled] == ["ok", "failed", "failed", "failed", "ok"]
+    reference = aggregates[0].param_id[:12]
+    rule = "every parameter set must return the same output names and kinds"
+    assert reconciled[1].reasons == [
+        f"outputs {{'extra': 'scalar'}} differ from parameter set {reference}'s "
+        f"{{'extra': 'missing'}}: {rule}"
+    ]
+    assert reconciled[2].reasons == [
+        f"outputs {{'x': 'series'}} differ from parameter set {reference}'s {{'x': 'scalar'}}: "
+        f"{rule}"
+    ]
+    assert "{'x': 'missing'} differ" in reconciled[3].reasons[0]
+    assert all(not a.scalars and not a.series for a in reconciled[1:4])
+    assert [a.counts for a in reconciled] == [{"ok": 10}, *[{"failed": 10}] * 3, {"ok": 10}]
+    assert reconciled[4] == aggregates[4]
+
+
+def test_the_outputs_most_sets_return_are_the_reference() -> None:
+    odd = output_aggregate(0, {"x": "scalar", "old": "scalar"})
+    usual = [output_aggregate(i, {"x": "scalar"}) for i in (1, 2)]
+    reconciled = reconcile_outputs([*usual, odd])  # not in design order
+    assert [a.status for a in reconciled] == ["ok", "ok", "failed"]
+    assert f"parameter set {usual[0].param_id[:12]}'s" in reconciled[2].reasons[0]
+
+
+def test_on_a_tie_the_first_set_in_design_order_is_the_reference() -> None:
+    second, first = output_aggregate(1, {"y": "scalar"}), output_aggregate(0, {"x": "scalar"})
+    reconciled = reconcile_outputs([second, first])
+    assert [a.status for a in reconciled] == ["failed", "ok"]
+
+
+def test_sets_that_failed_already_and_many_differences() -> None:
+    failed = output_aggregate(1, {"other": "scalar"}).model_copy(
+        update={"status": "failed", "reasons": ["0/10 replicates ok"], "scalars": []}
+    )
+    many = output_aggregate(2, {f"o{i:02d}": "scalar" for i in range(15)})
+    aggregates = [
+        output_aggregate(0, {"x": "scalar"}),
+        failed,
+        output_aggregate(3, {"x": "scalar"}),
+        many,
+    ]
+    reconciled = reconcile_outputs(aggregates)
+    assert reconciled[1] == failed  # nothing to compare: its failure stays its own
+    assert ", and 6 more}" in reconciled[3].reasons[0]  # 16 differing names, 10 shown
+    assert reconcile_outputs(reconciled) == reconciled
+
+
+def test_study_summary_fails_a_set_with_other_outputs() -> None:
+    aggregates = [output_aggregate(0, {"x": "scalar"}), output_aggregate(1, {"y": "scalar"})]
+    aggregates.append(output_aggregate(2, {"x": "scalar"}))
+    summary = summarize_study(aggregates)
+    assert (summary.status, summary.n_aggregated) == ("failed", 2)
+    pid = aggregates[1].param_id
+    assert summary.failed_sets[pid][0].startswith("outputs {'x': 'missing', 'y': 'scalar'} differ")
+    assert pid[:12] in summary.headline()
+
+
+def test_replicates_of_a_refused_set_are_failed_without_outputs(
+    make_study: Callable[..., Study],
+) -> None:
+    study = thread_study(make_study, replicates=2)
+    sets = expand_parameters(study)
+    batches = [run_batch(study, b, "w", "/tmp") for b in plan_batches(study, sets)]
+    odd = batches[1].records[0]
+    odd.outputs["extra"] = 1.0  # as if the second set returned one output more
+    batches[1].records[1].status, batches[1].records[1].error = "failed", "boom"
+    aggregates = [
+        aggregate_parameter_set(s, [b for b in batches if b.param_id == s.param_id], 2, 0.5, [])
+        for s in sets
+    ]
+    aggregates[1].scalars.append({**aggregates[1].scalars[0], "output": "extra"})
+    reconciled = reconcile_outputs(aggregates)
+    assert reconciled[1].counts == {"failed": 2}
+    records = [r for b in fail_refused_replicates(batches, reconciled) for r in b.records]
+    assert [r.status for r in records] == ["ok", "ok", "failed", "failed"]
+    assert records[2].error == reconciled[1].refused_outputs
+    assert "{'extra': 'scalar'} differ" in (records[2].error or "")
+    assert records[3].error == "boom"
+    assert not records[2].outputs and not records[3].outputs
+    assert records[0].outputs == batches[0].records[0].outputs
+    assert set(replicates_table(records).column_names) >= {"x", "y"}
+    assert "extra" not in replicates_table(records).column_names
