@@ -29,7 +29,9 @@ from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report
 from simstudy.aggregate import (
     ParameterSetAggregate,
     StudySummary,
+    fail_refused_replicates,
     failed_aggregate,
+    reconcile_outputs,
     summarize_study,
 )
 from simstudy.batch import BatchResult, lost_replicate, summarize_batch
@@ -519,7 +521,9 @@ class StudyOrchestrator:
                 for p in self._progress
                 if p.result is None and p.records
             ]
-        aggregates = [s.aggregate for s in self._sets if s.aggregate is not None]
+        # Sets whose outputs differ from the study's fail here, before any file is written.
+        aggregates = reconcile_outputs([s.aggregate for s in self._sets if s.aggregate is not None])
+        results = fail_refused_replicates(results, aggregates)
         if not abandoned:
             return StudyOutcome(results, aggregates, self._summarize(aggregates), stall_report)
         summary = summarize_study(aggregates)
