@@ -38,6 +38,7 @@ from simstudy.batch import BatchResult, lost_replicate, summarize_batch
 from simstudy.batching import Batch
 from simstudy.design import ParameterSet
 from simstudy.records import ReplicateRecord
+from simstudy.reruns import LostRun, plan_rerun
 from simstudy.spec import Study
 from simstudy.stall import StallReport
 from simstudy.tracking import StudyTracker, TrackerSnapshot
@@ -97,6 +98,7 @@ class BatchProgress:
     batch: Batch
     records: dict[int, ReplicateRecord] = field(default_factory=dict)
     lost_executions: dict[int, int] = field(default_factory=dict)  # replicate -> count
+    executions: dict[int, set[str]] = field(default_factory=dict)  # replicate -> ids seen
     failed_before_start: int = 0  # runs that failed before any replicate started
     result: BatchResult | None = None
 
@@ -147,6 +149,7 @@ class StudyOrchestrator:
         self._running: dict[str, BatchRun] = {}  # Dask key -> run
         self._aggregating: dict[str, int] = {}  # Dask key -> set index
         self._abandoned: dict[UUID, str] = {}  # task runs that failed or never finished
+        self._priors: dict[str, dict[int, int]] = {}  # Dask key -> prior attempts it was given
         self._task_done = threading.Event()
         self._lock = threading.Lock()  # records arrive on the client's event-loop thread
         for index, batch in enumerate(self.batches):
@@ -199,10 +202,28 @@ class StudyOrchestrator:
             for payload in message.get("records", ()):
                 record = ReplicateRecord.model_validate(payload)
                 progress = self._progress_of(record.param_id, record.replicate)
-                if progress is None or progress.result is not None:
-                    continue
-                progress.records.setdefault(record.replicate, record)
-                self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
+                if progress is not None and progress.result is None:
+                    self._accept(progress, record, message.get("execution"), message.get("key"))
+
+    def _accept(
+        self, progress: BatchProgress, record: ReplicateRecord, execution: str | None, key: Any
+    ) -> None:
+        """Keep a replicate's record; a second execution of it adds its attempts (lock held)."""
+        replicate = record.replicate
+        seen = progress.executions.setdefault(replicate, set())
+        existing = progress.records.get(replicate)
+        if existing is None or execution is None or execution in seen:
+            progress.records[replicate] = record
+        else:
+            # Dask ran its task again (its result was lost with a worker before the flow
+            # fetched it): both executions count; an ok result wins over a failed one.
+            prior = self._priors.get(str(key), {}).get(replicate, 0)
+            kept = record if existing.status != "ok" and record.status == "ok" else existing
+            attempts = existing.attempts + record.attempts - prior
+            progress.records[replicate] = kept.model_copy(update={"attempts": attempts})
+        if execution is not None:
+            seen.add(execution)
+        self.tracker.replicate_finished(record.param_id, replicate, record.status)
 
     def _progress_of(self, param_id: str, replicate: int) -> BatchProgress | None:
         set_index = self._set_index.get(param_id)
@@ -264,6 +285,7 @@ class StudyOrchestrator:
         if room <= 0:
             return
         runs = [self._pending.popleft() for _ in range(room)]
+        priors = [self._prior_attempts(run) for run in runs]
         futures = self.runner.map(
             self._simulate,
             {
@@ -271,14 +293,15 @@ class StudyOrchestrator:
                 "batch": [run.piece for run in runs],
                 "log_dir": unmapped(self.log_dir),
                 "progress_topic": unmapped(self.progress_topic),
-                "prior_attempts": [self._prior_attempts(run) for run in runs],
+                "prior_attempts": priors,
                 "careful": [run.careful for run in runs],
             },
         )
         with self._lock:
-            for run, future in zip(runs, futures, strict=True):
+            for run, future, prior in zip(runs, futures, priors, strict=True):
                 run.future = cast(PrefectDaskFuture[Any], future)
                 self._running[run.key] = run
+                self._priors[run.key] = prior
                 self._watch(run.future)
 
     def _prior_attempts(self, run: BatchRun) -> dict[int, int]:
@@ -304,10 +327,7 @@ class StudyOrchestrator:
             assert result is not None
             with self._lock:
                 for record in result.records:
-                    progress.records[record.replicate] = record
-                    self.tracker.replicate_finished(
-                        record.param_id, record.replicate, record.status
-                    )
+                    self._accept(progress, record, result.execution, run.key)
         if len(progress.records) == progress.batch.size and progress.result is None:
             self._finish_batch(run.index, result if run.piece == progress.batch else None)
 
@@ -316,46 +336,33 @@ class StudyOrchestrator:
         progress = self._progress[run.index]
         reason = describe_failure(exc)
         with self._lock:
-            missing = progress.missing(run.piece)
-            running = self._running_replicate(run, missing)
-        if not missing:
-            return
-        if running is None:
-            progress.failed_before_start += 1
-            if progress.failed_before_start > self._max_resubmits:
-                for replicate in missing:
-                    self._give_up(
-                        run.index,
-                        replicate,
-                        f"not run: its batch task failed {progress.failed_before_start} times "
-                        f"before its first replicate started: {reason}",
-                    )
-                return
-            self._queue_piece(run.index, missing[0], missing[-1] + 1)
-            return
-        lost = progress.lost_executions.get(running, 0) + 1
-        progress.lost_executions[running] = lost
-        rest = [r for r in missing if r > running]
-        if lost > self._max_resubmits:
-            self._give_up(
-                run.index,
-                running,
-                f"its batch task failed {lost} times while this replicate ran: {reason}",
+            lost = LostRun(
+                missing=progress.missing(run.piece),
+                started=list(run.started) if run.careful else None,
             )
-        else:
-            # Alone, so a replicate that kills its worker cannot take the others with it.
-            self._queue_piece(run.index, running, running + 1)
-        if rest:
-            self._queue_piece(run.index, rest[0], rest[-1] + 1)
-
-    def _running_replicate(self, run: BatchRun, missing: list[int]) -> int | None:
-        """Return the replicate that was running when `run` failed (None: none had started)."""
-        if not run.careful:
-            # Records leave in order, at most PROGRESS_EVENT_SECONDS late: the first replicate
-            # without one was running, or finished just before the loss and runs once more.
-            return missing[0]
-        started = [r for r in run.started if r in missing]
-        return started[-1] if started else None
+        plan = plan_rerun(
+            lost, progress.lost_executions, progress.failed_before_start, self._max_resubmits
+        )
+        if plan.batch_failed_before_start:
+            progress.failed_before_start += 1
+        if plan.running is not None:
+            progress.lost_executions[plan.running] = (
+                progress.lost_executions.get(plan.running, 0) + 1
+            )
+        for replicate in plan.give_up:
+            if replicate == plan.running:
+                error = (
+                    f"its batch task failed {progress.lost_executions[replicate]} times while "
+                    f"this replicate ran: {reason}"
+                )
+            else:
+                error = (
+                    f"not run: its batch task failed {progress.failed_before_start} times "
+                    f"before its first replicate started: {reason}"
+                )
+            self._give_up(run.index, replicate, error)
+        for start, stop in reversed(plan.pieces):  # the charged replicate's piece runs first
+            self._queue_piece(run.index, start, stop)
 
     def _queue_piece(self, index: int, start: int, stop: int) -> None:
         piece = self.batches[index].model_copy(update={"start": start, "stop": stop})

@@ -27,6 +27,11 @@ class BatchResult(BaseModel):
     records: list[ReplicateRecord] = Field(description="One record per replicate, in order.")
     kinds: dict[str, str] = Field(description="Output name -> 'scalar' or 'series'.")
     partials: dict[str, Partial] = Field(description="Output name -> statistics of ok replicates.")
+    execution: str | None = Field(
+        default=None,
+        description="Id of the task execution that produced it: a task Dask ran again "
+        "(its result was lost with a worker) gets a new one, so no execution goes uncounted.",
+    )
 
 
 def run_batch(

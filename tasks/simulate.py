@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 import distributed
@@ -92,6 +93,7 @@ class ReplicateReporter:
         self.topic = topic
         self.interval = interval
         self.careful = careful
+        self.execution = uuid.uuid4().hex
         # The flow maps a start to the run reporting it; records carry their own identity.
         self.key = str(worker.get_current_task())
         self._pending: list[dict[str, Any]] = []
@@ -102,7 +104,7 @@ class ReplicateReporter:
     def started(self, replicate: int) -> None:
         """Tell the flow (careful reporters only) that this replicate is about to run."""
         if self.careful:
-            self._send_now({"key": self.key, "started": replicate})
+            self._send_now({"key": self.key, "execution": self.execution, "started": replicate})
 
     def __call__(self, record: ReplicateRecord) -> None:
         """Queue one finished replicate's record; it leaves within `interval`."""
@@ -110,7 +112,7 @@ class ReplicateReporter:
         if self.careful or record.duration_s >= ACKNOWLEDGED_REPORT_SECONDS:
             with self._lock:
                 pending, self._pending = [*self._pending, payload], []
-            self._send_now({"key": self.key, "records": pending})
+            self._send_now({"key": self.key, "execution": self.execution, "records": pending})
             return
         with self._lock:
             self._pending.append(payload)
@@ -128,7 +130,8 @@ class ReplicateReporter:
             self._flush_scheduled = False
             self._last_flush = time.monotonic()
         if pending:
-            self.worker.log_event(self.topic, {"key": self.key, "records": pending})
+            message = {"key": self.key, "execution": self.execution, "records": pending}
+            self.worker.log_event(self.topic, message)
 
     def _send_now(self, message: dict[str, Any]) -> None:
         # Client.log_event waits for the scheduler's reply; the deadline keeps a lost
@@ -157,7 +160,7 @@ def simulate_batch(
 ) -> BatchResult:
     """Run one batch of replicates on this worker, reporting each finished replicate."""
     reporter = replicate_reporter(progress_topic, careful)
-    return run_batch(
+    result = run_batch(
         study,
         batch,
         worker=current_worker(),
@@ -166,6 +169,8 @@ def simulate_batch(
         on_start=reporter.started if reporter is not None else None,
         prior_attempts=prior_attempts,
     )
+    result.execution = reporter.execution if reporter is not None else uuid.uuid4().hex
+    return result
 
 
 def outer_timeout_seconds(study: Study, batch_size: int) -> float:

@@ -16,10 +16,14 @@ TOPIC = "test-progress"
 
 
 def report_on_worker(
-    replicates: int, then_hang: float, duration_s: float = 0.0, careful: bool = False
+    replicates: int,
+    then_hang: float,
+    duration_s: float = 0.0,
+    careful: bool = False,
+    topic: str = TOPIC,
 ) -> None:
     """Report `replicates` finished replicates at once, then block like a hung replicate."""
-    reporter = replicate_reporter(TOPIC, careful=careful)
+    reporter = replicate_reporter(topic, careful=careful)
     assert reporter is not None
     for r in range(replicates):
         reporter.started(r)
@@ -53,8 +57,10 @@ def test_finished_replicates_arrive_in_few_events_while_the_task_still_runs(
     events: list[dict[str, Any]] = []
     client.subscribe_topic(TOPIC, lambda event: events.append(event[1]))
     try:
-        future = client.submit(report_on_worker, 200, then_hang=3.0, pure=False)
-        deadline = time.monotonic() + 2.5
+        # A fresh worker first imports Prefect (~1-3 s on a busy machine): the "hang" is
+        # long enough for that, and the loop stops as soon as everything has arrived.
+        future = client.submit(report_on_worker, 200, then_hang=6.0, pure=False)
+        deadline = time.monotonic() + 5.5
         while len(reported(events)) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         # Everything reported before the "hang" has arrived, with the outputs, before the
@@ -73,11 +79,12 @@ def test_finished_replicates_arrive_in_few_events_while_the_task_still_runs(
 @pytest.mark.parametrize("how", ["slow replicates", "careful"])
 def test_records_leave_at_once_when_acknowledged(client: Client, how: str) -> None:
     events: list[dict[str, Any]] = []
-    client.subscribe_topic(TOPIC, lambda event: events.append(event[1]))
+    topic = f"{TOPIC}-{how}"
+    client.subscribe_topic(topic, lambda event: events.append(event[1]))
     try:
         careful = how == "careful"
         duration = 0.0 if careful else 0.3
-        client.submit(report_on_worker, 3, 0.0, duration, careful, pure=False).result()
+        client.submit(report_on_worker, 3, 0.0, duration, careful, topic, pure=False).result()
         # Each acknowledged send has reached the scheduler before the task went on, so
         # every record arrives in its own event, without waiting for the coalescing delay.
         deadline = time.monotonic() + 2
@@ -88,7 +95,7 @@ def test_records_leave_at_once_when_acknowledged(client: Client, how: str) -> No
         starts = [e["started"] for e in events if "started" in e]
         assert starts == ([0, 1, 2] if careful else [])
     finally:
-        client.unsubscribe_topic(TOPIC)
+        client.unsubscribe_topic(topic)
 
 
 def test_no_reporter_outside_a_worker() -> None:
