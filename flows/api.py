@@ -5,7 +5,8 @@ process that reports a run, including every Dask worker (~230 MB and ~8 s each, 
 one SQLite file), and abrupt exits leave them running. `prefect_api()` starts exactly
 one server, publishes its URL through PREFECT_API_URL (inherited by local Dask workers
 and carried in the task context to remote ones) and stops it on exit; the server also
-dies with this process if it is killed (PR_SET_PDEATHSIG). Its log and CA bundle live in
+dies with this process if it is killed (PR_SET_PDEATHSIG, then at most
+ORPHAN_EXIT_SECONDS even with requests in flight). Its log and CA bundle live in
 a private folder (`tempfile.mkdtemp`: mode 0700, a name nobody can take first) that the
 server removes when it ends, even when this process was killed, and this process removes
 when it stops the server.
@@ -48,17 +49,37 @@ STARTUP_TIMEOUT_SECONDS = 90.0
 PR_SET_PDEATHSIG = 1
 LOG_TAIL_BYTES = 2000
 
+GRACEFUL_SHUTDOWN_SECONDS = 3
+"""Time uvicorn gives requests in flight when it stops (unbounded at its default)."""
+ORPHAN_EXIT_SECONDS = 8.0
+"""Time the server has to stop by itself once the flow process died, before it exits hard."""
+
 # Runs uvicorn, then removes the API's private folder however the server ends: also
 # after the SIGTERM that PR_SET_PDEATHSIG sends when the flow process is killed, when
 # nothing in the flow process is left to clean up. uvicorn re-raises a SIGTERM it caught
 # once it has shut down; with the default handler that would end the process before
-# `finally`, so SIGTERM raises SystemExit instead.
+# `finally`, so SIGTERM raises SystemExit instead. Nobody is left to escalate to SIGKILL
+# once the flow process is dead, and uvicorn's lifespan shutdown has no deadline of its
+# own: a thread waits for the flow process (its pidfd) and ends the server after
+# ORPHAN_EXIT_SECONDS, whatever uvicorn is waiting for.
 SERVE_THEN_REMOVE = """
-import runpy, shutil, signal, sys
-folder = sys.argv.pop(1)
+import os, runpy, select, shutil, signal, sys, threading, time
+folder, owner, grace = sys.argv.pop(1), int(sys.argv.pop(1)), float(sys.argv.pop(1))
 def leave(signum, frame):
     raise SystemExit(128 + signum)
+def exit_when_orphaned():
+    try:
+        owner_fd = os.pidfd_open(owner)
+        if os.getppid() == owner:  # else the pid may be another process's already
+            select.select([owner_fd], [], [])
+    except OSError:  # no pidfds here: poll
+        while os.getppid() == owner:
+            time.sleep(0.5)
+    time.sleep(grace)
+    shutil.rmtree(folder, ignore_errors=True)
+    os._exit(128 + signal.SIGTERM)
 signal.signal(signal.SIGTERM, leave)
+threading.Thread(target=exit_when_orphaned, daemon=True).start()
 try:
     runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 finally:
@@ -102,11 +123,15 @@ def start_api_server(
         "--factory", "prefect.server.api.server:create_app",
         "--host", "127.0.0.1", "--port", str(port),
         "--log-level", "error", "--lifespan", "on",
+        "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
     ]  # fmt: skip
     if remove_on_exit is None:
         command = [sys.executable, "-m", "uvicorn", *uvicorn]
     else:
-        command = [sys.executable, "-c", SERVE_THEN_REMOVE, str(remove_on_exit), *uvicorn]
+        command = [
+            sys.executable, "-c", SERVE_THEN_REMOVE,
+            str(remove_on_exit), str(os.getpid()), str(ORPHAN_EXIT_SECONDS), *uvicorn,
+        ]  # fmt: skip
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,7 +88,7 @@ class Tree:
     def __init__(self, root: int):
         self.root = psutil.Process(root)
         self.seen: dict[int, psutil.Process] = {}
-        self.commands: dict[int, str] = {}
+        self.argv: dict[int, list[str]] = {}
 
     def record(self) -> None:
         """Record the descendants alive now (a psutil.Process keeps its start time)."""
@@ -95,12 +96,12 @@ class Tree:
             for child in self.root.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     if child.pid not in self.seen or not alive(self.seen[child.pid]):
-                        self.commands[child.pid] = " ".join(child.cmdline())
+                        self.argv[child.pid] = child.cmdline()
                         self.seen[child.pid] = child
 
     def having(self, marker: str) -> list[psutil.Process]:
         """Return the recorded processes whose command line contains `marker`."""
-        return [p for pid, p in self.seen.items() if marker in self.commands[pid]]
+        return [p for pid, p in self.seen.items() if marker in " ".join(self.argv[pid])]
 
     def survivors(self) -> list[psutil.Process]:
         """Return the recorded processes still alive, and any other left in the root's session."""
@@ -194,43 +195,68 @@ EXPECTED = {
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
-    ("runner", "behavior"),
-    [("thread", "hold_gil"), ("process", "hang")],
-    ids=["thread-runner-holding-the-gil", "process-runner-hanging"],
+    ("runner", "behavior", "request_in_flight"),
+    [("thread", "hold_gil", False), ("process", "hang", False), ("thread", "hold_gil", True)],
+    ids=[
+        "thread-runner-holding-the-gil",
+        "process-runner-hanging",
+        "api-request-in-flight",
+    ],
 )
-def test_sigkilled_run_leaves_no_process_behind(tmp_path: Path, runner: str, behavior: str) -> None:
+def test_sigkilled_run_leaves_no_process_behind(
+    tmp_path: Path, runner: str, behavior: str, request_in_flight: bool
+) -> None:
     study = write_study(tmp_path, runner, behavior)
-    with started_run(study, tmp_path) as (flow, tree):
+    with started_run(study, tmp_path) as (flow, tree), contextlib.ExitStack() as stack:
         wait_until_models_run(tree, flow, tmp_path, runner)
         tree.record()
+        listing = "\n".join(" ".join(argv) for argv in tree.argv.values())
         for marker in EXPECTED[runner]:
-            assert tree.having(marker), f"no {marker!r} among:\n" + "\n".join(
-                tree.commands.values()
-            )
+            assert tree.having(marker), f"no {marker!r} among:\n{listing}"
         if runner == "process":
-            models = [
-                child for supervisor in tree.having(SUPERVISOR) for child in _children(supervisor)
-            ]
+            models = [c for supervisor in tree.having(SUPERVISOR) for c in _children(supervisor)]
             assert models, "the supervisors should have forked their model processes"
-        killed_at = time.monotonic()
-        flow.send_signal(signal.SIGKILL)
-        flow.wait()
-        gone_at: dict[int, float] = {}
-        while time.monotonic() - killed_at < GONE_SECONDS:
-            for pid, process in tree.seen.items():
-                if pid not in gone_at and not alive(process):
-                    gone_at[pid] = time.monotonic() - killed_at
-            if len(gone_at) == len(tree.seen) and not tree.survivors():
-                break
-            time.sleep(0.02)
-        gone_after = time.monotonic() - killed_at
+        (server,) = tree.having(API_SERVER)
+        if request_in_flight:
+            # A client still sending its request: uvicorn waits for it when it stops.
+            stack.enter_context(half_sent_request(tree.argv[server.pid]))
+        gone_at = kill_and_time(flow, tree)
         survivors = [describe(p) for p in tree.survivors()]
-        assert not survivors, f"alive {gone_after:.1f} s after the SIGKILL:\n" + "\n".join(
-            survivors
-        )
-        print(f"{len(tree.seen)} processes gone {gone_after:.2f} s after the SIGKILL:")
+        assert not survivors, f"alive {GONE_SECONDS} s after the SIGKILL:\n" + "\n".join(survivors)
+        print(f"{len(tree.seen)} processes gone {max(gone_at.values()):.2f} s after the SIGKILL:")
         for pid, seconds in sorted(gone_at.items(), key=lambda item: item[1]):
-            print(f"  {seconds:5.2f} s  {pid} {tree.commands[pid][-100:]!r}")
+            print(f"  {seconds:5.2f} s  {pid} {' '.join(tree.argv[pid])[-100:]!r}")
+        private = Path(tree.argv[server.pid][3])
+        assert private.name.startswith("simstudy-api-") and not private.exists()
+
+
+def kill_and_time(flow: subprocess.Popen[bytes], tree: Tree) -> dict[int, float]:
+    """SIGKILL `simstudy run`; return when each recorded process was gone (seconds after)."""
+    killed_at = time.monotonic()
+    flow.send_signal(signal.SIGKILL)
+    flow.wait()
+    gone_at: dict[int, float] = {}
+    while time.monotonic() - killed_at < GONE_SECONDS:
+        for pid, process in tree.seen.items():
+            if pid not in gone_at and not alive(process):
+                gone_at[pid] = time.monotonic() - killed_at
+        if len(gone_at) == len(tree.seen) and not tree.survivors():
+            break
+        time.sleep(0.02)
+    return gone_at
+
+
+@contextlib.contextmanager
+def half_sent_request(server_argv: list[str]) -> Iterator[None]:
+    """Keep a request to the API server open, its body never finished."""
+    port = int(server_argv[server_argv.index("--port") + 1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(
+            b"POST /api/flows/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        time.sleep(0.5)  # read by the server
+        yield
 
 
 def _children(process: psutil.Process) -> list[psutil.Process]:
