@@ -18,10 +18,10 @@ from prefect.artifacts import (
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.batch import BatchResult
 from simstudy.display import Spread, format_number, format_parameters, split_parameters
+from simstudy.location import OutputStore
 from simstudy.records import ReplicateRecord
+from simstudy.results import AGGREGATES_FILE
 from simstudy.spec import Study
-from simstudy.storage import AGGREGATES_FILE
-from simstudy.store import OutputStore
 from simstudy.tracking import TrackerSnapshot
 
 PROGRESS_EVERY_SECONDS = 5.0

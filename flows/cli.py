@@ -19,17 +19,17 @@ from typing import Any
 
 from rich.console import Console
 
-from simstudy.batching import plan_batches
 from simstudy.design import expand_parameters
 from simstudy.errors import OutputDirError, StudyError
 from simstudy.loading import load_study
+from simstudy.location import OutputStore
 from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, read_parts
+from simstudy.plan import plan_batches
 from simstudy.readiness import check_ready
 from simstudy.report import summary_table
+from simstudy.results import REPLICATES_FILE, check_output_dir, study_id
 from simstudy.spec import MAX_LOCAL_WORKERS, Study
-from simstudy.storage import REPLICATES_FILE, check_output_dir, study_id
-from simstudy.store import OutputStore
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 

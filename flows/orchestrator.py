@@ -35,8 +35,8 @@ from simstudy.aggregate import (
     summarize_study,
 )
 from simstudy.batch import BatchResult, lost_replicate, summarize_batch
-from simstudy.batching import Batch
 from simstudy.design import ParameterSet
+from simstudy.plan import Batch
 from simstudy.records import ReplicateRecord
 from simstudy.reruns import LostRun, plan_rerun
 from simstudy.spec import Study

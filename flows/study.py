@@ -40,18 +40,17 @@ from flows.task_runs import crash_unfinished_task_runs, study_tag, tag_flow_run
 from flows.task_settings import task_settings_context
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.batch import BatchResult
-from simstudy.batching import Batch, plan_batches
 from simstudy.design import ParameterSet, expand_parameters
 from simstudy.fingerprint import model_fingerprint
 from simstudy.loading import resolve_study
+from simstudy.location import OutputStore
 from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, read_parts, write_part
+from simstudy.plan import Batch, plan_batches
 from simstudy.policy import check_request, check_study
 from simstudy.readiness import check_ready
 from simstudy.records import ReplicateRecord
-from simstudy.spec import Execution, Study
-from simstudy.stall import STALL_MARKDOWN, StallReport
-from simstudy.storage import (
+from simstudy.results import (
     STUDY_FILE,
     check_output_dir,
     now,
@@ -61,7 +60,8 @@ from simstudy.storage import (
     write_json,
     write_results,
 )
-from simstudy.store import OutputStore
+from simstudy.spec import Execution, Study
+from simstudy.stall import STALL_MARKDOWN, StallReport
 from simstudy.tracking import TrackerSnapshot
 
 LOG_EVERY_FRACTION = 0.1

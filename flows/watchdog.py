@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import distributed
 
+from simstudy.results import now
 from simstudy.stall import StallReport, StuckTask, WorkerLoad
-from simstudy.storage import now
 from simstudy.tracking import StudyTracker, TrackerSnapshot
 
 ANSWER_SECONDS = 5.0

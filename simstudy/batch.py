@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from simstudy.batching import Batch
 from simstudy.identity import replicate_seed
+from simstudy.plan import Batch
 from simstudy.records import ReplicateRecord, output_kinds
 from simstudy.runners import make_runner, run_replicate
 from simstudy.spec import Study

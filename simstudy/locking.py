@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from simstudy.errors import OutputDirError
-from simstudy.storage import LOCK_FILE
-from simstudy.store import OutputStore
+from simstudy.location import OutputStore
+from simstudy.results import LOCK_FILE
 
 
 @contextmanager

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from simstudy.batch import BatchResult, summarize_batch
-from simstudy.batching import Batch
 from simstudy.fingerprint import replicate_cache_key
+from simstudy.location import OutputStore
+from simstudy.plan import Batch
 from simstudy.records import ReplicateRecord
-from simstudy.storage import RECORD_COLUMNS, read_table, write_table
-from simstudy.store import OutputStore
+from simstudy.results import RECORD_COLUMNS, read_table, write_table
 
 PARTS_DIR = "_parts"
 logger = logging.getLogger(__name__)

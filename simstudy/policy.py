@@ -26,8 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simstudy.errors import StudyError, validation_problems
+from simstudy.location import OutputStore
 from simstudy.spec import CommandModel, Study
-from simstudy.store import OutputStore
 
 DEFAULT_MODELS = ["simstudy.models.seir:simulate"]
 

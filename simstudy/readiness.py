@@ -64,7 +64,7 @@ def check_ready(study: Study, *, import_model: bool) -> None:
 def output_problem(location: str) -> str | None:
     """Return why results cannot be written at `location`, or None."""
     # The store is imported here: fsspec is only needed once a study is about to run.
-    from simstudy.store import OutputStore
+    from simstudy.location import OutputStore
 
     try:
         store = OutputStore(location)

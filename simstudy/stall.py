@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from simstudy.storage import STALL_JSON, STALL_MARKDOWN, write_json, write_text
-from simstudy.store import OutputStore
+from simstudy.location import OutputStore
+from simstudy.results import STALL_JSON, STALL_MARKDOWN, write_json, write_text
 
 MISSING_LISTED = 50
 """Missing replicates listed one by one; beyond that, only counted."""

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from simstudy.batching import Batch
+from simstudy.plan import Batch
 
 
 @dataclass

@@ -15,7 +15,7 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from simstudy.batch import BatchResult, run_batch
-from simstudy.batching import Batch
+from simstudy.plan import Batch
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simstudy.store import OutputStore
+from simstudy.location import OutputStore
 from tests.support.aggregates import sample_aggregates, write_finished_study
 
 REPO = Path(__file__).parents[2]

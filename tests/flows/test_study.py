@@ -17,9 +17,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.api import free_port
 from flows.study import simulation_study
-from simstudy.batching import plan_batches
 from simstudy.design import expand_parameters
 from simstudy.identity import replicate_seed
+from simstudy.plan import plan_batches
 from simstudy.spec import Study
 from tests.support.faulty import FAULTS_ENV
 

@@ -15,12 +15,12 @@ from simstudy.aggregate import (
     summarize_study,
 )
 from simstudy.batch import run_batch, summarize_batch
-from simstudy.batching import plan_batches
 from simstudy.design import expand_parameters
 from simstudy.identity import param_id
+from simstudy.plan import plan_batches
 from simstudy.records import ReplicateRecord
+from simstudy.results import replicates_table
 from simstudy.spec import Study
-from simstudy.storage import replicates_table
 from tests.support.aggregates import scalar_row
 
 

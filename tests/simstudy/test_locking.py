@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from simstudy.errors import OutputDirError
+from simstudy.location import OutputStore
 from simstudy.locking import output_lock
-from simstudy.store import OutputStore
 from tests.support.hold_lock import start_lock_holder, stop_lock_holder
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from simstudy.batch import run_batch
-from simstudy.batching import Batch, plan_batches
 from simstudy.design import expand_parameters
 from simstudy.fingerprint import model_fingerprint
+from simstudy.location import OutputStore
 from simstudy.parts import PART_SCHEMA, PARTS_DIR, part_name, read_parts, write_part
+from simstudy.plan import Batch, plan_batches
+from simstudy.results import read_table
 from simstudy.spec import Study
-from simstudy.storage import read_table
-from simstudy.store import OutputStore
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from simstudy.display import format_number
+from simstudy.location import OutputStore
 from simstudy.report import MAX_SETS, summary_table
-from simstudy.store import OutputStore
 from tests.support.aggregates import sample_aggregates, write_finished_study
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from simstudy.batching import plan_batches
 from simstudy.design import expand_parameters
+from simstudy.plan import plan_batches
 from simstudy.spec import Study
 from simstudy.stall import StallReport, StuckTask, WorkerLoad
 from simstudy.tracking import StudyTracker

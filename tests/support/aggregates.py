@@ -6,14 +6,14 @@ from typing import Any
 
 from simstudy.aggregate import ParameterSetAggregate, summarize_study
 from simstudy.identity import param_id
-from simstudy.storage import (
+from simstudy.location import OutputStore
+from simstudy.results import (
     AGGREGATES_FILE,
     STUDY_FILE,
     aggregates_table,
     write_json,
     write_table,
 )
-from simstudy.store import OutputStore
 
 FIXED = {"gamma": 0.1, "population": 1000000}
 OUTPUTS = {"attack_rate": 0.32116600000000006, "peak_infected": 101823.4, "peak_day": 177.02}

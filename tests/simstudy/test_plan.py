@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from simstudy.batching import auto_batch_size, plan_batches
 from simstudy.design import expand_parameters
+from simstudy.plan import auto_batch_size, plan_batches
 from simstudy.spec import Study
 
 

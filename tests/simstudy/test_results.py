@@ -8,15 +8,15 @@ import pyarrow as pa
 import pytest
 
 from simstudy.errors import OutputDirError
+from simstudy.location import OutputStore, atomic_file
 from simstudy.records import ReplicateRecord
-from simstudy.storage import (
+from simstudy.results import (
     check_output_dir,
     prepare_output_dir,
     replicates_table,
     timeseries_table,
     write_json,
 )
-from simstudy.store import OutputStore, atomic_file
 
 
 def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 from simstudy.aggregate import ParameterSetAggregate
 from simstudy.design import ParameterSet
 from simstudy.errors import OutputDirError
+from simstudy.location import OutputStore
 from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
-from simstudy.store import OutputStore
 
 STUDY_FILE = "study.json"
 REPLICATES_FILE = "replicates.parquet"
