@@ -22,12 +22,15 @@ import re
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 from simstudy.errors import StudyError
 from simstudy.spec import CommandModel, Study
 
 ADDRESS_CONNECT_SECONDS = 5.0
+REFUSED_GRACE_SECONDS = 2.0
+"""How long a refused scheduler address is tried again before it counts as nothing there."""
 """How long the scheduler at `execution.dask.address` has to accept a TCP connection."""
 DEFAULT_SCHEDULER_PORT = 8786
 PSEUDO_FILESYSTEMS = frozenset(
@@ -134,11 +137,22 @@ def address_problem(address: str | None, timeout: float = ADDRESS_CONNECT_SECOND
     outcome: list[BaseException | None] = []
 
     def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome.append(None)
-        except OSError as exc:
-            outcome.append(exc)
+        # A refused connection is tried again for a moment: a scheduler started just
+        # before the study may not listen yet (Dask's own client retries for 30 s).
+        refused_until = time.monotonic() + REFUSED_GRACE_SECONDS
+        while True:
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+                outcome.append(None)
+                return
+            except ConnectionRefusedError as exc:
+                if time.monotonic() >= refused_until:
+                    outcome.append(exc)
+                    return
+                time.sleep(0.1)
+            except OSError as exc:
+                outcome.append(exc)
+                return
 
     # A thread, because name resolution is not bound by the socket timeout; a daemon, so
     # a resolver that never answers cannot hold this process.

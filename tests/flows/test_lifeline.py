@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,6 +31,14 @@ time.sleep(2)  # both workers are inside the regex now
 print("ready", flush=True)
 time.sleep(3600)
 """
+
+
+def cpu_percent(process: psutil.Process) -> float:
+    """Return the process's CPU use since the last call (0 if it is gone)."""
+    try:
+        return float(process.cpu_percent(None))
+    except psutil.Error:
+        return 0.0
 
 
 def alive(process: psutil.Process) -> bool:
@@ -62,8 +71,17 @@ def _check_workers_die_with(flow: subprocess.Popen[bytes]) -> None:
     assert flow.stdout is not None
     assert flow.stdout.readline().strip() == b"ready"
     # Recorded while they are alive: once the flow is gone they are re-parented away.
-    tree = psutil.Process(flow.pid).children(recursive=True)
-    busy = [p for p in tree if p.cpu_percent(interval=0.5) > 50]
+    # The tasks reach the workers a moment after "ready"; a loaded machine makes it longer.
+    deadline = time.monotonic() + 30
+    while True:
+        tree = psutil.Process(flow.pid).children(recursive=True)
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.cpu_percent(None)
+        time.sleep(0.5)
+        busy = [p for p in tree if alive(p) and cpu_percent(p) > 50]
+        if len(busy) >= 2 or time.monotonic() > deadline:
+            break
     assert len(busy) >= 2, "the workers should be spinning in the regex"
     killed_at = time.monotonic()
     flow.send_signal(signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -125,6 +126,19 @@ def test_same_study_same_results_on_any_layout_and_batch_size(
     assert tables[0] == tables[1]
 
 
+def wait_until_listening(port: int, seconds: float = 60.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:port (as a user would wait)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def dask_cli_cluster(tmp_path: Path) -> Iterator[str]:
     """A scheduler and two `dask worker` processes (daemonic worker processes, via nannies)."""
@@ -143,6 +157,7 @@ def dask_cli_cluster(tmp_path: Path) -> Iterator[str]:
         env=env, stdout=logs, stderr=logs,
     )  # fmt: skip
     try:
+        wait_until_listening(port)
         yield address
     finally:
         for process in (worker, scheduler):
