@@ -22,20 +22,12 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.study import simulation_study
 from simstudy.spec import Study
+from tests.support.outputs import FaultyStudy, rows_by_replicate
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes"),
 ]
-
-FaultyStudy = Callable[..., tuple[Study, list[str]]]
-
-
-def rows_by_replicate(study: Study) -> dict[tuple[str, int], dict]:
-    table = pq.read_table(Path(study.output_dir) / "replicates.parquet").to_pylist()
-    keyed = {(r["param_id"], r["replicate"]): r for r in table}
-    assert len(keyed) == len(table), "a replicate appears more than once"
-    return keyed
 
 
 @pytest.mark.timeout(240)

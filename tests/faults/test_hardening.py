@@ -8,30 +8,20 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from flows.study import simulation_study
 from simstudy.identity import replicate_seed
 from simstudy.spec import Study
 from tests.support.faulty import executions
+from tests.support.outputs import FaultyStudy, rows_by_replicate
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes"),
 ]
-
-FaultyStudy = Callable[..., tuple[Study, list[str]]]
-
-
-def rows_by_replicate(study: Study) -> dict[tuple[str, int], dict]:
-    table = pq.read_table(Path(study.output_dir) / "replicates.parquet").to_pylist()
-    keyed = {(r["param_id"], r["replicate"]): r for r in table}
-    assert len(keyed) == len(table), "a replicate appears more than once"
-    return keyed
 
 
 def assert_attempts_count_executions(study: Study, rows: dict[tuple[str, int], dict]) -> None:
