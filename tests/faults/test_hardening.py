@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from distributed import Client, LocalCluster
 
 from flows.study import simulation_study
 from simstudy.identity import replicate_seed
@@ -199,3 +203,24 @@ def test_a_model_over_its_memory_limit_fails_its_replicate_saying_so(
     assert "memory limit of 256 MiB" in over["error"], over["error"]
     assert rows[(ids[0], 0)]["status"] == rows[(ids[0], 2)]["status"] == "ok"
     assert_attempts_count_executions(study, rows)
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_worker_fails_preflight_within_its_deadline(
+    make_study: Callable[..., Study], cluster: tuple[LocalCluster, Client]
+) -> None:
+    local, client = cluster
+    stopped = next(iter(client.run(os.getpid).values()))
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        study = make_study(execution={"dask": {"address": local.scheduler_address}})
+        started = time.monotonic()
+        state = simulation_study(study=study, return_state=True)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    print(f"stopped worker at preflight: study failed after {elapsed:.1f} s")
+    assert state.is_failed()
+    assert "did not answer within 30 s" in (state.message or ""), state.message
+    assert elapsed < 30 + 20
+    assert not (Path(study.output_dir) / "study.json").exists()
