@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -538,7 +538,12 @@ class StudyOrchestrator:
         summary.status = "failed"
         summary.n_parameter_sets = len(self.sets)
         summary.failed_sets.update({pid: ["abandoned: the study stalled"] for pid in missing})
-        return StudyOutcome(results + partial, aggregates, summary, stall_report, abandoned)
+        written = results + partial
+        # Counts of every replicate that finished, aggregated or not; the rest are missing.
+        summary.replicate_counts = dict(
+            Counter(record.status for result in written for record in result.records)
+        )
+        return StudyOutcome(written, aggregates, summary, stall_report, abandoned)
 
 
 def describe_failure(exc: BaseException) -> str:

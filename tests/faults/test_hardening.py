@@ -78,6 +78,9 @@ def test_a_worker_that_cannot_answer_is_named_and_the_study_ends(
     # What finished is written: every replicate of the other set.
     rows = rows_by_replicate(study)
     assert {(ids[0], r) for r in range(4)} <= set(rows)
+    summary = json.loads((Path(study.output_dir) / "study.json").read_text())
+    assert summary["status"] == "stalled"
+    assert summary["counts"]["ok"] == sum(r["status"] == "ok" for r in rows.values()) >= 4
     assert elapsed < 2 * 10 + 60
 
 
