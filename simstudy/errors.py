@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 SHOWN_PROBLEMS = 20
 """Problems listed in an error message; a design of 100,000 bad sets would fill a screen."""
+
+SHOWN_VALUE_CHARS = 60
+"""Longest value echoed in a problem: enough to recognise a typo, too short to dump a file."""
 
 
 class StudyError(ValueError):
@@ -27,10 +31,21 @@ def validation_problems(error: ValidationError) -> list[str]:
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
-        got = item.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        problems.append(f"{where}: {message}{shown}")
+        problems.append(f"{where}: {message}{shown_input(item)}")
     return problems
+
+
+def shown_input(item: ErrorDetails) -> str:
+    """Return ' (got value)' for a pydantic error, shortened, or '' when it must not show."""
+    # A field outside the schema says nothing about the study but may be anything the file
+    # holds (a password in a JSON file given as study_path): name it, never show its value.
+    got = item.get("input")
+    if item["type"] == "extra_forbidden" or isinstance(got, dict):
+        return ""
+    text = repr(got)
+    if len(text) > SHOWN_VALUE_CHARS:
+        text = f"{text[: SHOWN_VALUE_CHARS - 3]}... ({len(text):,} characters)"
+    return f" (got {text})"
 
 
 class OutputDirError(RuntimeError):
