@@ -8,7 +8,8 @@ and starting it again makes them runnable again, including runs created meanwhil
 
 What the runs may do is this process's run policy: SIMSTUDY_POLICY (a YAML or JSON
 policy file, or the policy as JSON; see deployments/policy.example.yaml), else the
-default, which allows the shipped example only. It is checked here at start, so a
+default, which allows the shipped example only (study and parameter files under
+examples/, outputs under results/). It is checked here at start, so a
 broken policy stops the serve process instead of failing every run.
 """
 

@@ -30,6 +30,9 @@ from simstudy.location import OutputStore
 from simstudy.spec import CommandModel, Study
 
 DEFAULT_MODELS = ["simstudy.models.seir:simulate"]
+# Not '.': any YAML or JSON file under the working directory (a secrets file, a config)
+# would be read as a study on a caller's request.
+DEFAULT_ROOTS = ["examples"]
 
 
 class PolicyError(StudyError):
@@ -55,14 +58,16 @@ class RunPolicy(BaseModel):
         default_factory=list,
         description="Command models a run may use: each an argv pattern with one fnmatch "
         "pattern per argument, e.g. ['python3', 'models/*.py']; the command must have "
-        "exactly as many arguments. Arguments with a '..' path segment are always refused.",
+        "exactly as many arguments. An argument starting with '-' needs a pattern starting "
+        "with '-', one containing '/' a pattern containing '/', an absolute path an absolute "
+        "pattern; arguments with a '..' path segment are always refused.",
     )
     study_roots: list[str] = Field(
-        default_factory=lambda: ["."],
+        default_factory=lambda: list(DEFAULT_ROOTS),
         description="Folders study files (study_path) and command working folders must lie in.",
     )
     parameter_roots: list[str] = Field(
-        default_factory=lambda: ["."],
+        default_factory=lambda: list(DEFAULT_ROOTS),
         description="Folders parameter files (parameters.file) must lie in.",
     )
     output_roots: list[str] = Field(
@@ -172,7 +177,20 @@ def command_matches(command: list[str], pattern: list[str]) -> bool:
         return False
     if any(".." in Path(argument).parts for argument in command):
         return False
-    return all(fnmatchcase(argument, part) for argument, part in zip(command, pattern, strict=True))
+    return all(argument_matches(a, p) for a, p in zip(command, pattern, strict=True))
+
+
+def argument_matches(argument: str, pattern: str) -> bool:
+    """Return True if `argument` matches `pattern`, an option or a path only where it has one."""
+    # fnmatch's '*' also matches a leading '-' and any '/': '*.py' would accept the option
+    # '-cimport os;os.system(...)#.py' and '/tmp/evil.py'.
+    if argument.startswith("-") and not pattern.startswith("-"):
+        return False
+    if "/" in argument and "/" not in pattern:
+        return False
+    if argument.startswith("/") and not pattern.startswith("/"):
+        return False
+    return fnmatchcase(argument, pattern)
 
 
 def output_problems(policy: RunPolicy, output: str) -> list[str]:

@@ -41,6 +41,11 @@ def refusal(call: Any, *args: Any) -> str:
     return str(caught.value)
 
 
+def command_policy(*patterns: list[str], **rules: Any) -> RunPolicy:
+    """Return a policy allowing `patterns` as commands run in the working directory."""
+    return RunPolicy(commands=list(patterns), study_roots=["."], **rules)
+
+
 @pytest.fixture
 def in_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(REPO)
@@ -51,6 +56,18 @@ def test_default_policy_allows_the_shipped_example(in_repo: Path) -> None:
     policy = RunPolicy()
     check_request(policy, "examples/seir.yaml", None)
     check_study(policy, load_study("examples/seir.yaml"))
+
+
+@pytest.mark.parametrize("study_path", ["secrets.json", "config/db.yaml", "pyproject.toml"])
+def test_default_policy_refuses_files_of_the_working_directory_outside_examples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, study_path: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").mkdir()
+    message = refusal(check_request, RunPolicy(), study_path, None)
+    assert f"study_roots: study_path {study_path}" in message and "['examples']" in message
+    parameters = refusal(check_study, RunPolicy(), study_of(parameters={"file": study_path}))
+    assert "parameter_roots: parameters.file" in parameters
 
 
 @pytest.mark.parametrize("study_path", ["examples/seir.yaml", "examples/command-model/seir.yaml"])
@@ -68,7 +85,7 @@ def test_inline_study_is_refused_by_default_naming_the_rule() -> None:
 
 
 def test_shell_command_is_refused_even_when_inline_studies_are_allowed(in_repo: Path) -> None:
-    policy = RunPolicy(allow_inline_study=True, commands=[["python3", "models/*.py"]])
+    policy = command_policy(["python3", "models/*.py"], allow_inline_study=True)
     inline = study_of(model={"command": PWN_COMMAND})
     check_request(policy, None, inline)
     message = refusal(check_study, policy, inline)
@@ -88,7 +105,7 @@ def test_shell_command_is_refused_even_when_inline_studies_are_allowed(in_repo: 
 def test_command_patterns_match_every_argument(
     in_repo: Path, command: list[str], allowed: bool
 ) -> None:
-    policy = RunPolicy(commands=[["python3", "models/*.py"]])
+    policy = command_policy(["python3", "models/*.py"])
     study = study_of(model={"command": command})
     if allowed:
         check_study(policy, study)
@@ -96,8 +113,45 @@ def test_command_patterns_match_every_argument(
         assert "commands:" in refusal(check_study, policy, study)
 
 
+@pytest.mark.parametrize(
+    ("command", "pattern"),
+    [
+        # '*' would match a leading '-': python3 runs the option as code.
+        (["python3", "-cimport os;os.system('id')#.py"], ["python3", "*.py"]),
+        (["python3", "-m", "http.server"], ["python3", "*", "*"]),
+        # '*' would match '/': a file elsewhere, relative or absolute.
+        (["python3", "/tmp/evil.py"], ["python3", "*.py"]),
+        (["python3", "other/evil.py"], ["python3", "*.py"]),
+        (["python3", "/tmp/models/evil.py"], ["python3", "*/models/*.py"]),
+        (["/tmp/python3", "model.py"], ["*python3", "model.py"]),
+        (["python3", "models/../evil.py"], ["python3", "models/*"]),
+    ],
+)
+def test_an_option_or_a_path_is_refused_unless_its_pattern_has_one(
+    in_repo: Path, command: list[str], pattern: list[str]
+) -> None:
+    policy = command_policy(pattern)
+    study = study_of(model={"command": command})
+    assert "commands: model.command" in refusal(check_study, policy, study)
+
+
+@pytest.mark.parametrize(
+    ("command", "pattern"),
+    [
+        (["python3", "-u", "model.py"], ["python3", "-u", "*.py"]),
+        (["python3", "--seed-file=a.csv"], ["python3", "--seed-file=*"]),
+        (["python3", "models/sub/seir.py"], ["python3", "models/*.py"]),
+        (["/usr/bin/python3", "model.py"], ["/usr/bin/python*", "*.py"]),
+    ],
+)
+def test_an_option_or_a_path_is_allowed_by_a_pattern_of_its_kind(
+    in_repo: Path, command: list[str], pattern: list[str]
+) -> None:
+    check_study(command_policy(pattern), study_of(model={"command": command}))
+
+
 def test_command_working_folder_must_lie_in_the_study_roots(in_repo: Path) -> None:
-    policy = RunPolicy(commands=[["python3", "models/*.py"]])
+    policy = command_policy(["python3", "models/*.py"])
     study = study_of(model={"command": ["python3", "models/seir.py"], "cwd": "/tmp"})
     assert "study_roots: model.cwd /tmp" in refusal(check_study, policy, study)
 
