@@ -12,7 +12,9 @@ file; on object stores a write is a single PUT, which is atomic too.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,8 @@ from typing import IO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from simstudy.errors import OutputDirError
 
 
 class OutputStore:
@@ -86,7 +90,54 @@ class OutputStore:
         """Return a local folder for model logs (model processes need real files)."""
         if self.local is not None:
             return self.local / "logs"
-        return Path(tempfile.gettempdir()) / "simstudy-logs" / study_name
+        return private_log_dir(study_name)
+
+
+def private_log_dir(study_name: str) -> Path:
+    """Return this user's private log folder of a study with a remote output, created 0700."""
+    # Not a shared temporary folder: another local user could create it first, or plant a
+    # symlink where logs are appended, and read or redirect them.
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputDirError(
+            f"cannot create the folder for model logs {base}: {exc.strerror or exc}; "
+            "set XDG_CACHE_HOME to a folder of yours"
+        ) from exc
+    folder = base
+    for part in ("simstudy", "logs", study_name):
+        folder = private_folder(folder / part)
+    return folder
+
+
+def private_folder(path: Path) -> Path:
+    """Create `path` with mode 0700 if missing; raise unless only this user can use it."""
+    try:
+        with contextlib.suppress(FileExistsError):  # judged below, whatever it is
+            os.mkdir(path, 0o700)
+        info = path.lstat()
+    except OSError as exc:
+        raise OutputDirError(
+            f"cannot create the private folder {path}: {exc.strerror or exc}; "
+            "set XDG_CACHE_HOME to a folder of yours"
+        ) from exc
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symlink"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a folder"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to user id {info.st_uid}, not to this user ({os.getuid()})"
+    elif stat.S_IMODE(info.st_mode) & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}, open to other users"
+    if problem is not None:
+        raise OutputDirError(
+            f"the private folder for model logs {path} {problem}: remove it (a new one is "
+            "created with mode 0700) or set XDG_CACHE_HOME to a folder of yours"
+        )
+    return path
 
 
 @contextmanager
