@@ -160,6 +160,24 @@ def test_parameter_file_outside_the_allowed_folders_is_refused_unread(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.timeout(200)
+def test_a_secrets_file_given_as_study_path_fails_without_showing_its_values(
+    served: Server, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"db_password": "hunter2", "name": "x" * 5000}))
+    run = served.prefect(
+        "deployment", "run", "simulation-study/example",
+        "--param", f"study_path={secrets}", "--watch",
+        timeout=180,
+    )  # fmt: skip
+    assert run.returncode != 0, run.stdout[-3000:]
+    message = artifacts_of(served, flow_run_id(run.stdout))["state"].message  # type: ignore[attr-defined]
+    assert "db_password: Extra inputs are not permitted" in message
+    assert "hunter2" not in message and "hunter2" not in run.stdout
+    assert "x" * 100 not in message and "(5,002 characters)" in message
+
+
 @pytest.mark.timeout(120)
 def test_clients_without_the_auth_string_are_refused(prefect_server: Server) -> None:
     anonymous = {k: v for k, v in prefect_server.env.items() if k != "PREFECT_API_AUTH_STRING"}
