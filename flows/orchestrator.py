@@ -56,6 +56,9 @@ code (seen: inside Prefect's context serialisation), and the study would then wa
 forever; the orchestrator's loop checks this event too, at a point where stopping is
 safe.
 """
+RESULT_SECONDS = 60.0
+"""Deadline to fetch a finished task's result (Dask already said it is done): a large one
+takes a moment; a worker that holds it and cannot answer makes it a failed run."""
 SUMMARY_SECONDS = 60.0
 """Deadline of the study summary task; past it the flow summarises by itself."""
 EVENT_TOPIC_LENGTH = 8
@@ -81,6 +84,7 @@ class BatchRun:
     index: int  # the planned batch
     piece: Batch  # the replicates this run covers
     careful: bool  # reports each start and record at once (a rerun)
+    suspect: bool = False  # the lone rerun of a replicate charged with a lost run
     future: PrefectDaskFuture[Any] | None = None
     started: list[int] = field(default_factory=list)  # replicates reported started
 
@@ -99,7 +103,9 @@ class BatchProgress:
     records: dict[int, ReplicateRecord] = field(default_factory=dict)
     lost_executions: dict[int, int] = field(default_factory=dict)  # replicate -> count
     executions: dict[int, set[str]] = field(default_factory=dict)  # replicate -> ids seen
-    failed_before_start: int = 0  # runs that failed before any replicate started
+    failed_before_start: int = 0  # runs whose task raised before any replicate started
+    lost_before_start: int = 0  # runs whose worker died before they began
+    merged: bool = False  # a replicate's records of two executions were merged
     result: BatchResult | None = None
 
     def missing(self, piece: Batch) -> list[int]:
@@ -146,6 +152,10 @@ class StudyOrchestrator:
             self._sets[self._set_index[batch.param_id]].batch_indices.append(i)
         self._set_of_batch = [self._set_index[b.param_id] for b in self.batches]
         self._pending: deque[BatchRun] = deque()
+        # Lone reruns of charged replicates go one at a time: two of them sharing a worker
+        # that one kills would both be charged.
+        self._suspects: deque[BatchRun] = deque()
+        self._early_starts: dict[str, list[int]] = {}  # starts seen before the run's key
         self._running: dict[str, BatchRun] = {}  # Dask key -> run
         self._aggregating: dict[str, int] = {}  # Dask key -> set index
         self._abandoned: dict[UUID, str] = {}  # task runs that failed or never finished
@@ -195,9 +205,12 @@ class StudyOrchestrator:
         _, message = event
         with self._lock:
             if "started" in message:
-                run = self._running.get(str(message.get("key")))
+                key = str(message.get("key"))
+                run = self._running.get(key)
                 if run is not None:
                     run.started.append(int(message["started"]))
+                else:  # a run may begin before its submission call has returned
+                    self._early_starts.setdefault(key, []).append(int(message["started"]))
             # A record is a result wherever it comes from, even a run already lost.
             for payload in message.get("records", ()):
                 record = ReplicateRecord.model_validate(payload)
@@ -221,6 +234,7 @@ class StudyOrchestrator:
             kept = record if existing.status != "ok" and record.status == "ok" else existing
             attempts = existing.attempts + record.attempts - prior
             progress.records[replicate] = kept.model_copy(update={"attempts": attempts})
+            progress.merged = True
         if execution is not None:
             seen.add(execution)
         self.tracker.replicate_finished(record.param_id, replicate, record.status)
@@ -245,13 +259,13 @@ class StudyOrchestrator:
             finished = self._collect_finished()
             snapshot = self.tracker.snapshot()
             if snapshot != last_snapshot:
-                self.on_progress(snapshot)
+                notify(self.on_progress, snapshot)
                 last_snapshot = snapshot
             action = watch.check(snapshot)
             if action != "none":
                 report = self._stall_report(watch.stall_timeout)
                 watch.add(report)
-                self.on_stall(report)
+                notify(self.on_stall, report)
                 if action == "fail":
                     self._cancel_unfinished()
                     return self._outcome(stall_report=report, abandoned=True)
@@ -281,27 +295,38 @@ class StudyOrchestrator:
         return bool(runs or aggregations)
 
     def _submit_runs(self) -> None:
-        room = min(self._limit - len(self._running), len(self._pending))
-        if room <= 0:
+        room = self._limit - len(self._running)
+        runs: list[BatchRun] = []
+        if room > 0 and self._suspects and not any(r.suspect for r in self._running.values()):
+            runs.append(self._suspects.popleft())
+        while len(runs) < room and self._pending:
+            runs.append(self._pending.popleft())
+        if not runs:
             return
-        runs = [self._pending.popleft() for _ in range(room)]
         priors = [self._prior_attempts(run) for run in runs]
-        futures = self.runner.map(
-            self._simulate,
-            {
-                "study": unmapped(self.study),
-                "batch": [run.piece for run in runs],
-                "log_dir": unmapped(self.log_dir),
-                "progress_topic": unmapped(self.progress_topic),
-                "prior_attempts": priors,
-                "careful": [run.careful for run in runs],
-            },
-        )
+        try:
+            futures = self.runner.map(
+                self._simulate,
+                {
+                    "study": unmapped(self.study),
+                    "batch": [run.piece for run in runs],
+                    "log_dir": unmapped(self.log_dir),
+                    "progress_topic": unmapped(self.progress_topic),
+                    "prior_attempts": priors,
+                    "careful": [run.careful for run in runs],
+                },
+            )
+        except Exception as exc:  # e.g. the API refused a task run: try again next poll
+            logger.warning("submitting %d runs failed, trying again: %s", len(runs), exc)
+            for run in reversed(runs):
+                (self._suspects if run.suspect else self._pending).appendleft(run)
+            return
         with self._lock:
             for run, future, prior in zip(runs, futures, priors, strict=True):
                 run.future = cast(PrefectDaskFuture[Any], future)
                 self._running[run.key] = run
                 self._priors[run.key] = prior
+                run.started.extend(self._early_starts.pop(run.key, ()))
                 self._watch(run.future)
 
     def _prior_attempts(self, run: BatchRun) -> dict[int, int]:
@@ -315,11 +340,16 @@ class StudyOrchestrator:
     def _handle_run(self, run: BatchRun) -> None:
         assert run.future is not None
         progress = self._progress[run.index]
+        if progress.result is not None:
+            return  # finished by other runs meanwhile
         result: BatchResult | None = None
         try:
-            result = run.future.result(timeout=ANSWER_SECONDS)
+            result = run.future.result(timeout=RESULT_SECONDS)
         except KeyboardInterrupt:
             raise
+        except TimeoutError:
+            self._abandoned[run.future.task_run_id] = run.piece.label
+            self._rerun_unfinished(run, ResultNotFetched(RESULT_SECONDS))
         except BaseException as exc:  # a lost worker, an error outside the model
             self._abandoned[run.future.task_run_id] = run.piece.label
             self._rerun_unfinished(run, exc)
@@ -329,7 +359,8 @@ class StudyOrchestrator:
                 for record in result.records:
                     self._accept(progress, record, result.execution, run.key)
         if len(progress.records) == progress.batch.size and progress.result is None:
-            self._finish_batch(run.index, result if run.piece == progress.batch else None)
+            whole = run.piece == progress.batch and not progress.merged
+            self._finish_batch(run.index, result if whole else None)
 
     def _rerun_unfinished(self, run: BatchRun, exc: BaseException) -> None:
         """Queue the replicates of a failed run that have no record, charging the one running."""
@@ -338,13 +369,21 @@ class StudyOrchestrator:
         with self._lock:
             lost = LostRun(
                 missing=progress.missing(run.piece),
-                started=list(run.started) if run.careful else None,
+                started=list(run.started),
+                careful=run.careful,
+                worker_lost=worker_lost(exc),
             )
         plan = plan_rerun(
-            lost, progress.lost_executions, progress.failed_before_start, self._max_resubmits
+            lost,
+            progress.lost_executions,
+            progress.failed_before_start,
+            self._max_resubmits,
+            progress.lost_before_start,
         )
         if plan.batch_failed_before_start:
             progress.failed_before_start += 1
+        if plan.lost_before_start:
+            progress.lost_before_start += 1
         if plan.running is not None:
             progress.lost_executions[plan.running] = (
                 progress.lost_executions.get(plan.running, 0) + 1
@@ -356,17 +395,20 @@ class StudyOrchestrator:
                     f"this replicate ran: {reason}"
                 )
             else:
+                times = max(progress.failed_before_start, progress.lost_before_start)
                 error = (
-                    f"not run: its batch task failed {progress.failed_before_start} times "
-                    f"before its first replicate started: {reason}"
+                    f"not run: its batch task failed {times} times before its first "
+                    f"replicate started: {reason}"
                 )
             self._give_up(run.index, replicate, error)
-        for start, stop in reversed(plan.pieces):  # the charged replicate's piece runs first
-            self._queue_piece(run.index, start, stop)
+        for start, stop in reversed(plan.pieces):  # reruns go ahead of first runs
+            self._pending.appendleft(self._piece_run(run.index, start, stop))
+        if plan.isolated is not None:
+            self._suspects.append(self._piece_run(run.index, *plan.isolated, suspect=True))
 
-    def _queue_piece(self, index: int, start: int, stop: int) -> None:
+    def _piece_run(self, index: int, start: int, stop: int, suspect: bool = False) -> BatchRun:
         piece = self.batches[index].model_copy(update={"start": start, "stop": stop})
-        self._pending.appendleft(BatchRun(index, piece, careful=True))
+        return BatchRun(index, piece, careful=True, suspect=suspect)
 
     def _give_up(self, index: int, replicate: int, error: str) -> None:
         progress = self._progress[index]
@@ -394,7 +436,7 @@ class StudyOrchestrator:
             for record in result.records:
                 self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
         elif self.on_batch is not None:
-            self.on_batch(batch, result)
+            notify(self.on_batch, batch, result)
         if not reused:
             self._aggregate_if_complete(self._set_of_batch[index])
 
@@ -436,7 +478,7 @@ class StudyOrchestrator:
         future = state.aggregate_run
         assert future is not None
         try:
-            aggregate: ParameterSetAggregate = future.result(timeout=ANSWER_SECONDS)
+            aggregate: ParameterSetAggregate = future.result(timeout=RESULT_SECONDS)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
@@ -453,7 +495,7 @@ class StudyOrchestrator:
         state.aggregate = aggregate
         self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
         if self.on_aggregate is not None:
-            self.on_aggregate(aggregate)
+            notify(self.on_aggregate, aggregate)
 
     def _set_records(self, set_index: int) -> list[ReplicateRecord]:
         return [
@@ -544,6 +586,36 @@ class StudyOrchestrator:
             Counter(record.status for result in written for record in result.records)
         )
         return StudyOutcome(written, aggregates, summary, stall_report, abandoned)
+
+
+def notify(callback: Callable[..., None], *args: Any) -> None:
+    """Call a listener; its failure (an API or a store that refused a write) is logged only.
+
+    Progress, stall reports and part files are worth having, but a study that cannot
+    publish one of them must still finish and write its results.
+    """
+    try:
+        callback(*args)
+    except Exception:
+        logger.warning(
+            "%s failed; the study goes on", getattr(callback, "__name__", callback), exc_info=True
+        )
+
+
+class ResultNotFetched(RuntimeError):
+    """A finished run whose result its worker did not hand over in time."""
+
+    def __init__(self, seconds: float):
+        super().__init__(
+            f"its result could not be fetched within {seconds:g} s (its worker does not "
+            "answer, or the result is very large)"
+        )
+
+
+def worker_lost(exc: BaseException) -> bool:
+    """Return whether a task failed because of its worker, not by an error raised in it."""
+    lost = distributed.KilledWorker | distributed.comm.CommClosedError | ResultNotFetched
+    return isinstance(exc, lost)
 
 
 def describe_failure(exc: BaseException) -> str:

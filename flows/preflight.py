@@ -7,6 +7,8 @@ silently; a model that cannot be imported fails every replicate).
 
 from __future__ import annotations
 
+import logging
+import os
 import platform
 from typing import Any
 
@@ -14,11 +16,18 @@ import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from flows.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
+from flows.watchdog import silent_workers
 from simstudy import __version__ as simstudy_version
 from simstudy.readiness import command_problem
 from simstudy.runners import make_runner
-from simstudy.runners.process import ProcessRunner, close_shared_runners
+from simstudy.runners.process import (
+    STARTUP_TIMEOUT_SECONDS,
+    ProcessRunner,
+    close_shared_runners,
+)
 from simstudy.spec import CommandModel, Study
+
+logger = logging.getLogger(__name__)
 
 
 class PreflightError(RuntimeError):
@@ -80,19 +89,43 @@ def preflight(client: distributed.Client, study: Study, plugin_name: str, log_di
     try:
         identity = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=seconds)
         workers = identity["workers"]
-        check_resources(execution.aggregation_resources, workers)
+        # Every worker answers a trivial question first, so that a slow model start below
+        # is not mistaken for a worker that cannot answer, nor the other way round.
+        client.run(os.getpid, callback_timeout=seconds)
+    except TimeoutError as exc:
+        silent = ", ".join(silent_workers(client)) or "a worker"
+        raise PreflightError(
+            f"{silent} did not answer within {seconds:g} s: stopped, or a task holding its "
+            "GIL; restart it or check execution.dask"
+        ) from exc
+    check_resources(execution.aggregation_resources, workers)
+    # The plugin starts each worker's model processes one by one, each with its own
+    # startup deadline.
+    threads = max((int(info.get("nthreads", 1)) for info in workers.values()), default=1)
+    starting = seconds + threads * STARTUP_TIMEOUT_SECONDS
+    try:
         call_with_deadline(
             lambda: client.register_plugin(StudyWorkerPlugin(study, log_dir), name=plugin_name),
-            seconds,
+            starting,
         )
         reports = client.run(_plugin_report, name=plugin_name, callback_timeout=seconds)
     except TimeoutError as exc:
         raise PreflightError(
-            f"the Dask cluster did not answer within {seconds:g} s (a worker stopped, or a task "
-            "holding its GIL); check execution.dask and the cluster's workers"
+            f"the model did not start on every worker within {starting:g} s (model processes "
+            "start one by one; a very slow import, or a worker that stopped answering)"
         ) from exc
     check_worker_reports(reports)
     return sum(int(info.get("nthreads", 1)) for info in workers.values())
+
+
+def remove_study_plugin(client: distributed.Client, plugin_name: str) -> None:
+    """Unregister the study's worker plugin (its model processes stop); never raises."""
+    try:
+        call_with_deadline(
+            lambda: client.unregister_worker_plugin(plugin_name), CLUSTER_ANSWER_SECONDS
+        )
+    except Exception as exc:  # a worker that does not answer keeps it until it restarts
+        logger.warning("could not remove the worker plugin %s: %s", plugin_name, exc)
 
 
 def check_resources(needed: dict[str, float], workers: dict[str, Any]) -> None:

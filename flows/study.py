@@ -6,7 +6,8 @@
 ```
 
 The flow checks the cluster (`flows/preflight.py`), then `StudyOrchestrator` submits
-batches (bounded), aggregations (with their batches' futures as arguments) and follows
+batches (bounded), reruns what a lost batch did not finish, submits each parameter set's
+aggregation once its batches have finished (with their results as arguments) and follows
 them with a stall watchdog; the results are written when everything has finished.
 """
 
@@ -32,8 +33,8 @@ from flows.artifacts import (
     summary_markdown,
 )
 from flows.cluster import study_task_runner
-from flows.orchestrator import StudyOrchestrator, StudyOutcome
-from flows.preflight import preflight
+from flows.orchestrator import StudyOrchestrator, StudyOutcome, notify
+from flows.preflight import preflight, remove_study_plugin
 from flows.progress import publish
 from flows.run_policy import run_policy
 from flows.task_runs import crash_unfinished_task_runs, study_tag, tag_flow_run
@@ -133,7 +134,8 @@ def _run_study(
     wall_started = time.monotonic()
     with study_task_runner(study.execution.dask) as runner:
         client = runner.client
-        threads = preflight(client, study, f"simstudy-{identity[:12]}", log_dir)
+        plugin_name = f"simstudy-{identity[:12]}"
+        threads = preflight(client, study, plugin_name, log_dir)
         publish_dashboard_link(study, dashboard_link(client))
         progress_artifact = ProgressArtifact(study)
         # Only now, with a cluster that can run the study, are earlier results replaced.
@@ -168,12 +170,9 @@ def _run_study(
                 outcome = orchestrator.run()
         finally:
             if flow_run_id:
-                abandoned = crash_unfinished_task_runs(
-                    orchestrator.abandoned_task_runs(),
-                    "abandoned: the study ended before this task finished",
-                )
-                if abandoned:
-                    logger.warning("task runs marked Crashed: %s", ", ".join(abandoned))
+                notify(crash_abandoned_task_runs, orchestrator.abandoned_task_runs(), logger)
+            if study.execution.dask.address:  # a cluster that outlives the study
+                remove_study_plugin(client, plugin_name)
 
     summary = outcome.summary
     write_results(store, records_of(outcome.batch_results), outcome.aggregates)
@@ -191,17 +190,26 @@ def _run_study(
     )
     message = final_message(outcome)
     logger.info(message)
-    publish_aggregates_table(study, outcome.aggregates)
+    notify(publish_aggregates_table, study, outcome.aggregates)
     markdown = summary_markdown(
         study, summary, outcome.batch_results, store,
         wall_seconds=time.monotonic() - wall_started,
         reused=orchestrator.tracker.reused,
         headline=message,
     )  # fmt: skip
-    publish_summary(study, markdown, message)
+    notify(publish_summary, study, markdown, message)
     if summary.status == "failed":
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
+
+
+def crash_abandoned_task_runs(task_runs: dict[UUID, str], logger: RunLogger) -> None:
+    """Set the task runs a study left unfinished to Crashed, so none stays RUNNING."""
+    abandoned = crash_unfinished_task_runs(
+        task_runs, "abandoned: the study ended before this task finished"
+    )
+    if abandoned:
+        logger.warning("task runs marked Crashed: %s", ", ".join(abandoned))
 
 
 def reusable_batches(

@@ -21,6 +21,9 @@ from simstudy.tracking import StudyTracker, TrackerSnapshot
 
 ANSWER_SECONDS = 5.0
 """How long the scheduler and each worker get to answer one watchdog question."""
+SILENT_HEARTBEAT_SECONDS = 5.0
+"""A worker whose last heartbeat is older than this is named as not answering (workers of
+small clusters beat about every second)."""
 
 
 def _task_states(dask_scheduler: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -43,7 +46,7 @@ def _task_states(dask_scheduler: Any, keys: list[str]) -> dict[str, dict[str, An
     return states
 
 
-def _worker_loads(dask_scheduler: Any) -> list[dict[str, Any]]:
+def worker_loads(dask_scheduler: Any) -> list[dict[str, Any]]:
     """Runs on the scheduler: each worker's load and when it was last heard from."""
     now_s = time.time()
     return [
@@ -70,7 +73,7 @@ async def _call_stacks(
     async def ask(keys: list[str]) -> dict[str, list[str]] | None:
         try:
             answer = await asyncio.wait_for(scheduler.call_stack(keys=keys), seconds)
-        except (TimeoutError, OSError, distributed.comm.CommClosedError):
+        except Exception:  # no answer, a closed comm, an error on the scheduler: no stacks
             return None
         stacks: dict[str, list[str]] = {}
         for per_key in (answer or {}).values():
@@ -81,6 +84,19 @@ async def _call_stacks(
     workers = list(keys_by_worker)
     answers = await asyncio.gather(*(ask(keys_by_worker[w]) for w in workers))
     return dict(zip(workers, answers, strict=True))
+
+
+def silent_workers(client: distributed.Client, seconds: float = ANSWER_SECONDS) -> list[str]:
+    """Return the workers the scheduler has not heard from for `SILENT_HEARTBEAT_SECONDS`."""
+    try:
+        loads = client.run_on_scheduler(worker_loads, callback_timeout=seconds)
+    except Exception:
+        return []
+    return [
+        load["address"]
+        for load in loads
+        if load["seconds_since_heartbeat"] > SILENT_HEARTBEAT_SECONDS
+    ]
 
 
 def unresponsive_note(seconds: float) -> str:
@@ -101,8 +117,8 @@ def collect_stall_report(
     notes: list[str] = []
     try:
         states = client.run_on_scheduler(_task_states, keys=keys, callback_timeout=answer_seconds)
-        loads = client.run_on_scheduler(_worker_loads, callback_timeout=answer_seconds)
-    except (TimeoutError, OSError) as exc:
+        loads = client.run_on_scheduler(worker_loads, callback_timeout=answer_seconds)
+    except Exception as exc:  # no answer in time, or an error on the scheduler
         states, loads = {}, []
         notes.append(f"the scheduler {unresponsive_note(answer_seconds)} ({type(exc).__name__})")
     keys_by_worker: dict[str, list[str]] = {}
@@ -118,7 +134,7 @@ def collect_stall_report(
             answer_seconds,
             callback_timeout=answer_seconds + 5,
         )
-    except (TimeoutError, OSError):
+    except Exception:
         stacks_by_worker = dict.fromkeys(keys_by_worker)
     silent = {w for w, stacks in stacks_by_worker.items() if stacks is None}
     stacks = {k: v for s in stacks_by_worker.values() if s for k, v in s.items()}

@@ -29,9 +29,9 @@ from simstudy.errors import StudyError
 from simstudy.spec import CommandModel, Study
 
 ADDRESS_CONNECT_SECONDS = 5.0
+"""How long the scheduler at `execution.dask.address` has to accept a TCP connection."""
 REFUSED_GRACE_SECONDS = 2.0
 """How long a refused scheduler address is tried again before it counts as nothing there."""
-"""How long the scheduler at `execution.dask.address` has to accept a TCP connection."""
 DEFAULT_SCHEDULER_PORT = 8786
 PSEUDO_FILESYSTEMS = frozenset(
     {

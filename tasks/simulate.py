@@ -99,11 +99,16 @@ class ReplicateReporter:
         self._pending: list[dict[str, Any]] = []
         self._flush_scheduled = False
         self._last_flush = 0.0
+        self._begun = False
         self._lock = threading.Lock()
 
     def started(self, replicate: int) -> None:
-        """Tell the flow (careful reporters only) that this replicate is about to run."""
-        if self.careful:
+        """Tell the flow that a run has begun (careful reporters: every replicate's start)."""
+        # One acknowledged message per run, before its first replicate: a run its worker
+        # took down before it began (Dask fails every task assigned to a dead worker) is
+        # then never charged to a replicate that did not run.
+        if self.careful or not self._begun:
+            self._begun = True
             self._send_now({"key": self.key, "execution": self.execution, "started": replicate})
 
     def __call__(self, record: ReplicateRecord) -> None:

@@ -227,3 +227,31 @@ def test_a_stopped_worker_fails_preflight_within_its_deadline(
     assert "did not answer within 30 s" in (state.message or ""), state.message
     assert elapsed < 30 + 20
     assert not (Path(study.output_dir) / "study.json").exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_batch_lost_before_it_began_is_charged_to_no_replicate(
+    faulty_study: FaultyStudy,
+) -> None:
+    # One worker: the batch queued behind the one whose replicate segfaults dies with it
+    # (Dask fails every task assigned to a dead worker), without having run anything.
+    with pytest.warns(UserWarning, match="cannot enforce timeout_seconds"):
+        study, ids = faulty_study(
+            {(0, 2): "segfault"},
+            parameters={"grid": {"a": [1.0, 2.0]}},
+            fixed={"sleep_s": 0.3},
+            replicates=5,
+            execution={
+                "runner": "thread",
+                "retries": 0,
+                "batch_size": 5,
+                "min_success_fraction": 0.8,
+                "dask": {"n_workers": 1},
+            },
+        )
+    state = simulation_study(study=study, return_state=True)
+    assert state.is_completed(), state.message
+    rows = rows_by_replicate(study)
+    assert (rows[(ids[0], 2)]["status"], rows[(ids[0], 2)]["attempts"]) == ("failed", 3)
+    assert {rows[(ids[1], r)]["status"] for r in range(5)} == {"ok"}
+    assert_attempts_count_executions(study, rows)

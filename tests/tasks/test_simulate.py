@@ -67,9 +67,11 @@ def test_finished_replicates_arrive_in_few_events_while_the_task_still_runs(
         # task ends: a lost batch keeps these results.
         assert not future.done()
         assert sorted(reported(events)) == list(range(200))
-        assert events[0]["records"][0]["outputs"] == {"x": 0.0}
-        assert len(events) <= 2
-        assert not any("started" in e for e in events)
+        records = [e for e in events if "records" in e]
+        assert records[0]["records"][0]["outputs"] == {"x": 0.0}
+        assert len(records) <= 2
+        # Only the run's beginning is reported (acknowledged), not every start.
+        assert [e["started"] for e in events if "started" in e] == [0]
         future.result()
     finally:
         client.unsubscribe_topic(TOPIC)
@@ -93,7 +95,7 @@ def test_records_leave_at_once_when_acknowledged(client: Client, how: str) -> No
         assert reported(events) == [0, 1, 2]
         assert len([e for e in events if "records" in e]) == 3
         starts = [e["started"] for e in events if "started" in e]
-        assert starts == ([0, 1, 2] if careful else [])
+        assert starts == ([0, 1, 2] if careful else [0])
     finally:
         client.unsubscribe_topic(topic)
 
