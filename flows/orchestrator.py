@@ -340,8 +340,10 @@ class StudyOrchestrator:
     def _handle_run(self, run: BatchRun) -> None:
         assert run.future is not None
         progress = self._progress[run.index]
-        if progress.result is not None:
-            return  # finished by other runs meanwhile
+        if progress.result is not None:  # finished by other runs meanwhile
+            with self._lock:
+                self._priors.pop(run.key, None)
+            return
         result: BatchResult | None = None
         try:
             result = run.future.result(timeout=RESULT_SECONDS)
@@ -358,6 +360,8 @@ class StudyOrchestrator:
             with self._lock:
                 for record in result.records:
                     self._accept(progress, record, result.execution, run.key)
+        with self._lock:  # its future is released now: Dask cannot run it again
+            self._priors.pop(run.key, None)
         if len(progress.records) == progress.batch.size and progress.result is None:
             whole = run.piece == progress.batch and not progress.merged
             self._finish_batch(run.index, result if whole else None)
@@ -432,6 +436,7 @@ class StudyOrchestrator:
             result = summarize_batch(batch, records)
         progress.result = result
         progress.records.clear()  # the result holds them now
+        progress.executions.clear()
         if reused:
             for record in result.records:
                 self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
@@ -451,7 +456,7 @@ class StudyOrchestrator:
 
     def _submit_aggregation(self, set_index: int, results: list[BatchResult]) -> None:
         state = self._sets[set_index]
-        name = f"agg-{state.parameter_set.param_id[:12]}"
+        name = aggregation_name(state.parameter_set)
         execution = self.study.execution
         # Resources are Dask annotations; prefect-dask passes them on to Client.submit. The
         # inputs are values: a set is aggregated once its batches are finished, so no worker
@@ -482,7 +487,7 @@ class StudyOrchestrator:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            self._abandoned[future.task_run_id] = f"agg-{state.parameter_set.param_id[:12]}"
+            self._abandoned[future.task_run_id] = aggregation_name(state.parameter_set)
             state.aggregate_run = None
             if state.aggregate_attempts <= self._max_resubmits:
                 self._aggregate_if_complete(set_index)
@@ -513,9 +518,7 @@ class StudyOrchestrator:
         }
         for state in self._sets:
             if state.aggregate_run is not None and state.aggregate is None:
-                unfinished[state.aggregate_run.task_run_id] = (
-                    f"agg-{state.parameter_set.param_id[:12]}"
-                )
+                unfinished[state.aggregate_run.task_run_id] = aggregation_name(state.parameter_set)
         return {**self._abandoned, **unfinished}
 
     def _stall_report(self, stall_timeout: float) -> StallReport:
@@ -525,7 +528,7 @@ class StudyOrchestrator:
         }
         for key, index in self._aggregating.items():
             future = cast(PrefectDaskFuture[Any], self._sets[index].aggregate_run)
-            name = f"agg-{self._sets[index].parameter_set.param_id[:12]}"
+            name = aggregation_name(self._sets[index].parameter_set)
             unfinished[key] = (name, str(future.task_run_id))
         return collect_stall_report(
             self.client, self.study.name, self.tracker, unfinished, stall_timeout
@@ -586,6 +589,11 @@ class StudyOrchestrator:
             Counter(record.status for result in written for record in result.records)
         )
         return StudyOutcome(written, aggregates, summary, stall_report, abandoned)
+
+
+def aggregation_name(parameter_set: ParameterSet) -> str:
+    """Return the task run name of a parameter set's aggregation, e.g. agg-3f2a9c01b7de."""
+    return f"agg-{parameter_set.param_id[:12]}"
 
 
 def notify(callback: Callable[..., None], *args: Any) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from flows.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
 from flows.watchdog import silent_workers
 from simstudy import __version__ as simstudy_version
+from simstudy.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
 from simstudy.readiness import command_problem
 from simstudy.runners import make_runner
 from simstudy.runners.process import (

@@ -114,7 +114,7 @@ def _shape(record: ReplicateRecord) -> dict[str, tuple[str, int]]:
 
 
 def lost_replicate(
-    study: Study, param_id: str, replicate: int, attempts: int, error: str, worker: str = ""
+    study: Study, param_id: str, replicate: int, attempts: int, error: str
 ) -> ReplicateRecord:
     """Return the record of a replicate that never finished: its runs were lost with its task."""
     return ReplicateRecord(
@@ -125,5 +125,5 @@ def lost_replicate(
         attempts=attempts,
         duration_s=0.0,
         error=error,
-        worker=worker,
+        worker="",
     )

@@ -21,10 +21,10 @@ import os
 import re
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
 
+from simstudy.deadlines import call_with_deadline
 from simstudy.errors import StudyError
 from simstudy.spec import CommandModel, Study
 
@@ -134,7 +134,6 @@ def address_problem(address: str | None, timeout: float = ADDRESS_CONNECT_SECOND
         return None  # inproc:// and ucx:// are not TCP: the connection shows them
     host = match["host"].strip("[]")
     port = int(match["port"] or DEFAULT_SCHEDULER_PORT)
-    outcome: list[BaseException | None] = []
 
     def connect() -> None:
         # A refused connection is tried again for a moment: a scheduler started just
@@ -143,28 +142,20 @@ def address_problem(address: str | None, timeout: float = ADDRESS_CONNECT_SECOND
         while True:
             try:
                 socket.create_connection((host, port), timeout=timeout).close()
-                outcome.append(None)
                 return
-            except ConnectionRefusedError as exc:
+            except ConnectionRefusedError:
                 if time.monotonic() >= refused_until:
-                    outcome.append(exc)
-                    return
+                    raise
                 time.sleep(0.1)
-            except OSError as exc:
-                outcome.append(exc)
-                return
 
-    # A thread, because name resolution is not bound by the socket timeout; a daemon, so
-    # a resolver that never answers cannot hold this process.
-    thread = threading.Thread(target=connect, name="simstudy-address-check", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not outcome:
-        reason = f"no answer within {timeout:g} s"
-    elif outcome[0] is None:
+    # With a deadline of its own, because name resolution is not bound by the socket
+    # timeout: a resolver that never answers cannot hold this process.
+    try:
+        call_with_deadline(connect, timeout)
         return None
-    else:
-        error = outcome[0]
+    except TimeoutError:
+        reason = f"no answer within {timeout:g} s"
+    except OSError as error:
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return (
         f"execution.dask.address: nothing answers at {address} ({reason}); start the "

@@ -1,4 +1,4 @@
-"""Deadlines for calls to the Dask cluster that could otherwise wait forever.
+"""Deadlines for calls that could otherwise wait forever (the cluster, name resolution).
 
 A worker that is stopped (SIGSTOP) or whose task holds the GIL answers no RPC, and
 distributed's calls to it (`Client.run`, `register_plugin`, `call_stack`, ...) wait
