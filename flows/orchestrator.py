@@ -34,7 +34,7 @@ from simstudy.aggregate import (
     reconcile_outputs,
     summarize_study,
 )
-from simstudy.batch import BatchResult, lost_replicate, summarize_batch
+from simstudy.batch import BatchResult, lost_replicate, summarize_batch, without_outputs
 from simstudy.design import ParameterSet
 from simstudy.plan import Batch
 from simstudy.records import ReplicateRecord
@@ -467,7 +467,7 @@ class StudyOrchestrator:
                 aggregate_parameter_set_task.with_options(task_run_name=name),
                 {
                     "parameter_set": state.parameter_set,
-                    "batches": results,
+                    "batches": [without_outputs(result) for result in results],
                     "replicates": self.study.replicates,
                     "min_success_fraction": execution.min_success_fraction,
                     "quantiles": self.study.aggregate.quantiles,

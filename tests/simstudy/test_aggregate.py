@@ -14,10 +14,10 @@ from simstudy.aggregate import (
     reconcile_outputs,
     summarize_study,
 )
-from simstudy.batch import run_batch, summarize_batch
-from simstudy.design import expand_parameters
+from simstudy.batch import run_batch, summarize_batch, without_outputs
+from simstudy.design import ParameterSet, expand_parameters
 from simstudy.identity import param_id
-from simstudy.plan import plan_batches
+from simstudy.plan import Batch, plan_batches
 from simstudy.records import ReplicateRecord
 from simstudy.results import replicates_table
 from simstudy.spec import Study
@@ -200,3 +200,21 @@ def test_replicates_of_a_refused_set_are_failed_without_outputs(
     assert records[0].outputs == batches[0].records[0].outputs
     assert set(replicates_table(records).column_names) >= {"x", "y"}
     assert "extra" not in replicates_table(records).column_names
+
+
+def test_aggregation_inputs_without_outputs_give_the_same_aggregate() -> None:
+    batch = Batch(param_id="p" * 64, params={"a": 1.0}, start=0, stop=3)
+    records = [
+        ReplicateRecord(
+            param_id=batch.param_id, replicate=r, seed=r, status="ok", attempts=1,
+            duration_s=0.0, worker="w", outputs={"x": float(r), "s": [float(r), 1.0]},
+        )
+        for r in range(3)
+    ]  # fmt: skip
+    result = summarize_batch(batch, records)
+    slim = without_outputs(result)
+    assert all(r.outputs == {} for r in slim.records)
+    assert all(r.outputs for r in result.records)  # the original is untouched
+    parameter_set = ParameterSet(index=0, param_id=batch.param_id, params={"a": 1.0})
+    full = aggregate_parameter_set(parameter_set, [result], 3, 1.0, [0.5])
+    assert aggregate_parameter_set(parameter_set, [slim], 3, 1.0, [0.5]) == full
