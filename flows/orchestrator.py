@@ -225,8 +225,13 @@ class StudyOrchestrator:
         replicate = record.replicate
         seen = progress.executions.setdefault(replicate, set())
         existing = progress.records.get(replicate)
-        if existing is None or execution is None or execution in seen:
+        if existing is None or execution is None:
             progress.records[replicate] = record
+        elif execution in seen:
+            # The same execution again (its result after its streamed record): the result
+            # wins (a batch's own checks may fail a replicate), the executions counted stay.
+            attempts = max(existing.attempts, record.attempts)
+            progress.records[replicate] = record.model_copy(update={"attempts": attempts})
         else:
             # Dask ran its task again (its result was lost with a worker before the flow
             # fetched it): both executions count; an ok result wins over a failed one.

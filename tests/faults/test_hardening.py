@@ -252,6 +252,7 @@ def test_a_batch_lost_before_it_began_is_charged_to_no_replicate(
     state = simulation_study(study=study, return_state=True)
     assert state.is_completed(), state.message
     rows = rows_by_replicate(study)
-    assert (rows[(ids[0], 2)]["status"], rows[(ids[0], 2)]["attempts"]) == ("failed", 3)
+    crashed = rows[(ids[0], 2)]
+    assert (crashed["status"], crashed["attempts"]) == ("failed", 3), crashed
     assert {rows[(ids[1], r)]["status"] for r in range(5)} == {"ok"}
     assert_attempts_count_executions(study, rows)
