@@ -19,8 +19,6 @@ when it stops the server.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.util
 import os
 import shutil
@@ -45,8 +43,9 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from simstudy.runners import reaper
+
 STARTUP_TIMEOUT_SECONDS = 90.0
-PR_SET_PDEATHSIG = 1
 LOG_TAIL_BYTES = 2000
 
 GRACEFUL_SHUTDOWN_SECONDS = 3
@@ -101,8 +100,7 @@ def free_port() -> int:
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: SIGTERM it when our process dies, so a
     # killed `simstudy run` never leaves an API server behind.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    reaper.parent_death_signal(signal.SIGTERM)
 
 
 def start_api_server(

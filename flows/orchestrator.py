@@ -343,11 +343,16 @@ class StudyOrchestrator:
         future.wrapped_future.add_done_callback(lambda _: self._task_done.set())
 
     def _handle_run(self, run: BatchRun) -> None:
+        try:
+            self._take_run(run)
+        finally:
+            with self._lock:  # its future is released now: Dask cannot run it again
+                self._priors.pop(run.key, None)
+
+    def _take_run(self, run: BatchRun) -> None:
         assert run.future is not None
         progress = self._progress[run.index]
         if progress.result is not None:  # finished by other runs meanwhile
-            with self._lock:
-                self._priors.pop(run.key, None)
             return
         result: BatchResult | None = None
         try:
@@ -365,8 +370,6 @@ class StudyOrchestrator:
             with self._lock:
                 for record in result.records:
                     self._accept(progress, record, result.execution, run.key)
-        with self._lock:  # its future is released now: Dask cannot run it again
-            self._priors.pop(run.key, None)
         if len(progress.records) == progress.batch.size and progress.result is None:
             whole = run.piece == progress.batch and not progress.merged
             self._finish_batch(run.index, result if whole else None)

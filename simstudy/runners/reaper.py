@@ -52,11 +52,16 @@ def become_subreaper() -> bool:
     return _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
+def parent_death_signal(signum: int) -> bool:
+    """Have `signum` sent to this process when the thread that forked it ends (Linux)."""
+    return _prctl(PR_SET_PDEATHSIG, signum)
+
+
 def die_with_parent(parent: int) -> bool:
     """SIGKILL this process when its parent (a single-threaded `parent`) dies."""
     # The signal follows the *thread* that forked us, so only a single-threaded parent
     # (the supervisor) can ask for it safely.
-    if not _prctl(PR_SET_PDEATHSIG, signal.SIGKILL):
+    if not parent_death_signal(signal.SIGKILL):
         return False
     if os.getppid() != parent:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGKILL)
