@@ -1,16 +1,27 @@
-"""The Dask task runner of a study, built from `execution.dask`."""
+"""The Dask task runner of a study, built from `execution.dask`.
+
+```python
+>>> runner = study_task_runner(DaskSettings(cluster_class="distributed.LocalCluster",
+...     cluster_kwargs={"n_workers": 1}, adapt={"minimum": 1, "maximum": 4}))
+>>> with runner:
+...     runner.client.scheduler_info()["workers"]
+```
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from typing import Any
 
 import dask.config
 from distributed import LocalCluster
+from distributed.deploy import Cluster
 from prefect_dask import DaskTaskRunner
 
 from flows.lifeline import LifelinePlugin
+from simstudy.readiness import import_cluster_class
 from simstudy.spec import DaskSettings
 
 DEFAULT_WORKERS = 2
@@ -54,10 +65,31 @@ def quiet_local_cluster(**kwargs: Any) -> LocalCluster:
         return LocalCluster(**kwargs)
 
 
+def quiet_cluster_class(path: str) -> Callable[..., Cluster]:
+    """Return a builder of the cluster class at `path` that uses `quiet_cluster_config`."""
+    cluster_class = import_cluster_class(path)
+    local = issubclass(cluster_class, LocalCluster)
+
+    def build(**kwargs: Any) -> Cluster:
+        # What starts in this process (a LocalCluster, or the scheduler dask-jobqueue runs
+        # here) reads the settings at construction; `allowed-failures: 0` keeps the
+        # scheduler from rerunning a lost batch unseen by the flow.
+        if local:
+            kwargs.setdefault("plugins", (LifelinePlugin(os.getpid()),))
+        with dask.config.set(quiet_cluster_config()):
+            cluster: Cluster = cluster_class(**kwargs)
+        return cluster
+
+    # prefect-dask logs the builder's qualified name: show the class's.
+    build.__module__, build.__qualname__ = cluster_class.__module__, cluster_class.__qualname__
+    return build
+
+
 def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
     """Return LocalCluster arguments: worker processes on loopback only."""
+    workers = settings.adapt.minimum if settings.adapt else settings.n_workers
     kwargs: dict[str, Any] = {
-        "n_workers": settings.n_workers or DEFAULT_WORKERS,
+        "n_workers": workers or DEFAULT_WORKERS,
         "threads_per_worker": settings.threads_per_worker or DEFAULT_THREADS_PER_WORKER,
         "processes": True,
         "host": "127.0.0.1",
@@ -71,9 +103,18 @@ def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
 
 
 def study_task_runner(settings: DaskSettings) -> DaskTaskRunner:
-    """Return a DaskTaskRunner on the study's scheduler address or on a new local cluster."""
+    """Return a DaskTaskRunner on the study's scheduler address or on a cluster it starts."""
     if settings.address:
         return DaskTaskRunner(address=settings.address)
+    adapt = settings.adapt.model_dump() if settings.adapt else None
+    if settings.cluster_class:
+        return DaskTaskRunner(
+            cluster_class=quiet_cluster_class(settings.cluster_class),
+            cluster_kwargs=dict(settings.cluster_kwargs),
+            adapt_kwargs=adapt,
+        )
     return DaskTaskRunner(
-        cluster_class=quiet_local_cluster, cluster_kwargs=local_cluster_kwargs(settings)
+        cluster_class=quiet_local_cluster,
+        cluster_kwargs=local_cluster_kwargs(settings),
+        adapt_kwargs=adapt,
     )

@@ -85,6 +85,13 @@ class RunPolicy(BaseModel):
         description="Dask schedulers a run may use (execution.dask.address), as fnmatch "
         "patterns, e.g. 'tcp://10.0.0.5:8786'; none by default (a local cluster only).",
     )
+    cluster_classes: list[str] = Field(
+        default_factory=list,
+        description="Dask cluster classes a run may start (execution.dask.cluster_class), as "
+        "fnmatch patterns of import paths, e.g. 'dask_jobqueue.SLURMCluster'; none by "
+        "default (a local cluster only). A class and its cluster_kwargs run in the flow "
+        "process: allow only classes whose every argument you accept from a caller.",
+    )
 
 
 def parse_policy(text: str, source: str) -> RunPolicy:
@@ -147,6 +154,14 @@ def check_study(policy: RunPolicy, study: Study) -> None:
         problems.append(
             f"dask_addresses: execution.dask.address {address!r} is not allowed "
             f"(allowed: {policy.dask_addresses or 'none, a local cluster only'})"
+        )
+    cluster_class = study.execution.dask.cluster_class
+    if cluster_class is not None and not any(
+        fnmatchcase(cluster_class, p) for p in policy.cluster_classes
+    ):
+        problems.append(
+            f"cluster_classes: execution.dask.cluster_class {cluster_class!r} is not allowed "
+            f"(allowed: {policy.cluster_classes or 'none, a local cluster only'})"
         )
     if problems:
         raise PolicyError(f"study {study.name}", problems)

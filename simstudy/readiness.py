@@ -7,8 +7,10 @@
 ```
 
 Each problem names the field: `output` on a kernel pseudo filesystem (/proc, /sys) or
-not writable, `execution.dask.address` with nothing answering, a `model` that does not
-import or a command that is not found. The same study would otherwise fail much later
+not writable (or a local folder that workers on other hosts would need),
+`execution.dask.address` with nothing answering, an `execution.dask.cluster_class` that
+does not import (naming the extra to install), a `model` that does not import or a
+command that is not found. The same study would otherwise fail much later
 (a scheduler connection waits 30 s, then a traceback) or after the output folder was
 already touched.
 """
@@ -41,6 +43,17 @@ PSEUDO_FILESYSTEMS = frozenset(
     }
 )  # fmt: skip
 """Kernel filesystems that look writable (to root) but cannot hold files."""
+SHARED_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "cephfs",
+        "glusterfs", "fuse.glusterfs", "fuse.cephfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse",
+        "fuse.juicefs", "fuse.mount-s3", "panfs", "orangefs", "pvfs2", "afs", "ocfs2", "gfs2",
+        "wekafs", "9p",
+    }
+)  # fmt: skip
+"""Filesystems every host of a cluster can mount: a local output there reaches all workers."""
+CLUSTER_EXTRAS = {"dask_jobqueue": "slurm", "dask_kubernetes": "kubernetes"}
+"""The simstudy extra that installs each cluster package (README, "Running on a cluster")."""
 PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
 """Used where the mount table cannot be read; /dev/shm is a tmpfs and is not refused."""
 
@@ -56,6 +69,8 @@ def check_ready(study: Study, *, import_model: bool) -> None:
         for problem in (
             output_problem(study.output_dir),
             address_problem(study.execution.dask.address),
+            cluster_class_problem(study.execution.dask.cluster_class),
+            cluster_output_problem(study),
             model_problem(study, import_model=import_model),
         )
         if problem
@@ -163,13 +178,101 @@ def address_problem(address: str | None, timeout: float = ADDRESS_CONNECT_SECOND
     )
 
 
+def import_cluster_class(path: str) -> type:
+    """Return the Dask cluster class at `path`, or raise ValueError naming the fix."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = CLUSTER_EXTRAS.get(path.split(".")[0])
+        fix = f"pip install 'simstudy[{extra}]'" if extra else f"install {module_name!r}"
+        raise ValueError(f"cannot import {path!r} ({exc}); {fix}") from exc
+    found = getattr(module, name, None)
+    # distributed is imported only here, when a study names a cluster class.
+    from distributed.deploy import Cluster
+
+    if not (isinstance(found, type) and issubclass(found, Cluster)):
+        raise ValueError(
+            f"{path!r} is not a Dask cluster class (a subclass of "
+            "distributed.deploy.Cluster); e.g. dask_jobqueue.SLURMCluster"
+        )
+    return found
+
+
+def cluster_class_problem(path: str | None) -> str | None:
+    """Return why `execution.dask.cluster_class` is not an importable Dask cluster, or None."""
+    if path is None:
+        return None
+    try:
+        import_cluster_class(path)
+    except ValueError as exc:
+        return f"execution.dask.cluster_class: {exc}"
+    return None
+
+
+def cluster_output_problem(study: Study) -> str | None:
+    """Return why the workers of a cluster class on other hosts cannot reach a local output."""
+    path = study.execution.dask.cluster_class
+    if path is None:
+        return None
+    from distributed import LocalCluster
+
+    try:
+        if issubclass(import_cluster_class(path), LocalCluster):
+            return None
+    except ValueError:
+        return None  # cluster_class_problem names it
+    return local_output_problem(study.output_dir, f"the workers of {path}")
+
+
+def local_output_problem(location: str, workers: str) -> str | None:
+    """Return why `workers` on other hosts cannot use the output, or None if they can.
+
+    A local output holds the model logs the workers write (`output/logs`); a folder on a
+    local disk is another folder on every other host.
+    """
+    from simstudy.location import OutputStore
+
+    try:
+        store = OutputStore(location)
+    except (ImportError, ValueError, OSError):
+        return None  # output_problem names it
+    if store.local is None:
+        return None
+    path = Path(os.path.abspath(store.local))
+    fstype = filesystem_type(path)
+    if fstype in SHARED_FILESYSTEMS:
+        return None
+    return (
+        f"output: {path} is a folder on this host's {fstype or 'local'} filesystem, but "
+        f"{workers} run on other hosts and write model logs under it; use a shared "
+        "fsspec URL (e.g. s3://bucket/prefix) or a folder on a filesystem every host "
+        "mounts (NFS, Lustre, GPFS, CephFS, ...)"
+    )
+
+
+def remote_hosts(worker_hosts: list[str]) -> list[str]:
+    """Return the worker hosts that are not this machine (loopback or one of its addresses)."""
+    import psutil
+
+    here = {socket.gethostname(), socket.getfqdn(), "localhost"}
+    here |= {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+    return sorted(
+        {
+            host
+            for host in worker_hosts
+            if host not in here and not host.startswith("127.") and host != "::1"
+        }
+    )
+
+
 def model_problem(study: Study, *, import_model: bool) -> str | None:
     """Return why the study's model cannot run on a local cluster, or None.
 
-    Skipped for a scheduler at an address: the model must exist on its workers, which
-    preflight checks, not necessarily here.
+    Skipped for a scheduler at an address or a cluster class: the model must exist on
+    their workers, which preflight checks, not necessarily here.
     """
-    if study.execution.dask.address:
+    if study.execution.dask.address or study.execution.dask.cluster_class:
         return None
     if isinstance(study.model, CommandModel):
         return command_problem(study)

@@ -76,6 +76,8 @@ MAX_LOCAL_WORKERS = 256
 """Most worker processes of a local cluster."""
 MAX_THREADS_PER_WORKER = 256
 """Most threads per worker process of a local cluster."""
+MAX_ADAPT_WORKERS = 10_000
+"""Most workers of an adaptive cluster (`adapt.maximum`)."""
 MIN_WORKER_MEMORY_BYTES = 256 * 1024 * 1024
 """Smallest `memory_limit`: a Dask worker process alone uses ~100-150 MB, so a smaller
 limit would have its nanny restart it over and over."""
@@ -93,6 +95,9 @@ MAX_QUANTILES = 100
 ADDRESS_PATTERN = (
     r"^(?:(?:tcp|tls|ucx|ws|wss)://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d{1,5})?/?$"
 )
+
+CLUSTER_CLASS_PATTERN = r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$"
+"""An import path `package.module.Class`, the form prefect-dask resolves."""
 
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
 """A duration: finite (pydantic accepts .inf and .nan for float fields otherwise)."""
@@ -118,13 +123,55 @@ class CommandModel(StudyModel):
     )
 
 
+class AdaptSettings(StudyModel):
+    """Adaptive scaling: Dask adds and removes workers between two bounds as work waits."""
+
+    minimum: int = Field(
+        ge=1,
+        le=MAX_ADAPT_WORKERS,
+        description="Fewest workers (at least 1: preflight checks the model on a worker "
+        "before any task is submitted, and Dask adds workers only for submitted tasks).",
+    )
+    maximum: int = Field(
+        ge=1,
+        le=MAX_ADAPT_WORKERS,
+        description=f"Most workers (at most {MAX_ADAPT_WORKERS}).",
+    )
+
+    @model_validator(mode="after")
+    def _minimum_not_above_maximum(self) -> AdaptSettings:
+        if self.minimum > self.maximum:
+            raise ValueError(
+                f"minimum {self.minimum} is above maximum {self.maximum}; give a minimum <= maximum"
+            )
+        return self
+
+
 class DaskSettings(StudyModel):
-    """Where the Dask work runs: a local cluster (default) or an existing scheduler."""
+    """Where the Dask work runs: a local cluster (default), a cluster class, or a scheduler."""
 
     address: str | None = Field(
         default=None,
         description="Address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786. "
-        "When unset, a local cluster is started for the study.",
+        "When unset, a cluster is started for the study (cluster_class, by default a "
+        "local one).",
+    )
+    cluster_class: str | None = Field(
+        default=None,
+        description="Import path of a Dask cluster class the study starts and stops, e.g. "
+        "dask_jobqueue.SLURMCluster (pip install 'simstudy[slurm]'), "
+        "dask_kubernetes.operator.KubeCluster ('simstudy[kubernetes]') or "
+        "distributed.LocalCluster. Default: a local cluster on 127.0.0.1.",
+    )
+    cluster_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of cluster_class, e.g. {queue: normal, cores: 8, "
+        "memory: 16GB} for SLURMCluster.",
+    )
+    adapt: AdaptSettings | None = Field(
+        default=None,
+        description="Adaptive scaling of the started cluster between minimum and maximum "
+        "workers (Dask's cluster.adapt); instead of n_workers.",
     )
     n_workers: int | None = Field(
         default=None,
@@ -161,6 +208,24 @@ class DaskSettings(StudyModel):
             )
         return value
 
+    @field_validator("cluster_class")
+    @classmethod
+    def _cluster_class_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(CLUSTER_CLASS_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not an import path of a class; write it as package.module.Class, "
+                "e.g. dask_jobqueue.SLURMCluster"
+            )
+        return value
+
+    @field_validator("cluster_kwargs")
+    @classmethod
+    def _cluster_kwargs_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # prefect-dask runs the cluster itself, synchronously, and refuses this key.
+        if "asynchronous" in value:
+            raise ValueError("'asynchronous' is set by prefect-dask; remove it")
+        return value
+
     @field_validator("memory_limit")
     @classmethod
     def _memory_size(cls, value: str | None) -> str | None:
@@ -170,16 +235,36 @@ class DaskSettings(StudyModel):
         return value
 
     @model_validator(mode="after")
-    def _address_excludes_local_settings(self) -> DaskSettings:
+    def _one_way_to_each_cluster(self) -> DaskSettings:
         local = [
             name
             for name in ("n_workers", "threads_per_worker", "memory_limit")
             if getattr(self, name) is not None
         ]
-        if self.address and local:
+        started = [
+            name for name in ("cluster_class", "cluster_kwargs", "adapt") if getattr(self, name)
+        ]
+        if self.address and (local or started):
             raise ValueError(
-                f"address is set, so {', '.join(local)} cannot be: the size of an existing "
-                "cluster is set where its workers are started; remove one or the other"
+                f"address is set, so {', '.join(local + started)} cannot be: an existing "
+                "cluster is sized and scaled where its workers are started; remove one or "
+                "the other"
+            )
+        if self.cluster_class and local:
+            raise ValueError(
+                f"cluster_class is set, so {', '.join(local)} cannot be: they are options of "
+                "the default local cluster; give them to cluster_class in cluster_kwargs "
+                "(e.g. {n_workers: 4} for distributed.LocalCluster)"
+            )
+        if self.cluster_kwargs and not self.cluster_class:
+            raise ValueError(
+                "cluster_kwargs is set without cluster_class; name the class they are for, "
+                "e.g. cluster_class: distributed.LocalCluster"
+            )
+        if self.adapt and self.n_workers is not None:
+            raise ValueError(
+                "adapt and n_workers are both set: adapt.minimum and adapt.maximum decide "
+                "the number of workers; remove n_workers"
             )
         return self
 
@@ -231,8 +316,8 @@ class Execution(StudyModel):
     )
     batch_size: int | Literal["auto"] = Field(
         default="auto",
-        description="Replicates per Prefect task run. 'auto': about 40 task runs per study, "
-        "at least 25 replicates per batch (see README).",
+        description="Replicates per Prefect task run (a run may hold several parameter sets). "
+        "'auto': about 40 task runs per study, 25 to 5,000 replicates each (see README).",
     )
     min_success_fraction: float = Field(
         default=1.0,
@@ -520,11 +605,11 @@ class Study(StudyModel):
         # 'auto' never plans more than max(n_sets, 79) batches (README, "Batch size").
         size = self.execution.batch_size
         if size != "auto":
-            batches = n_sets * -(-self.replicates // min(int(size), self.replicates))
-            if batches > MAX_BATCHES:
+            runs = -(-n_sets * self.replicates // int(size))
+            if runs > MAX_BATCHES:
                 problems.append(
-                    f"execution.batch_size: {size} replicates per batch gives {batches:,} "
-                    f"batches, more than the maximum of {MAX_BATCHES:,}; raise batch_size "
+                    f"execution.batch_size: {size} replicates per task run gives {runs:,} "
+                    f"task runs, more than the maximum of {MAX_BATCHES:,}; raise batch_size "
                     "or use 'auto'"
                 )
         return problems

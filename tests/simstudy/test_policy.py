@@ -245,6 +245,22 @@ def test_dask_address_needs_an_allowed_pattern(in_repo: Path) -> None:
     check_study(RunPolicy(dask_addresses=["tcp://10.0.0.*:8786"]), study)
 
 
+def test_cluster_class_needs_an_allowed_pattern(in_repo: Path) -> None:
+    # A class and its keyword arguments run in the flow process: a caller could otherwise
+    # name any importable callable.
+    study = study_of(
+        execution={"dask": {"cluster_class": "dask_jobqueue.SLURMCluster", "cluster_kwargs": {}}}
+    )
+    message = refusal(check_study, RunPolicy(), study)
+    assert "cluster_classes: execution.dask.cluster_class 'dask_jobqueue.SLURMCluster'" in message
+    assert "none, a local cluster only" in message
+    check_study(RunPolicy(cluster_classes=["dask_jobqueue.*"]), study)
+    other = study_of(execution={"dask": {"cluster_class": "distributed.LocalCluster"}})
+    assert "cluster_classes:" in refusal(
+        check_study, RunPolicy(cluster_classes=["dask_jobqueue.*"]), other
+    )
+
+
 def test_every_broken_rule_is_listed(in_repo: Path) -> None:
     study = study_of(
         model="os:system",

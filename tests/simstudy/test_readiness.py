@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,13 @@ from simstudy.readiness import (
     REFUSED_GRACE_SECONDS,
     address_problem,
     check_ready,
+    cluster_class_problem,
+    cluster_output_problem,
     filesystem_type,
+    local_output_problem,
     model_problem,
     output_problem,
+    remote_hosts,
 )
 from simstudy.spec import Study
 
@@ -163,3 +168,63 @@ def test_every_problem_is_listed_by_field(tmp_path: Path) -> None:
         "output",
         "execution.dask.address",
     ]
+
+
+def test_unimportable_cluster_class_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None in sys.modules makes the import fail, installed or not.
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    monkeypatch.setitem(sys.modules, "dask_kubernetes", None)
+    slurm = cluster_class_problem("dask_jobqueue.SLURMCluster") or ""
+    assert slurm.startswith("execution.dask.cluster_class: cannot import 'dask_jobqueue.")
+    assert "pip install 'simstudy[slurm]'" in slurm
+    kube = cluster_class_problem("dask_kubernetes.operator.KubeCluster") or ""
+    assert "pip install 'simstudy[kubernetes]'" in kube
+    assert "install 'no_such_pkg'" in (cluster_class_problem("no_such_pkg.Cluster") or "")
+
+
+def test_cluster_class_must_be_a_dask_cluster() -> None:
+    assert cluster_class_problem("distributed.LocalCluster") is None
+    for path in ("os.system", "distributed.NoSuchCluster"):
+        assert "is not a Dask cluster class" in (cluster_class_problem(path) or "")
+
+
+def test_study_naming_a_missing_cluster_class_fails_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    study = study_with(
+        output=str(tmp_path / "out"),
+        execution={"dask": {"cluster_class": "dask_jobqueue.SLURMCluster"}},
+    )
+    with pytest.raises(StudyError, match=r"simstudy\[slurm\]"):
+        check_ready(study, import_model=False)
+
+
+def test_local_output_for_workers_on_other_hosts_fails_naming_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problem = local_output_problem(str(tmp_path / "out"), "workers 10.0.0.5") or ""
+    assert problem.startswith(f"output: {tmp_path / 'out'} is a folder on this host's")
+    assert "workers 10.0.0.5 run on other hosts" in problem and "s3://" in problem
+    assert local_output_problem("memory://shared", "workers 10.0.0.5") is None
+    monkeypatch.setattr("simstudy.readiness.filesystem_type", lambda path: "nfs4")
+    assert local_output_problem(str(tmp_path / "out"), "workers 10.0.0.5") is None
+
+
+def test_cluster_class_on_other_hosts_needs_a_shared_output(tmp_path: Path) -> None:
+    def study(cluster_class: str, output: str) -> Study:
+        return study_with(output=output, execution={"dask": {"cluster_class": cluster_class}})
+
+    local_output = str(tmp_path / "out")
+    # Not a LocalCluster: its workers may be anywhere (dask-jobqueue, Kubernetes).
+    remote = cluster_output_problem(study("distributed.SpecCluster", local_output)) or ""
+    assert "the workers of distributed.SpecCluster run on other hosts" in remote
+    assert cluster_output_problem(study("distributed.SpecCluster", "memory://o")) is None
+    assert cluster_output_problem(study("distributed.LocalCluster", local_output)) is None
+
+
+def test_workers_on_this_machine_are_not_remote() -> None:
+    here = [socket.gethostname(), "127.0.0.1", "127.0.1.1", "localhost", "::1"]
+    assert remote_hosts([*here, "192.0.2.7"]) == ["192.0.2.7"]

@@ -268,3 +268,54 @@ def test_model_memory_limit_is_a_size_for_killable_runners() -> None:
         assert "execution.model_memory_limit" in str(error.value)
     with pytest.raises(StudyError, match="cannot apply to runner 'thread'"):
         validate_study({**VALID, "execution": {"runner": "thread", "model_memory_limit": "1GiB"}})
+
+
+CLUSTER = {"cluster_class": "dask_jobqueue.SLURMCluster", "cluster_kwargs": {"cores": 4}}
+
+
+def test_cluster_class_kwargs_and_adapt_are_accepted() -> None:
+    dask = {**CLUSTER, "adapt": {"minimum": 1, "maximum": 8}}
+    settings = validate_study(with_change("execution.dask", dask)).execution.dask
+    assert settings.cluster_class == "dask_jobqueue.SLURMCluster"
+    assert settings.cluster_kwargs == {"cores": 4}
+    assert settings.adapt is not None and (settings.adapt.minimum, settings.adapt.maximum) == (1, 8)
+    # Adaptive scaling of the default local cluster needs no class.
+    local = with_change("execution.dask", {"adapt": {"minimum": 1, "maximum": 2}})
+    assert validate_study(local).execution.dask.cluster_class is None
+
+
+@pytest.mark.parametrize(
+    ("dask", "message"),
+    [
+        (
+            {"address": "tcp://127.0.0.1:8786", **CLUSTER},
+            "address is set, so cluster_class, cluster_kwargs cannot be",
+        ),
+        (
+            {"address": "tcp://127.0.0.1:8786", "adapt": {"minimum": 1, "maximum": 2}},
+            "address is set, so adapt cannot be",
+        ),
+        ({**CLUSTER, "n_workers": 2}, "give them to cluster_class in cluster_kwargs"),
+        (
+            {**CLUSTER, "threads_per_worker": 2, "memory_limit": "1GiB"},
+            "so threads_per_worker, memory_limit cannot be",
+        ),
+        ({"cluster_kwargs": {"n_workers": 2}}, "name the class they are for"),
+        ({"n_workers": 2, "adapt": {"minimum": 1, "maximum": 2}}, "remove n_workers"),
+        ({"adapt": {"minimum": 3, "maximum": 2}}, "minimum 3 is above maximum 2"),
+        ({"adapt": {"minimum": 0, "maximum": 2}}, "execution.dask.adapt.minimum"),
+        ({"adapt": {"maximum": 2}}, "execution.dask.adapt.minimum"),
+        ({"cluster_class": "SLURMCluster"}, "write it as package.module.Class"),
+        ({"cluster_class": "os.system; rm"}, "write it as package.module.Class"),
+        (
+            {"cluster_class": "distributed.LocalCluster", "cluster_kwargs": {"asynchronous": 1}},
+            "'asynchronous' is set by prefect-dask",
+        ),
+    ],
+)
+def test_contradictory_cluster_settings_are_refused_naming_the_fix(
+    dask: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(StudyError, match="execution.dask") as caught:
+        validate_study(with_change("execution.dask", dask))
+    assert message in str(caught.value)
