@@ -1,8 +1,9 @@
-"""Checks before anything is submitted: workers, resources, model, versions.
+"""Checks before anything is submitted: workers, resources, output, model, versions.
 
 Each check fails in seconds with an error naming what is wrong and where, instead of
 letting a study wait forever (a task asking for a Dask resource no worker offers waits
-silently; a model that cannot be imported fails every replicate).
+silently; a model that cannot be imported fails every replicate; workers on other hosts
+cannot write into a folder on this host's disk).
 """
 
 from __future__ import annotations
@@ -18,13 +19,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from flows.watchdog import silent_workers
 from simstudy import __version__ as simstudy_version
 from simstudy.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
-from simstudy.readiness import command_problem
+from simstudy.readiness import command_problem, local_output_problem, remote_hosts
 from simstudy.runners import make_runner
-from simstudy.runners.process import (
-    STARTUP_TIMEOUT_SECONDS,
-    ProcessRunner,
-    close_shared_runners,
-)
+from simstudy.runners.process import STARTUP_TIMEOUT_SECONDS, ProcessRunner
 from simstudy.spec import CommandModel, Study
 
 logger = logging.getLogger(__name__)
@@ -34,25 +31,40 @@ class PreflightError(RuntimeError):
     """The cluster cannot run this study; the message says why and where."""
 
 
+def versions() -> dict[str, str]:
+    """Return the versions every worker must share with the flow process."""
+    return {"python": platform.python_version(), "simstudy": simstudy_version}
+
+
 class StudyWorkerPlugin(WorkerPlugin):
-    """On every worker (also ones that join later): warm the runner, record versions."""
+    """On every worker (also ones that join later): warm the runner, record versions.
+
+    Dask gives a registered plugin to every worker that joins afterwards (adaptive
+    scaling, a restarted or replaced worker), before it takes tasks.
+    """
 
     def __init__(self, study: Study, log_dir: str):
         self.study = study
         self.log_dir = log_dir
+        self.flow_versions = versions()
         self.report: dict[str, Any] = {}
 
     def setup(self, worker: distributed.Worker) -> None:
         """Check the model on this worker and start its model processes."""
         self.report = {
-            "python": platform.python_version(),
-            "simstudy": simstudy_version,
+            **versions(),
             "problem": model_problem(self.study, self.log_dir, worker.state.nthreads),
         }
+        # A worker joining mid-study is checked by no one else: its log says it.
+        problems = report_problems(self.report, self.flow_versions)
+        if problems:
+            logger.error("study %s cannot run here: %s", self.study.name, "; ".join(problems))
 
     def teardown(self, worker: distributed.Worker) -> None:
-        """Stop the model processes of this worker."""
-        close_shared_runners()
+        """Stop this study's model processes on this worker (not another study's)."""
+        runner = make_runner(self.study, self.log_dir)
+        if isinstance(runner, ProcessRunner):
+            runner.close()
 
 
 def model_problem(study: Study, log_dir: str, threads: int) -> str | None:
@@ -99,6 +111,7 @@ def preflight(client: distributed.Client, study: Study, plugin_name: str, log_di
             "GIL; restart it or check execution.dask"
         ) from exc
     check_resources(execution.aggregation_resources, workers)
+    check_output_reachable(study.output_dir, workers)
     # The plugin starts each worker's model processes one by one, each with its own
     # startup deadline.
     threads = max((int(info.get("nthreads", 1)) for info in workers.values()), default=1)
@@ -109,12 +122,18 @@ def preflight(client: distributed.Client, study: Study, plugin_name: str, log_di
             starting,
         )
         reports = client.run(_plugin_report, name=plugin_name, callback_timeout=seconds)
-    except TimeoutError as exc:
-        raise PreflightError(
-            f"the model did not start on every worker within {starting:g} s (model processes "
-            "start one by one; a very slow import, or a worker that stopped answering)"
-        ) from exc
-    check_worker_reports(reports)
+        check_worker_reports(reports)
+    except BaseException as exc:
+        # A cluster at an address outlives the study: its workers must not keep the
+        # plugin and the model processes it started.
+        remove_study_plugin(client, plugin_name)
+        if isinstance(exc, TimeoutError):
+            raise PreflightError(
+                f"the model did not start on every worker within {starting:g} s (model "
+                "processes start one by one; a very slow import, or a worker that stopped "
+                "answering)"
+            ) from exc
+        raise
     return sum(int(info.get("nthreads", 1)) for info in workers.values())
 
 
@@ -140,13 +159,34 @@ def check_resources(needed: dict[str, float], workers: dict[str, Any]) -> None:
             )
 
 
+def check_output_reachable(output: str, workers: dict[str, Any]) -> None:
+    """Raise if workers on other hosts would need a folder on this host's disk."""
+    hosts = remote_hosts([str(info.get("host", "")) for info in workers.values()])
+    if not hosts:
+        return
+    remote = [addr for addr, info in sorted(workers.items()) if info.get("host") in hosts]
+    more = f" and {len(remote) - 1} more" if len(remote) > 1 else ""
+    problem = local_output_problem(output, f"workers {remote[0]}{more} (hosts {', '.join(hosts)})")
+    if problem:
+        raise PreflightError(problem)
+
+
+def report_problems(report: dict[str, Any], expected: dict[str, str]) -> list[str]:
+    """Return what keeps a worker from running the study: its model, its versions."""
+    problems = [str(report["problem"])] if report.get("problem") else []
+    for name, version in expected.items():
+        if report.get(name) not in (None, version):
+            problems.append(f"{name} {report.get(name)}, flow process has {version}")
+    return problems
+
+
 def check_worker_reports(reports: dict[str, dict[str, Any]]) -> None:
     """Raise if the model fails on a worker or versions differ from this process's."""
-    problems = [f"{a}: {r['problem']}" for a, r in sorted(reports.items()) if r.get("problem")]
-    here = {"python": platform.python_version(), "simstudy": simstudy_version}
-    for addr, report in sorted(reports.items()):
-        for name, version in here.items():
-            if report.get(name) not in (None, version):
-                problems.append(f"{addr}: {name} {report.get(name)}, flow process has {version}")
+    here = versions()
+    problems = [
+        f"{addr}: {problem}"
+        for addr, report in sorted(reports.items())
+        for problem in report_problems(report, here)
+    ]
     if problems:
         raise PreflightError("preflight failed on the workers:\n  - " + "\n  - ".join(problems))

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.preflight import PreflightError, check_resources, check_worker_reports, model_problem
+from flows.preflight import (
+    PreflightError,
+    check_output_reachable,
+    check_resources,
+    check_worker_reports,
+    model_problem,
+)
 from simstudy import __version__
 from simstudy.spec import Study
 
@@ -27,6 +33,23 @@ def test_version_mismatch_and_model_problems_are_errors() -> None:
         check_worker_reports({"tcp://a": good, "tcp://b": {**good, "python": "3.0.0"}})
     with pytest.raises(PreflightError, match="tcp://a: cannot load model"):
         check_worker_reports({"tcp://a": {**good, "problem": "cannot load model 'x:y'"}})
+
+
+def test_workers_on_other_hosts_need_a_shared_output(tmp_path: Path) -> None:
+    here = {"tcp://127.0.0.1:4001": {"host": "127.0.0.1"}}
+    check_output_reachable(str(tmp_path / "out"), here)
+    elsewhere = {
+        **here,
+        "tcp://192.0.2.7:4001": {"host": "192.0.2.7"},
+        "tcp://192.0.2.8:4001": {"host": "192.0.2.8"},
+    }
+    check_output_reachable("memory://shared-out", elsewhere)
+    with pytest.raises(PreflightError) as caught:
+        check_output_reachable(str(tmp_path / "out"), elsewhere)
+    message = str(caught.value)
+    assert message.startswith(f"output: {tmp_path / 'out'} is a folder on this host's")
+    assert "workers tcp://192.0.2.7:4001 and 1 more (hosts 192.0.2.7, 192.0.2.8)" in message
+    assert "use a shared fsspec URL (e.g. s3://bucket/prefix)" in message
 
 
 @pytest.mark.usefixtures("no_leftover_processes")
