@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import dask.config
+import pyarrow.parquet as pq
 import pytest
 from distributed import Client
 
 from flows.cluster import quiet_cluster_config, quiet_local_cluster, study_task_runner
-from simstudy.spec import DaskSettings
+from simstudy.spec import DaskSettings, Study
 
 PROFILER = "distributed.worker.profile.enabled"
 ALLOWED_FAILURES = "distributed.scheduler.allowed-failures"
@@ -55,3 +60,58 @@ def test_scheduler_and_worker_processes_run_quiet() -> None:
         assert list(running.values()) == [(False, 0.5)]
     # Nothing leaks into the Dask config of the process that built the cluster.
     assert (dask.config.get(PROFILER), dask.config.get(TICK)) == (True, "20ms")
+
+
+def test_a_cluster_class_gets_its_kwargs_adapt_and_the_quiet_config() -> None:
+    settings = DaskSettings(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": 1, "dashboard_address": None},
+        adapt={"minimum": 1, "maximum": 2},
+    )
+    runner = study_task_runner(settings)
+    assert callable(runner.cluster_class)
+    # prefect-dask logs the builder under the class's own name.
+    assert runner.cluster_class.__qualname__ == "LocalCluster"
+    assert runner.cluster_kwargs == {"n_workers": 1, "dashboard_address": None}
+    assert runner.adapt_kwargs == {"minimum": 1, "maximum": 2}
+    local = study_task_runner(DaskSettings(adapt={"minimum": 1, "maximum": 3}))
+    assert local.cluster_kwargs["n_workers"] == 1 and local.adapt_kwargs["maximum"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes")
+def test_study_runs_on_a_cluster_class_with_kwargs_and_adaptive_scaling(
+    make_study: Callable[..., Study],
+) -> None:
+    from flows.study import simulation_study
+
+    study = make_study(
+        replicates=8,
+        fixed={"sleep_s": 0.3},
+        execution={
+            "batch_size": 2,
+            "dask": {
+                "cluster_class": "distributed.LocalCluster",
+                "cluster_kwargs": {
+                    "threads_per_worker": 1,
+                    "host": "127.0.0.1",
+                    "dashboard_address": None,
+                },
+                "adapt": {"minimum": 1, "maximum": 2},
+            },
+        },
+    )
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    assert state.is_completed(), state.message
+    rows = pq.read_table(Path(study.output_dir) / "replicates.parquet").to_pylist()
+    assert sorted((r["param_id"], r["replicate"]) for r in rows) == sorted(
+        {(r["param_id"], i) for r in rows for i in range(8)}
+    )
+    assert len(rows) == 16 and {r["status"] for r in rows} == {"ok"}
+    workers = {r["worker"] for r in rows}
+    print(
+        f"cluster class with adapt: {time.monotonic() - started:.1f} s, "
+        f"{len(workers)} workers ran replicates"
+    )
