@@ -1,0 +1,136 @@
+"""Replicate records as Arrow columns, and the result tables built from them.
+
+A batch's records become one table: the record fields as columns, one float64 column per
+scalar output and one list<float64> column per series output (named `output:<name>`, so
+no output name can collide with a record field). Part files store that table; the result
+files `replicates.parquet` and `timeseries.parquet` are views of it, built part by part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from simstudy.records import ReplicateRecord
+
+RECORD_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("param_id", pa.string()),
+    ("replicate", pa.int64()),
+    ("seed", pa.int64()),
+    ("status", pa.string()),
+    ("attempts", pa.int64()),
+    ("duration_s", pa.float64()),
+    ("error", pa.string()),
+    ("worker", pa.string()),
+]
+"""Columns of a replicate record (all its fields but the outputs)."""
+RECORD_SCHEMA = pa.schema(RECORD_COLUMNS)
+OUTPUT_PREFIX = "output:"
+SERIES_TYPE = pa.list_(pa.float64())
+TIMESERIES_SCHEMA = pa.schema(
+    [
+        ("param_id", pa.string()),
+        ("replicate", pa.int64()),
+        ("output", pa.string()),
+        ("t", pa.int64()),
+        ("value", pa.float64()),
+    ]
+)
+
+
+def records_table(records: list[ReplicateRecord]) -> pa.Table:
+    """Return the records as one table: record fields, then one column per output."""
+    columns: dict[str, Any] = {
+        name: pa.array([getattr(r, name) for r in records], type=kind)
+        for name, kind in RECORD_COLUMNS
+    }
+    names = sorted({name for r in records for name in r.outputs})
+    for name in names:
+        values = [r.outputs.get(name) for r in records]
+        is_series = any(isinstance(v, list) for v in values)
+        if is_series:  # a scalar where others have a series is left out, as in the files
+            values = [v if isinstance(v, list) else None for v in values]
+        columns[OUTPUT_PREFIX + name] = pa.array(values, SERIES_TYPE if is_series else pa.float64())
+    return pa.table(columns)
+
+
+def table_records(table: pa.Table) -> list[ReplicateRecord]:
+    """Return the records of a table built by `records_table`."""
+    outputs = [name for name in table.column_names if name.startswith(OUTPUT_PREFIX)]
+    rows = table.select([name for name, _ in RECORD_COLUMNS]).to_pylist()
+    values = {name[len(OUTPUT_PREFIX) :]: table.column(name).to_pylist() for name in outputs}
+    records = []
+    for i, row in enumerate(rows):
+        row["outputs"] = {
+            name: column[i] for name, column in values.items() if column[i] is not None
+        }
+        records.append(ReplicateRecord.model_validate(row))
+    return records
+
+
+def scalar_outputs(schema: pa.Schema) -> list[str]:
+    """Return the scalar output names of a records table's schema."""
+    return [
+        field.name[len(OUTPUT_PREFIX) :]
+        for field in schema
+        if field.name.startswith(OUTPUT_PREFIX) and not pa.types.is_list(field.type)
+    ]
+
+
+def replicates_schema(scalar_names: Iterable[str]) -> pa.Schema:
+    """Return the schema of replicates.parquet: record columns, then the scalar outputs."""
+    return pa.schema([*RECORD_COLUMNS, *[(name, pa.float64()) for name in sorted(scalar_names)]])
+
+
+def replicates_view(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Return one row per replicate: the record columns and every scalar output of `schema`."""
+    columns = [table.column(name) for name, _ in RECORD_COLUMNS]
+    for field in schema.names[len(RECORD_COLUMNS) :]:
+        column = OUTPUT_PREFIX + field
+        found = column in table.column_names and not pa.types.is_list(
+            table.schema.field(column).type
+        )
+        columns.append(table.column(column) if found else pa.nulls(table.num_rows, pa.float64()))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def timeseries_view(table: pa.Table) -> pa.Table | None:
+    """Return the series outputs in long form (param_id, replicate, output, t, value).
+
+    Rows come replicate by replicate, outputs by name, then time points in order.
+    """
+    pieces = []
+    names = [
+        field.name
+        for field in table.schema
+        if field.name.startswith(OUTPUT_PREFIX) and pa.types.is_list(field.type)
+    ]
+    for column in sorted(names):
+        series = table.column(column).combine_chunks()
+        rows = pc.list_parent_indices(series)
+        if len(rows) == 0:
+            continue
+        lengths = pc.fill_null(pc.list_value_length(series), 0).to_numpy()
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        pieces.append(
+            pa.table(
+                {
+                    "row": rows,
+                    "param_id": table.column("param_id").take(rows),
+                    "replicate": table.column("replicate").take(rows),
+                    "output": pa.array([column[len(OUTPUT_PREFIX) :]] * len(rows), pa.string()),
+                    "t": pa.array(np.arange(len(rows)) - starts, pa.int64()),
+                    "value": pc.list_flatten(series),
+                }
+            )
+        )
+    if not pieces:
+        return None
+    # Sorting by row alone keeps the outputs' order (concatenated by name) and the time
+    # points' order: Arrow's sort is stable.
+    long = pa.concat_tables(pieces).sort_by([("row", "ascending")]).drop_columns(["row"])
+    return long.cast(TIMESERIES_SCHEMA)
