@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from typing import cast
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.batch import BatchResult
 from simstudy.display import Spread, format_number, format_parameters, split_parameters
 from simstudy.location import OutputStore
+from simstudy.plan import Batch
 from simstudy.records import ReplicateRecord
 from simstudy.results import AGGREGATES_FILE
 from simstudy.spec import Study
@@ -119,10 +121,24 @@ def publish_aggregates_table(study: Study, aggregates: list[ParameterSetAggregat
     )
 
 
+class FirstFailures:
+    """The first failed replicate of each parameter set, kept as batches finish."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ReplicateRecord] = {}
+
+    def add(self, finished: list[tuple[int, Batch, BatchResult]]) -> None:
+        """Keep the first failed replicate of each set not seen failing before."""
+        for _, _, result in finished:
+            for record in result.records:
+                if record.status != "ok" and record.param_id not in self.records:
+                    self.records[record.param_id] = record
+
+
 def summary_markdown(
     study: Study,
     summary: StudySummary,
-    batch_results: list[BatchResult],
+    first_failure: Mapping[str, ReplicateRecord],
     store: OutputStore,
     wall_seconds: float,
     reused: int,
@@ -144,11 +160,6 @@ def summary_markdown(
         f"Wall time: {wall_seconds:.1f} s. Output: `{store}`.",
     ]
     if summary.failed_sets:
-        first_failure: dict[str, ReplicateRecord] = {}
-        for result in batch_results:
-            for record in result.records:
-                if record.status != "ok" and record.param_id not in first_failure:
-                    first_failure[record.param_id] = record
         lines += ["", "## Failed parameter sets", ""]
         for param_id, reasons in summary.failed_sets.items():
             lines += [f"### {param_id}", "", *[f"- {reason}" for reason in reasons]]

@@ -24,7 +24,7 @@ from simstudy.errors import OutputDirError, StudyError
 from simstudy.loading import load_study
 from simstudy.location import OutputStore
 from simstudy.locking import output_lock
-from simstudy.parts import PARTS_DIR, read_parts
+from simstudy.parts import PARTS_DIR, stored_replicates
 from simstudy.plan import plan_batches
 from simstudy.readiness import check_ready
 from simstudy.report import summary_table
@@ -96,7 +96,7 @@ def _kept(args: argparse.Namespace) -> str:
         store = OutputStore(load_study(args.study, cli_overrides(args)).output_dir)
     except (StudyError, OutputDirError, ImportError):
         return ""
-    kept = len(read_parts(store).records)
+    kept = stored_replicates(store)
     return (
         f"{kept} finished replicates are kept in {store.path(PARTS_DIR)}; run the same command "
         "again to resume (--fresh starts over)."

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -29,20 +29,19 @@ from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report
 from simstudy.aggregate import (
     ParameterSetAggregate,
     StudySummary,
-    fail_refused_replicates,
     failed_aggregate,
     reconcile_outputs,
     summarize_study,
 )
 from simstudy.batch import BatchResult, lost_replicate, summarize_batch, without_outputs
 from simstudy.design import ParameterSet
-from simstudy.plan import Batch
+from simstudy.plan import Batch, aggregation_groups, plan_runs, run_label
 from simstudy.records import ReplicateRecord
-from simstudy.reruns import LostRun, plan_rerun
+from simstudy.reruns import LostRun, contiguous_ranges, plan_rerun
 from simstudy.spec import Study
 from simstudy.stall import StallReport
 from simstudy.tracking import StudyTracker, TrackerSnapshot
-from tasks.aggregate import aggregate_parameter_set_task, summarize_study_task
+from tasks.aggregate import aggregate_parameter_sets_task, summarize_study_task
 from tasks.simulate import configured_simulate_batch
 
 logger = logging.getLogger(__name__)
@@ -68,31 +67,44 @@ it is published, and a kept copy of every record would grow with the study."""
 
 @dataclass
 class StudyOutcome:
-    """Everything a finished (or abandoned) study run produced."""
+    """Everything a finished (or abandoned) study run produced.
 
-    batch_results: list[BatchResult]
+    Finished batches went to their `on_batch` listener (the part files) as they finished;
+    `unfinished` holds the replicates that finished in batches that did not (a stalled study).
+    """
+
     aggregates: list[ParameterSetAggregate]
     summary: StudySummary
     stall_report: StallReport | None = None
     abandoned: bool = False
+    unfinished: list[tuple[int, Batch, BatchResult]] = field(default_factory=list)
 
 
 @dataclass
 class BatchRun:
-    """One submitted run of (part of) a planned batch."""
+    """One submitted task run: (parts of) one or more planned batches, in order."""
 
-    index: int  # the planned batch
-    piece: Batch  # the replicates this run covers
+    pieces: list[tuple[int, Batch]]  # (planned batch, the replicates this run covers)
     careful: bool  # reports each start and record at once (a rerun)
     suspect: bool = False  # the lone rerun of a replicate charged with a lost run
     future: PrefectDaskFuture[Any] | None = None
-    started: list[int] = field(default_factory=list)  # replicates reported started
+    started: list[tuple[str, int]] = field(default_factory=list)  # (param_id, replicate)
 
     @property
     def key(self) -> str:
         """Return the Dask key of the run."""
         assert self.future is not None
         return str(self.future.wrapped_future.key)
+
+    @property
+    def label(self) -> str:
+        """Return the task run's name."""
+        return run_label([piece for _, piece in self.pieces])
+
+    @property
+    def size(self) -> int:
+        """Return the replicates the run covers."""
+        return sum(piece.size for _, piece in self.pieces)
 
 
 @dataclass
@@ -106,7 +118,8 @@ class BatchProgress:
     failed_before_start: int = 0  # runs whose task raised before any replicate started
     lost_before_start: int = 0  # runs whose worker died before they began
     merged: bool = False  # a replicate's records of two executions were merged
-    result: BatchResult | None = None
+    finished: bool = False  # every replicate has its final record
+    result: BatchResult | None = None  # kept (without outputs) until its set is aggregated
 
     def missing(self, piece: Batch) -> list[int]:
         """Return the replicates of `piece` without a record."""
@@ -115,13 +128,30 @@ class BatchProgress:
 
 @dataclass
 class SetProgress:
-    """One parameter set: its planned batches and its aggregation."""
+    """One parameter set: its planned batches and its aggregate."""
 
     parameter_set: ParameterSet
     batch_indices: list[int]
-    aggregate_run: PrefectDaskFuture[Any] | None = None
-    aggregate_attempts: int = 0
+    group: int = 0  # its aggregation group
     aggregate: ParameterSetAggregate | None = None
+
+
+@dataclass
+class GroupProgress:
+    """Consecutive parameter sets aggregated by one task run."""
+
+    set_indices: range
+    run: PrefectDaskFuture[Any] | None = None
+    attempts: int = 0
+    done: bool = False
+
+    def name(self, sets: list[ParameterSet]) -> str:
+        """Return the task run name of the group's aggregation."""
+        first, last = self.set_indices[0], self.set_indices[-1]
+        if first == last:
+            return aggregation_name(sets[first])
+        digits = max(4, len(str(last)))
+        return f"agg-s{first:0{digits}d}-{last:0{digits}d}"
 
 
 @dataclass
@@ -138,7 +168,8 @@ class StudyOrchestrator:
     progress_topic: str
     on_progress: Callable[[TrackerSnapshot], None]
     on_stall: Callable[[StallReport], None]
-    on_batch: Callable[[Batch, BatchResult], None] | None = None
+    on_batches: Callable[[list[tuple[int, Batch, BatchResult]]], None] | None = None
+    """Called with batches that finished together, contiguous in the plan (a part file)."""
     on_aggregate: Callable[[ParameterSetAggregate], None] | None = None
     reused: dict[int, BatchResult] = field(default_factory=dict)
     tracker: StudyTracker = field(init=False)
@@ -150,25 +181,34 @@ class StudyOrchestrator:
         self._set_index = {ps.param_id: i for i, ps in enumerate(self.sets)}
         for i, batch in enumerate(self.batches):
             self._sets[self._set_index[batch.param_id]].batch_indices.append(i)
-        self._set_of_batch = [self._set_index[b.param_id] for b in self.batches]
+        self._groups = [GroupProgress(sets) for sets in aggregation_groups(len(self.sets))]
+        for group_index, group in enumerate(self._groups):
+            for set_index in group.set_indices:
+                self._sets[set_index].group = group_index
         self._pending: deque[BatchRun] = deque()
         # Lone reruns of charged replicates go one at a time: two of them sharing a worker
         # that one kills would both be charged.
         self._suspects: deque[BatchRun] = deque()
-        self._early_starts: dict[str, list[int]] = {}  # starts seen before the run's key
+        self._early_starts: dict[str, list[tuple[str, int]]] = {}  # starts before the run's key
         self._running: dict[str, BatchRun] = {}  # Dask key -> run
-        self._aggregating: dict[str, int] = {}  # Dask key -> set index
+        self._aggregating: dict[str, int] = {}  # Dask key -> group index
         self._abandoned: dict[UUID, str] = {}  # task runs that failed or never finished
-        self._priors: dict[str, dict[int, int]] = {}  # Dask key -> prior attempts it was given
+        self._priors: dict[str, dict[tuple[str, int], int]] = {}  # Dask key -> prior attempts
         self._task_done = threading.Event()
         self._lock = threading.Lock()  # records arrive on the client's event-loop thread
-        for index, batch in enumerate(self.batches):
-            if index in self.reused:
-                self._finish_batch(index, self.reused[index], reused=True)
-            else:
-                self._pending.append(BatchRun(index, batch, careful=False))
-        self.tracker.reused = sum(result.stop - result.start for result in self.reused.values())
-        self._simulate = configured_simulate_batch(self.study, max(b.size for b in self.batches))
+        reused = self.reused.copy()
+        self.reused.clear()  # each is dropped once its set is aggregated
+        for indices in plan_runs(self.batches):
+            pieces = [(i, self.batches[i]) for i in indices if i not in reused]
+            if pieces:
+                self._pending.append(BatchRun(pieces, careful=False))
+        self._just_finished: list[tuple[int, Batch, BatchResult]] = []
+        for index, result in sorted(reused.items()):
+            self._finish_batch(index, result, reused=True)
+        self._hand_on_finished()
+        self.tracker.reused = sum(result.stop - result.start for result in reused.values())
+        largest = max((run.size for run in self._pending), default=1)
+        self._simulate = configured_simulate_batch(self.study, largest)
         self._limit = self.study.execution.batches_in_flight(self.worker_threads)
         self._max_resubmits = self.study.execution.max_resubmits
 
@@ -177,8 +217,8 @@ class StudyOrchestrator:
         self._bound_event_log()
         self.client.subscribe_topic(self.progress_topic, self._on_event)
         try:
-            for set_index in range(len(self._sets)):
-                self._aggregate_if_complete(set_index)
+            for group_index in range(len(self._groups)):
+                self._aggregate_if_complete(group_index)
             return self._loop()
         finally:
             with contextlib.suppress(Exception):
@@ -206,16 +246,17 @@ class StudyOrchestrator:
         with self._lock:
             if "started" in message:
                 key = str(message.get("key"))
+                started = (str(message.get("param_id")), int(message["started"]))
                 run = self._running.get(key)
                 if run is not None:
-                    run.started.append(int(message["started"]))
+                    run.started.append(started)
                 else:  # a run may begin before its submission call has returned
-                    self._early_starts.setdefault(key, []).append(int(message["started"]))
+                    self._early_starts.setdefault(key, []).append(started)
             # A record is a result wherever it comes from, even a run already lost.
             for payload in message.get("records", ()):
                 record = ReplicateRecord.model_validate(payload)
                 progress = self._progress_of(record.param_id, record.replicate)
-                if progress is not None and progress.result is None:
+                if progress is not None and not progress.finished:
                     self._accept(progress, record, message.get("execution"), message.get("key"))
 
     def _accept(
@@ -235,7 +276,7 @@ class StudyOrchestrator:
         else:
             # Dask ran its task again (its result was lost with a worker before the flow
             # fetched it): both executions count; an ok result wins over a failed one.
-            prior = self._priors.get(str(key), {}).get(replicate, 0)
+            prior = self._priors.get(str(key), {}).get((record.param_id, replicate), 0)
             kept = record if existing.status != "ok" and record.status == "ok" else existing
             attempts = existing.attempts + record.attempts - prior
             progress.records[replicate] = kept.model_copy(update={"attempts": attempts})
@@ -257,7 +298,7 @@ class StudyOrchestrator:
         execution = self.study.execution
         watch = StallWatch(execution.stall_timeout(), execution.on_stall)
         last_snapshot: TrackerSnapshot | None = None
-        while any(s.aggregate is None for s in self._sets):
+        while not all(group.done for group in self._groups):
             if STOP_REQUESTED.is_set():
                 raise KeyboardInterrupt
             self._submit_runs()
@@ -290,7 +331,7 @@ class StudyOrchestrator:
         aggregations = [
             (key, index)
             for key, index in self._aggregating.items()
-            if cast(PrefectDaskFuture[Any], self._sets[index].aggregate_run).wrapped_future.done()
+            if cast(PrefectDaskFuture[Any], self._groups[index].run).wrapped_future.done()
         ]
         for run in runs:
             self._handle_run(run)
@@ -314,10 +355,17 @@ class StudyOrchestrator:
                 self._simulate,
                 {
                     "study": unmapped(self.study),
-                    "batch": [run.piece for run in runs],
+                    "batches": [[piece for _, piece in run.pieces] for run in runs],
+                    "label": [run.label for run in runs],
                     "log_dir": unmapped(self.log_dir),
                     "progress_topic": unmapped(self.progress_topic),
-                    "prior_attempts": priors,
+                    "prior_attempts": [
+                        [
+                            {r: n for (pid, r), n in prior.items() if pid == piece.param_id}
+                            for _, piece in run.pieces
+                        ]
+                        for run, prior in zip(runs, priors, strict=True)
+                    ],
                     "careful": [run.careful for run in runs],
                 },
             )
@@ -334,9 +382,14 @@ class StudyOrchestrator:
                 run.started.extend(self._early_starts.pop(run.key, ()))
                 self._watch(run.future)
 
-    def _prior_attempts(self, run: BatchRun) -> dict[int, int]:
-        lost = self._progress[run.index].lost_executions
-        return {r: n for r, n in lost.items() if run.piece.start <= r < run.piece.stop}
+    def _prior_attempts(self, run: BatchRun) -> dict[tuple[str, int], int]:
+        """Return (param_id, replicate) -> executions lost earlier, for the run's replicates."""
+        priors = {}
+        for index, piece in run.pieces:
+            for r, n in self._progress[index].lost_executions.items():
+                if piece.start <= r < piece.stop:
+                    priors[(piece.param_id, r)] = n
+        return priors
 
     def _watch(self, future: PrefectDaskFuture[Any]) -> None:
         # Wakes the loop at once, so a finished set's aggregation or a rerun is not delayed.
@@ -351,40 +404,76 @@ class StudyOrchestrator:
 
     def _take_run(self, run: BatchRun) -> None:
         assert run.future is not None
-        progress = self._progress[run.index]
-        if progress.result is not None:  # finished by other runs meanwhile
-            return
-        result: BatchResult | None = None
+        if all(self._progress[index].finished for index, _ in run.pieces):
+            return  # finished by other runs meanwhile
+        results: list[BatchResult] | None = None
         try:
-            result = run.future.result(timeout=RESULT_SECONDS)
+            results = run.future.result(timeout=RESULT_SECONDS)
         except KeyboardInterrupt:
             raise
         except TimeoutError:
-            self._abandoned[run.future.task_run_id] = run.piece.label
+            self._abandoned[run.future.task_run_id] = run.label
             self._rerun_unfinished(run, ResultNotFetched(RESULT_SECONDS))
         except BaseException as exc:  # a lost worker, an error outside the model
-            self._abandoned[run.future.task_run_id] = run.piece.label
+            self._abandoned[run.future.task_run_id] = run.label
             self._rerun_unfinished(run, exc)
         else:
-            assert result is not None
+            assert results is not None
             with self._lock:
-                for record in result.records:
-                    self._accept(progress, record, result.execution, run.key)
-        if len(progress.records) == progress.batch.size and progress.result is None:
-            whole = run.piece == progress.batch and not progress.merged
-            self._finish_batch(run.index, result if whole else None)
+                for (index, _), result in zip(run.pieces, results, strict=True):
+                    progress = self._progress[index]
+                    if not progress.finished:
+                        for record in result.records:
+                            self._accept(progress, record, result.execution, run.key)
+        for position, (index, piece) in enumerate(run.pieces):
+            progress = self._progress[index]
+            if len(progress.records) == progress.batch.size and not progress.finished:
+                whole = results is not None and piece == progress.batch and not progress.merged
+                self._finish_batch(index, results[position] if whole and results else None)
+        self._hand_on_finished()
+
+    def _hand_on_finished(self) -> None:
+        """Pass the batches just finished to `on_batches`, in runs contiguous in the plan."""
+        finished, self._just_finished = sorted(self._just_finished, key=lambda f: f[0]), []
+        groups: list[list[tuple[int, Batch, BatchResult]]] = []
+        for item in finished:
+            if groups and groups[-1][-1][0] + 1 == item[0]:
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        for group in groups:
+            if self.on_batches is not None:
+                notify(self.on_batches, group)
 
     def _rerun_unfinished(self, run: BatchRun, exc: BaseException) -> None:
-        """Queue the replicates of a failed run that have no record, charging the one running."""
-        progress = self._progress[run.index]
+        """Queue the replicates of a failed run that have no record, charging the one running.
+
+        Runs go through their batches in order: the first batch with replicates missing was
+        running; the later ones never started and run again uncharged.
+        """
         reason = describe_failure(exc)
-        with self._lock:
-            lost = LostRun(
-                missing=progress.missing(run.piece),
-                started=list(run.started),
-                careful=run.careful,
-                worker_lost=worker_lost(exc),
-            )
+        reruns: list[tuple[int, int, int]] = []  # (batch, start, stop)
+        charged = False
+        for index, piece in run.pieces:
+            progress = self._progress[index]
+            with self._lock:
+                missing = progress.missing(piece)
+                started = [r for pid, r in run.started if pid == piece.param_id or not run.careful]
+            if not missing:
+                continue
+            if charged:
+                reruns.extend((index, a, b) for a, b in contiguous_ranges(missing))
+                continue
+            charged = True
+            lost = LostRun(missing, started, run.careful, worker_lost(exc))
+            reruns.extend((index, a, b) for a, b in self._plan_rerun(index, lost, reason))
+        if reruns:  # reruns go ahead of first runs
+            pieces = [(i, self._piece(i, a, b)) for i, a, b in reruns]
+            self._pending.appendleft(BatchRun(pieces, careful=True))
+
+    def _plan_rerun(self, index: int, lost: LostRun, reason: str) -> list[tuple[int, int]]:
+        """Charge one batch's lost run; give up or isolate its replicates; return the rest."""
+        progress = self._progress[index]
         plan = plan_rerun(
             lost,
             progress.lost_executions,
@@ -412,15 +501,14 @@ class StudyOrchestrator:
                     f"not run: its batch task failed {times} times before its first "
                     f"replicate started: {reason}"
                 )
-            self._give_up(run.index, replicate, error)
-        for start, stop in reversed(plan.pieces):  # reruns go ahead of first runs
-            self._pending.appendleft(self._piece_run(run.index, start, stop))
+            self._give_up(index, replicate, error)
         if plan.isolated is not None:
-            self._suspects.append(self._piece_run(run.index, *plan.isolated, suspect=True))
+            piece = self._piece(index, *plan.isolated)
+            self._suspects.append(BatchRun([(index, piece)], careful=True, suspect=True))
+        return plan.pieces
 
-    def _piece_run(self, index: int, start: int, stop: int, suspect: bool = False) -> BatchRun:
-        piece = self.batches[index].model_copy(update={"start": start, "stop": stop})
-        return BatchRun(index, piece, careful=True, suspect=suspect)
+    def _piece(self, index: int, start: int, stop: int) -> Batch:
+        return self.batches[index].model_copy(update={"start": start, "stop": stop})
 
     def _give_up(self, index: int, replicate: int, error: str) -> None:
         progress = self._progress[index]
@@ -436,79 +524,89 @@ class StudyOrchestrator:
             self.tracker.replicate_finished(record.param_id, replicate, record.status)
 
     def _finish_batch(self, index: int, result: BatchResult | None, reused: bool = False) -> None:
-        """Keep a planned batch's result once every replicate has a record; aggregate its set."""
+        """Hand a planned batch's records on once all are in; aggregate its group if complete."""
         progress = self._progress[index]
         batch = progress.batch
         if result is None:
             records = [progress.records[r] for r in range(batch.start, batch.stop)]
             result = summarize_batch(batch, records)
-        progress.result = result
+        progress.finished = True
         progress.records.clear()  # the result holds them now
         progress.executions.clear()
         if reused:
             for record in result.records:
                 self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
-        elif self.on_batch is not None:
-            notify(self.on_batch, batch, result)
+        self._just_finished.append((index, batch, result))
+        self.tracker.batch_finished(batch)
+        # Only what an aggregation needs stays: the outputs are in the part file now.
+        progress.result = without_outputs(result)
         if not reused:
-            self._aggregate_if_complete(self._set_of_batch[index])
+            self._aggregate_if_complete(self._sets[self._set_index[batch.param_id]].group)
 
-    def _aggregate_if_complete(self, set_index: int) -> None:
-        state = self._sets[set_index]
-        results = [self._progress[i].result for i in state.batch_indices]
-        if state.aggregate is not None or state.aggregate_run is not None:
+    def _aggregate_if_complete(self, group_index: int) -> None:
+        group = self._groups[group_index]
+        if group.done or group.run is not None:
             return
-        if any(result is None for result in results):
-            return
-        self._submit_aggregation(set_index, cast(list[BatchResult], results))
+        indices = [i for s in group.set_indices for i in self._sets[s].batch_indices]
+        if all(self._progress[i].finished for i in indices):
+            self._submit_aggregation(group_index)
 
-    def _submit_aggregation(self, set_index: int, results: list[BatchResult]) -> None:
-        state = self._sets[set_index]
-        name = aggregation_name(state.parameter_set)
+    def _submit_aggregation(self, group_index: int) -> None:
+        group = self._groups[group_index]
+        name = group.name(self.sets)
         execution = self.study.execution
+        batches = [
+            [cast(BatchResult, self._progress[i].result) for i in self._sets[s].batch_indices]
+            for s in group.set_indices
+        ]
         # Resources are Dask annotations; prefect-dask passes them on to Client.submit. The
-        # inputs are values: a set is aggregated once its batches are finished, so no worker
-        # thread waits for them, and no finished batch is recomputed when a worker dies.
+        # inputs are values: a group is aggregated once its batches are finished, so no
+        # worker thread waits for them, and no finished batch is recomputed when a worker dies.
         resources = execution.aggregation_resources
         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
             future = self.runner.submit(
-                aggregate_parameter_set_task.with_options(task_run_name=name),
+                aggregate_parameter_sets_task.with_options(task_run_name=name),
                 {
-                    "parameter_set": state.parameter_set,
-                    "batches": [without_outputs(result) for result in results],
+                    "parameter_sets": [self.sets[s] for s in group.set_indices],
+                    "batches": batches,
                     "replicates": self.study.replicates,
                     "min_success_fraction": execution.min_success_fraction,
                     "quantiles": self.study.aggregate.quantiles,
                 },
             )
-        state.aggregate_run = cast(PrefectDaskFuture[Any], future)
-        state.aggregate_attempts += 1
-        self._aggregating[str(state.aggregate_run.wrapped_future.key)] = set_index
-        self._watch(state.aggregate_run)
+        group.run = cast(PrefectDaskFuture[Any], future)
+        group.attempts += 1
+        self._aggregating[str(group.run.wrapped_future.key)] = group_index
+        self._watch(group.run)
 
-    def _handle_aggregation(self, set_index: int) -> None:
-        state = self._sets[set_index]
-        future = state.aggregate_run
+    def _handle_aggregation(self, group_index: int) -> None:
+        group = self._groups[group_index]
+        future = group.run
         assert future is not None
         try:
-            aggregate: ParameterSetAggregate = future.result(timeout=RESULT_SECONDS)
+            aggregates: list[ParameterSetAggregate] = future.result(timeout=RESULT_SECONDS)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            self._abandoned[future.task_run_id] = aggregation_name(state.parameter_set)
-            state.aggregate_run = None
-            if state.aggregate_attempts <= self._max_resubmits:
-                self._aggregate_if_complete(set_index)
+            self._abandoned[future.task_run_id] = group.name(self.sets)
+            group.run = None
+            if group.attempts <= self._max_resubmits:
+                self._aggregate_if_complete(group_index)
                 return
-            aggregate = failed_aggregate(
-                state.parameter_set,
-                self._set_records(set_index),
-                f"aggregation failed {state.aggregate_attempts} times: {describe_failure(exc)}",
-            )
-        state.aggregate = aggregate
-        self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
-        if self.on_aggregate is not None:
-            notify(self.on_aggregate, aggregate)
+            reason = f"aggregation failed {group.attempts} times: {describe_failure(exc)}"
+            aggregates = [
+                failed_aggregate(self.sets[s], self._set_records(s), reason)
+                for s in group.set_indices
+            ]
+        group.done = True
+        for set_index, aggregate in zip(group.set_indices, aggregates, strict=True):
+            state = self._sets[set_index]
+            state.aggregate = aggregate
+            for index in state.batch_indices:
+                self._progress[index].result = None  # aggregated: nothing left to keep
+            self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
+            if self.on_aggregate is not None:
+                notify(self.on_aggregate, aggregate)
 
     def _set_records(self, set_index: int) -> list[ReplicateRecord]:
         return [
@@ -520,24 +618,23 @@ class StudyOrchestrator:
     def abandoned_task_runs(self) -> dict[UUID, str]:
         """Return task runs (id -> name) still unfinished or lost when the study stopped."""
         unfinished = {
-            run.future.task_run_id: run.piece.label
+            run.future.task_run_id: run.label
             for run in self._running.values()
             if run.future is not None
         }
-        for state in self._sets:
-            if state.aggregate_run is not None and state.aggregate is None:
-                unfinished[state.aggregate_run.task_run_id] = aggregation_name(state.parameter_set)
+        for group in self._groups:
+            if group.run is not None and not group.done:
+                unfinished[group.run.task_run_id] = group.name(self.sets)
         return {**self._abandoned, **unfinished}
 
     def _stall_report(self, stall_timeout: float) -> StallReport:
         unfinished = {
-            key: (run.piece.label, str(cast(PrefectDaskFuture[Any], run.future).task_run_id))
+            key: (run.label, str(cast(PrefectDaskFuture[Any], run.future).task_run_id))
             for key, run in self._running.items()
         }
         for key, index in self._aggregating.items():
-            future = cast(PrefectDaskFuture[Any], self._sets[index].aggregate_run)
-            name = aggregation_name(self._sets[index].parameter_set)
-            unfinished[key] = (name, str(future.task_run_id))
+            future = cast(PrefectDaskFuture[Any], self._groups[index].run)
+            unfinished[key] = (self._groups[index].name(self.sets), str(future.task_run_id))
         return collect_stall_report(
             self.client, self.study.name, self.tracker, unfinished, stall_timeout
         )
@@ -545,7 +642,7 @@ class StudyOrchestrator:
     def _cancel_unfinished(self) -> None:
         futures = [run.future.wrapped_future for run in self._running.values() if run.future]
         futures += [
-            cast(PrefectDaskFuture[Any], self._sets[i].aggregate_run).wrapped_future
+            cast(PrefectDaskFuture[Any], self._groups[i].run).wrapped_future
             for i in self._aggregating.values()
         ]
         try:
@@ -569,34 +666,27 @@ class StudyOrchestrator:
             return summarize_study(aggregates)
 
     def _outcome(self, stall_report: StallReport | None, abandoned: bool = False) -> StudyOutcome:
-        results = [p.result for p in self._progress if p.result is not None]
-        with self._lock:  # replicates of unfinished batches that did finish are kept too
-            partial = [
-                summarize_batch(
-                    p.batch.model_copy(
-                        update={"start": min(p.records), "stop": max(p.records) + 1}
-                    ),
-                    [p.records[r] for r in sorted(p.records)],
-                )
-                for p in self._progress
-                if p.result is None and p.records
-            ]
         # Sets whose outputs differ from the study's fail here, before any file is written.
         aggregates = reconcile_outputs([s.aggregate for s in self._sets if s.aggregate is not None])
-        results = fail_refused_replicates(results, aggregates)
         if not abandoned:
-            return StudyOutcome(results, aggregates, self._summarize(aggregates), stall_report)
+            return StudyOutcome(aggregates, self._summarize(aggregates), stall_report)
+        with self._lock:  # replicates of unfinished batches that did finish are kept too
+            unfinished = [
+                (i, p.batch, summarize_batch(piece, [p.records[r] for r in sorted(p.records)]))
+                for i, p in enumerate(self._progress)
+                if not p.finished and p.records
+                for piece in [
+                    p.batch.model_copy(update={"start": min(p.records), "stop": max(p.records) + 1})
+                ]
+            ]
         summary = summarize_study(aggregates)
         missing = self.tracker.missing_aggregations()
         summary.status = "failed"
         summary.n_parameter_sets = len(self.sets)
         summary.failed_sets.update({pid: ["abandoned: the study stalled"] for pid in missing})
-        written = results + partial
         # Counts of every replicate that finished, aggregated or not; the rest are missing.
-        summary.replicate_counts = dict(
-            Counter(record.status for result in written for record in result.records)
-        )
-        return StudyOutcome(written, aggregates, summary, stall_report, abandoned)
+        summary.replicate_counts = self.tracker.snapshot().replicates
+        return StudyOutcome(aggregates, summary, stall_report, abandoned, unfinished)
 
 
 def aggregation_name(parameter_set: ParameterSet) -> str:

@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from flows.artifacts import (
+    FirstFailures,
     ProgressArtifact,
     artifact_key,
     publish_aggregates_table,
@@ -46,11 +47,10 @@ from simstudy.fingerprint import model_fingerprint
 from simstudy.loading import resolve_study
 from simstudy.location import OutputStore
 from simstudy.locking import output_lock
-from simstudy.parts import PARTS_DIR, read_parts, write_part
+from simstudy.parts import PARTS_DIR, PartWriter, read_parts
 from simstudy.plan import Batch, plan_batches
 from simstudy.policy import check_request, check_study
 from simstudy.readiness import check_ready
-from simstudy.records import ReplicateRecord
 from simstudy.results import (
     STUDY_FILE,
     check_output_dir,
@@ -145,6 +145,8 @@ def _run_study(
         write_json(store, STUDY_FILE, {**document, "status": "running"})
         fingerprint = model_fingerprint(study)
         reused = reusable_batches(store, batches, fingerprint, logger)
+        parts = PartWriter(store, fingerprint)
+        first_failures = FirstFailures()
         logger.info(
             "study %s: %d parameter sets x %d replicates in %d batches (%d reused) -> %s",
             study.name, len(sets), study.replicates, len(batches), len(reused), store,
@@ -161,7 +163,7 @@ def _run_study(
             on_progress=ProgressLog(logger, progress_artifact),
             on_aggregate=lambda aggregate: log_aggregate(aggregate, logger),
             on_stall=lambda report: publish_stall_report(study, report, store, logger),
-            on_batch=lambda batch, result: write_part(store, batch, result, fingerprint),
+            on_batches=lambda finished: keep_finished(finished, parts, first_failures),
             reused=reused,
         )
         try:
@@ -175,7 +177,10 @@ def _run_study(
                 remove_study_plugin(client, plugin_name)
 
     summary = outcome.summary
-    write_results(store, records_of(outcome.batch_results), outcome.aggregates)
+    for unfinished in outcome.unfinished:  # a stalled study keeps what finished
+        keep_finished([unfinished], parts, first_failures)
+    write_results(store, parts.in_plan_order(), outcome.aggregates)
+    parts.remove_others()
     write_json(
         store,
         STUDY_FILE,
@@ -192,7 +197,7 @@ def _run_study(
     logger.info(message)
     notify(publish_aggregates_table, study, outcome.aggregates)
     markdown = summary_markdown(
-        study, summary, outcome.batch_results, store,
+        study, summary, first_failures.records, store,
         wall_seconds=time.monotonic() - wall_started,
         reused=orchestrator.tracker.reused,
         headline=message,
@@ -201,6 +206,14 @@ def _run_study(
     if summary.status == "failed":
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
+
+
+def keep_finished(
+    finished: list[tuple[int, Batch, BatchResult]], parts: PartWriter, failures: FirstFailures
+) -> None:
+    """Write batches that finished together as a part file; note their first failures."""
+    parts.write(finished)
+    failures.add(finished)
 
 
 def crash_abandoned_task_runs(task_runs: dict[UUID, str], logger: RunLogger) -> None:
@@ -216,7 +229,7 @@ def reusable_batches(
     store: OutputStore, batches: list[Batch], fingerprint: str, logger: RunLogger
 ) -> dict[int, BatchResult]:
     """Return the batches an earlier run of this study finished, rebuilt from part files."""
-    stored = read_parts(store)
+    stored = read_parts(store, fingerprint)
     if stored.corrupt_parts:
         logger.warning(
             "unreadable part files removed, their replicates run again: %s",
@@ -224,7 +237,7 @@ def reusable_batches(
         )
     reused = {}
     for index, batch in enumerate(batches):
-        result = stored.reusable_batch(batch, fingerprint)
+        result = stored.reusable_batch(batch)
         if result is not None:
             reused[index] = result
     return reused
@@ -286,8 +299,3 @@ def dashboard_link(client: Any) -> str | None:
     if importlib.util.find_spec("bokeh") is None:
         return None
     return str(client.dashboard_link) if client.dashboard_link else None
-
-
-def records_of(batch_results: list[BatchResult]) -> list[ReplicateRecord]:
-    """Return every replicate record of the study, in batch order."""
-    return [r for result in batch_results for r in result.records]

@@ -77,6 +77,18 @@ class OutputStore:
         self.fs.makedirs(self.path(name).rsplit("/", 1)[0], exist_ok=True)
         self.fs.pipe_file(self.path(name), data)
 
+    @contextmanager
+    def open_write(self, name: str) -> Iterator[IO[bytes]]:
+        """Yield a file to write in pieces: it appears whole (temp + rename) or not at all."""
+        if self.local is not None:
+            with atomic_file(self.local / name) as handle:
+                yield handle
+            return
+        self.fs.makedirs(self.path(name).rsplit("/", 1)[0], exist_ok=True)
+        # Object stores upload in parts and publish the object when it is closed.
+        with self.fs.open(self.path(name), "wb") as handle:
+            yield handle
+
     def delete(self, name: str) -> None:
         """Delete a file or folder if it exists."""
         if self.exists(name):

@@ -1,9 +1,11 @@
 """Finished batches persisted as they finish, so a crashed study resumes where it stopped.
 
-Each finished batch becomes one Parquet part file under `output/_parts/`, written
-atomically (temp file + rename), holding its replicate records and each replicate's
-cache key. On the next run of the same study, a batch whose replicates are all in the
-parts with status ok and the current cache key is reused instead of run again.
+Batches that finish together (contiguous in the plan) become one Parquet part file under
+`output/_parts/`, written atomically (temp file + rename), holding their replicate records
+as columns (see `simstudy.columns`) and each replicate's cache key. The flow keeps nothing
+of them but the file's name; the result files are assembled from the parts at the end.
+On the next run of the same study, a batch whose replicates are all in the parts with
+status ok and the current cache key is reused instead of run again.
 
 Why part files rather than Prefect result persistence: Prefect's cache costs a task run
 per cached task (a fully cached rerun took as long as the first run, measured), keys
@@ -13,82 +15,163 @@ study's own files are the truth about what finished.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from simstudy.batch import BatchResult, summarize_batch
+from simstudy.columns import RECORD_COLUMNS, records_table, table_records
 from simstudy.fingerprint import replicate_cache_key
 from simstudy.location import OutputStore
 from simstudy.plan import Batch
-from simstudy.records import ReplicateRecord
-from simstudy.results import RECORD_COLUMNS, read_table, write_table
+from simstudy.results import read_schema, read_table, write_table
 
 PARTS_DIR = "_parts"
+CACHE_KEY = "cache_key"
 logger = logging.getLogger(__name__)
 
-# Outputs as JSON text: scalars and series of any length fit one column.
-PART_SCHEMA = pa.schema([*RECORD_COLUMNS, ("outputs", pa.string()), ("cache_key", pa.string())])
+PART_SCHEMA = pa.schema([*RECORD_COLUMNS, (CACHE_KEY, pa.string())])
+"""The columns every part has; one column per model output follows them."""
 
 
-def part_name(batch: Batch) -> str:
-    """Return the part file of a batch (one name per replicate range)."""
-    return f"{PARTS_DIR}/{batch.param_id}-r{batch.start}-{batch.stop}.parquet"
+class PartWriter:
+    """Write finished batches as part files, and remember which (in plan order)."""
 
+    def __init__(self, store: OutputStore, fingerprint: str):
+        self.store = store
+        self.fingerprint = fingerprint
+        # Names never repeat across runs, so a part an earlier run wrote is never
+        # overwritten while it may still be needed.
+        self.token = uuid.uuid4().hex[:12]
+        self.written: list[tuple[int, str]] = []  # (first batch index, part name)
 
-def write_part(store: OutputStore, batch: Batch, result: BatchResult, fingerprint: str) -> None:
-    """Persist a finished batch's records with their cache keys."""
-    rows = [
-        {
-            **record.model_dump(exclude={"outputs"}),
-            "outputs": json.dumps(record.outputs),
-            "cache_key": replicate_cache_key(fingerprint, record.param_id, record.seed),
-        }
-        for record in result.records
-    ]
-    write_table(store, part_name(batch), pa.Table.from_pylist(rows, schema=PART_SCHEMA))
+    def write(self, batches: list[tuple[int, Batch, BatchResult]]) -> None:
+        """Write batches contiguous in the plan (given in order) as one part file."""
+        first = batches[0][0]
+        records = [record for _, _, result in batches for record in result.records]
+        table = records_table(records)
+        keys = [replicate_cache_key(self.fingerprint, r.param_id, r.seed) for r in records]
+        table = table.add_column(len(RECORD_COLUMNS), CACHE_KEY, pa.array(keys, pa.string()))
+        name = f"{PARTS_DIR}/{first:07d}-{self.token}.parquet"
+        write_table(self.store, name, table)
+        self.written.append((first, name))
+
+    def in_plan_order(self) -> list[str]:
+        """Return the parts written, in plan order (they hold disjoint batches)."""
+        return [name for _, name in sorted(self.written)]
+
+    def remove_others(self) -> None:
+        """Delete the parts of earlier runs: what they held that is still valid was rewritten."""
+        mine = {name for _, name in self.written}
+        for name in self.store.names(PARTS_DIR, ".parquet"):
+            if name not in mine:
+                self.store.delete(name)
 
 
 @dataclass
 class StoredReplicates:
-    """Ok replicate records found in the part files, by (param_id, replicate)."""
+    """Where the reusable (ok, current cache key) replicates of earlier runs are stored."""
 
-    records: dict[tuple[str, int], tuple[ReplicateRecord, str]]
-    corrupt_parts: list[str]
+    store: OutputStore
+    fingerprint: str
+    parts: list[str] = field(default_factory=list)
+    index: dict[tuple[str, int], int] = field(default_factory=dict)  # -> position in parts
+    corrupt_parts: list[str] = field(default_factory=list)
+    _cached: tuple[int, pa.Table] | None = field(default=None, repr=False)
 
-    def reusable_batch(self, batch: Batch, fingerprint: str) -> BatchResult | None:
+    def reusable_batch(self, batch: Batch) -> BatchResult | None:
         """Return the batch rebuilt from stored records if every replicate can be reused."""
-        records = []
-        for replicate in range(batch.start, batch.stop):
-            stored = self.records.get((batch.param_id, replicate))
-            if stored is None:
-                return None
-            record, key = stored
-            if key != replicate_cache_key(fingerprint, record.param_id, record.seed):
-                return None
-            records.append(record)
-        return summarize_batch(batch, records)
+        found = {self.index.get((batch.param_id, r)) for r in range(batch.start, batch.stop)}
+        if None in found:
+            return None
+        rows = []
+        for position in sorted(p for p in found if p is not None):
+            table = self._part(position)
+            mask = pc.and_(
+                pc.equal(table.column("param_id"), batch.param_id),
+                pc.and_(
+                    pc.greater_equal(table.column("replicate"), batch.start),
+                    pc.less(table.column("replicate"), batch.stop),
+                ),
+            )
+            rows.extend(table_records(table.filter(mask)))
+        by_replicate = {record.replicate: record for record in rows}
+        return summarize_batch(batch, [by_replicate[r] for r in range(batch.start, batch.stop)])
+
+    def _part(self, position: int) -> pa.Table:
+        # Batches are asked for in plan order and a part holds consecutive batches, so
+        # one part in memory at a time is enough.
+        if self._cached is None or self._cached[0] != position:
+            table = read_table(self.store, self.parts[position])
+            self._cached = (position, reusable_rows(table, self.fingerprint))
+        return self._cached[1]
 
 
-def read_parts(store: OutputStore) -> StoredReplicates:
-    """Read every part file; a corrupt one is deleted (its replicates will run again)."""
-    found: dict[tuple[str, int], tuple[ReplicateRecord, str]] = {}
-    corrupt: list[str] = []
+def read_parts(store: OutputStore, fingerprint: str) -> StoredReplicates:
+    """Index the reusable replicates of every part; a corrupt part is deleted (it runs again).
+
+    Only ids are held: a part's outputs are read again when one of its batches is reused.
+    """
+    stored = StoredReplicates(store, fingerprint)
     for name in store.names(PARTS_DIR, ".parquet"):
         try:
-            rows = read_table(store, name, schema=PART_SCHEMA).to_pylist()
+            table = read_table(store, name, columns=PART_SCHEMA.names)
+            problem = _format_problem(read_schema(store, name))
         except (OSError, pa.ArrowException) as exc:
-            logger.warning("part %s is unreadable (%s); its replicates will run again", name, exc)
-            corrupt.append(name.rsplit("/", 1)[-1])
+            problem = str(exc)
+        if problem:
+            logger.warning(
+                "part %s is unreadable (%s); its replicates will run again", name, problem
+            )
+            stored.corrupt_parts.append(name.rsplit("/", 1)[-1])
             store.delete(name)
             continue
-        for row in rows:
-            if row["status"] != "ok":
-                continue  # failed and timed-out replicates are tried again on resume
-            key = row.pop("cache_key")
-            row["outputs"] = json.loads(row["outputs"])
-            record = ReplicateRecord.model_validate(row)
-            found[(record.param_id, record.replicate)] = (record, key)
-    return StoredReplicates(found, corrupt)
+        table = reusable_rows(table, fingerprint)
+        if table.num_rows == 0:
+            continue
+        stored.parts.append(name)
+        for param_id, replicate in zip(
+            table.column("param_id").to_pylist(), table.column("replicate").to_pylist(), strict=True
+        ):
+            stored.index[(param_id, replicate)] = len(stored.parts) - 1
+    return stored
+
+
+def reusable_rows(table: pa.Table, fingerprint: str) -> pa.Table:
+    """Return the rows of a part that a run may reuse: ok, with the current cache key."""
+    # Failed and timed-out replicates are tried again on resume.
+    table = table.filter(pc.equal(table.column("status"), "ok"))
+    keep = [
+        key == replicate_cache_key(fingerprint, param_id, seed)
+        for param_id, seed, key in zip(
+            table.column("param_id").to_pylist(),
+            table.column("seed").to_pylist(),
+            table.column(CACHE_KEY).to_pylist(),
+            strict=True,
+        )
+    ]
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
+def stored_replicates(store: OutputStore) -> int:
+    """Return the replicates the part files hold (from their footers)."""
+    total = 0
+    for name in store.names(PARTS_DIR, ".parquet"):
+        try:
+            with store.fs.open(store.path(name), "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        except (OSError, pa.ArrowException):
+            continue  # a corrupt part is found and removed by the next run
+    return total
+
+
+def _format_problem(schema: pa.Schema) -> str:
+    """Return why a part cannot be read as this version's part ('' if it can)."""
+    missing = [name for name in PART_SCHEMA.names if name not in schema.names]
+    if "outputs" in schema.names:
+        return "written by an earlier simstudy version"
+    return f"columns {missing} are missing" if missing else ""

@@ -1,11 +1,15 @@
 """Result files of a study, each written whole (atomically on a local disk).
 
+The replicate files are assembled from the study's part files one part at a time, so
+writing them needs the memory of one part, whatever the study's size.
+
 Files in the output folder: `replicates.parquet`, `timeseries.parquet`,
 `aggregates.parquet`, `timeseries_aggregates.parquet`, `study.json` and `logs/`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -14,9 +18,18 @@ from importlib import metadata
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from simstudy.aggregate import ParameterSetAggregate
+from simstudy.columns import (
+    OUTPUT_PREFIX,
+    records_table,
+    replicates_schema,
+    replicates_view,
+    scalar_outputs,
+    timeseries_view,
+)
 from simstudy.design import ParameterSet
 from simstudy.errors import OutputDirError
 from simstudy.location import OutputStore
@@ -41,17 +54,6 @@ RESULT_FILES = (
     AGGREGATES_FILE,
     TIMESERIES_AGGREGATES_FILE,
 )
-RECORD_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("param_id", pa.string()),
-    ("replicate", pa.int64()),
-    ("seed", pa.int64()),
-    ("status", pa.string()),
-    ("attempts", pa.int64()),
-    ("duration_s", pa.float64()),
-    ("error", pa.string()),
-    ("worker", pa.string()),
-]
-"""Columns of a replicate record (all its fields but the outputs)."""
 KEY_PACKAGES = ("simstudy", "prefect", "prefect-dask", "dask", "distributed", "numpy", "pyarrow")
 
 
@@ -89,9 +91,21 @@ def write_table(store: OutputStore, name: str, table: pa.Table) -> None:
     store.write_bytes(name, buffer.getvalue().to_pybytes())
 
 
-def read_table(store: OutputStore, name: str, schema: pa.Schema | None = None) -> pa.Table:
-    """Read a Parquet table."""
-    return pq.read_table(pa.BufferReader(store.read_bytes(name)), schema=schema)
+def read_table(
+    store: OutputStore,
+    name: str,
+    schema: pa.Schema | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """Read a Parquet table (or some of its columns)."""
+    with store.fs.open(store.path(name), "rb") as handle:
+        return pq.read_table(handle, schema=schema, columns=columns)
+
+
+def read_schema(store: OutputStore, name: str) -> pa.Schema:
+    """Read a Parquet file's schema (its footer only)."""
+    with store.fs.open(store.path(name), "rb") as handle:
+        return pq.read_schema(handle)
 
 
 def check_output_dir(store: OutputStore, identity: str, overwrite: bool) -> None:
@@ -173,37 +187,13 @@ def now() -> datetime:
 
 def replicates_table(records: list[ReplicateRecord]) -> pa.Table:
     """Return one row per replicate: the record fields and one column per scalar output."""
-    scalar_names = sorted(
-        {name for r in records for name, v in r.outputs.items() if not isinstance(v, list)}
-    )
-    rows = []
-    for r in records:
-        row = r.model_dump(exclude={"outputs"})
-        for name in scalar_names:
-            value = r.outputs.get(name)
-            row[name] = None if isinstance(value, list) else value
-        rows.append(row)
-    schema = pa.schema([*RECORD_COLUMNS, *[(name, pa.float64()) for name in scalar_names]])
-    return pa.Table.from_pylist(rows, schema=schema)
+    table = records_table(records)
+    return replicates_view(table, replicates_schema(scalar_outputs(table.schema)))
 
 
 def timeseries_table(records: list[ReplicateRecord]) -> pa.Table | None:
     """Return the series outputs in long form (param_id, replicate, output, t, value)."""
-    columns: dict[str, list[Any]] = {
-        k: [] for k in ("param_id", "replicate", "output", "t", "value")
-    }
-    for r in records:
-        for name, value in sorted(r.outputs.items()):
-            if isinstance(value, list):
-                n = len(value)
-                columns["param_id"].extend([r.param_id] * n)
-                columns["replicate"].extend([r.replicate] * n)
-                columns["output"].extend([name] * n)
-                columns["t"].extend(range(n))
-                columns["value"].extend(value)
-    if not columns["value"]:
-        return None
-    return pa.table(columns)
+    return timeseries_view(records_table(records))
 
 
 def aggregates_table(aggregates: list[ParameterSetAggregate], series: bool) -> pa.Table | None:
@@ -216,14 +206,76 @@ def aggregates_table(aggregates: list[ParameterSetAggregate], series: bool) -> p
 
 
 def write_results(
-    store: OutputStore, records: list[ReplicateRecord], aggregates: list[ParameterSetAggregate]
+    store: OutputStore, parts: list[str], aggregates: list[ParameterSetAggregate]
 ) -> None:
-    """Write the Parquet result files of a finished study."""
-    write_table(store, REPLICATES_FILE, replicates_table(records))
-    for name, table in (
-        (TIMESERIES_FILE, timeseries_table(records)),
+    """Write the Parquet result files from the part files (in order), one part at a time.
+
+    Replicates of sets whose outputs were refused are failed and lose their outputs, so no
+    file gets columns of outputs the study refused.
+    """
+    refused = {a.param_id: a.refused_outputs for a in aggregates if a.refused_outputs}
+    scalars: set[str] = set()
+    for name in parts:  # the files' columns, before any row is written
+        ids = read_table(store, name, columns=["param_id"]).column("param_id").to_pylist()
+        if refused.keys().isdisjoint(ids):
+            scalars.update(scalar_outputs(read_schema(store, name)))  # the footer is enough
+            continue
+        table = _refuse(read_table(store, name), refused)
+        scalars.update(
+            output
+            for output in scalar_outputs(table.schema)
+            if table.column(OUTPUT_PREFIX + output).null_count < table.num_rows
+        )
+    schema = replicates_schema(scalars)
+    with contextlib.ExitStack() as files:
+        replicates = pq.ParquetWriter(
+            files.enter_context(store.open_write(REPLICATES_FILE)), schema
+        )
+        files.callback(replicates.close)
+        series: pq.ParquetWriter | None = None
+        for name in parts:
+            table = _refuse(read_table(store, name), refused)
+            replicates.write_table(replicates_view(table, schema))
+            long = timeseries_view(table)
+            if long is not None:
+                if series is None:
+                    handle = files.enter_context(store.open_write(TIMESERIES_FILE))
+                    series = pq.ParquetWriter(handle, long.schema)
+                    files.callback(series.close)
+                series.write_table(long)
+    for file_name, aggregate_table in (
         (AGGREGATES_FILE, aggregates_table(aggregates, series=False)),
         (TIMESERIES_AGGREGATES_FILE, aggregates_table(aggregates, series=True)),
     ):
-        if table is not None:
-            write_table(store, name, table)
+        if aggregate_table is not None:
+            write_table(store, file_name, aggregate_table)
+
+
+def _refuse(table: pa.Table, refused: dict[str, str]) -> pa.Table:
+    """Return the rows with the ok replicates of refused sets failed, without outputs."""
+    if not refused:
+        return table
+    ids = table.column("param_id").to_pylist()
+    hit = [pid in refused for pid in ids]
+    if not any(hit):
+        return table
+    statuses = table.column("status").to_pylist()
+    errors = table.column("error").to_pylist()
+    new_status = ["failed" if h and s == "ok" else s for h, s in zip(hit, statuses, strict=True)]
+    new_error = [
+        refused[pid] if h and s == "ok" else e
+        for pid, h, s, e in zip(ids, hit, statuses, errors, strict=True)
+    ]
+    table = table.set_column(
+        table.column_names.index("status"), "status", pa.array(new_status, pa.string())
+    )
+    table = table.set_column(
+        table.column_names.index("error"), "error", pa.array(new_error, pa.string())
+    )
+    mask = pa.array(hit, pa.bool_())
+    for index, name in enumerate(table.column_names):
+        if name.startswith(OUTPUT_PREFIX):
+            column = table.column(name)
+            nulls = pa.nulls(len(column), column.type)
+            table = table.set_column(index, name, pc.if_else(mask, nulls, column))
+    return table

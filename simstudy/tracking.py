@@ -41,24 +41,49 @@ class StudyTracker:
     batches: list[Batch]
     param_ids: list[str]
     reused: int = 0
-    _finished: dict[tuple[str, int], str] = field(default_factory=dict)
+    _finished: dict[tuple[str, int], str] = field(default_factory=dict)  # unfinished batches
+    _counts: Counter[str] = field(default_factory=Counter)  # replicates of finished batches
+    _done_batches: set[tuple[str, int]] = field(default_factory=set)  # (param_id, start)
     _aggregated: dict[str, str] = field(default_factory=dict)
     _last_progress: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._batches_of: dict[str, list[Batch]] = {}
+        for batch in self.batches:
+            self._batches_of.setdefault(batch.param_id, []).append(batch)
 
     def replicate_finished(self, param_id: str, replicate: int, status: str) -> None:
         """Record one finished replicate (a repeat report of the same one is ignored)."""
         with self._lock:
             key = (param_id, replicate)
-            if key not in self._finished:
+            if key not in self._finished and not self._in_done_batch(param_id, replicate):
                 self._finished[key] = status
                 self._last_progress = time.monotonic()
+
+    def batch_finished(self, batch: Batch) -> None:
+        """Fold a finished batch's replicates into counts: memory per batch, not per replicate."""
+        with self._lock:
+            for replicate in range(batch.start, batch.stop):
+                status = self._finished.pop((batch.param_id, replicate), None)
+                if status is not None:
+                    self._counts[status] += 1
+            self._done_batches.add((batch.param_id, batch.start))
 
     def aggregate_finished(self, param_id: str, status: str) -> None:
         """Record one finished parameter-set aggregation."""
         with self._lock:
             self._aggregated[param_id] = status
             self._last_progress = time.monotonic()
+
+    def _in_done_batch(self, param_id: str, replicate: int) -> bool:
+        if not self._done_batches:
+            return False
+        return any(
+            (b.param_id, b.start) in self._done_batches
+            for b in self._batches_of.get(param_id, ())
+            if b.start <= replicate < b.stop
+        )
 
     def seconds_since_progress(self) -> float:
         """Return the seconds since a replicate or aggregation last finished."""
@@ -71,6 +96,7 @@ class StudyTracker:
             return [
                 (b.param_id, r)
                 for b in self.batches
+                if (b.param_id, b.start) not in self._done_batches
                 for r in range(b.start, b.stop)
                 if (b.param_id, r) not in self._finished
             ]
@@ -85,7 +111,7 @@ class StudyTracker:
         with self._lock:
             statuses = Counter(self._aggregated.values())
             return TrackerSnapshot(
-                replicates=dict(Counter(self._finished.values())),
+                replicates=dict(self._counts + Counter(self._finished.values())),
                 total_replicates=sum(b.size for b in self.batches),
                 sets_aggregated=statuses.get("ok", 0),
                 sets_failed=statuses.get("failed", 0),

@@ -1,4 +1,4 @@
-"""Aggregation tasks: per parameter set, then the whole study."""
+"""Aggregation tasks: per group of parameter sets, then the whole study."""
 
 from __future__ import annotations
 
@@ -15,20 +15,23 @@ from simstudy.batch import BatchResult
 from simstudy.design import ParameterSet
 
 
-# `batches` arrives as the batch tasks' futures: Dask resolves them before this task
-# starts, so it never holds a worker thread while waiting for its inputs.
-@task(name="aggregate-parameter-set", cache_policy=NO_CACHE, persist_result=False)
-def aggregate_parameter_set_task(
-    parameter_set: ParameterSet,
-    batches: list[BatchResult],
+# `batches` arrives as values: the flow submits a group once all its batches have finished,
+# so the task never holds a worker thread while waiting for its inputs.
+@task(name="aggregate-parameter-sets", cache_policy=NO_CACHE, persist_result=False)
+def aggregate_parameter_sets_task(
+    parameter_sets: list[ParameterSet],
+    batches: list[list[BatchResult]],
     replicates: int,
     min_success_fraction: float,
     quantiles: list[float],
-) -> ParameterSetAggregate:
-    """Merge one parameter set's batch statistics."""
-    return aggregate_parameter_set(
-        parameter_set, batches, replicates, min_success_fraction, quantiles
-    )
+) -> list[ParameterSetAggregate]:
+    """Merge the batch statistics of a group of parameter sets, each set on its own."""
+    return [
+        aggregate_parameter_set(
+            parameter_set, set_batches, replicates, min_success_fraction, quantiles
+        )
+        for parameter_set, set_batches in zip(parameter_sets, batches, strict=True)
+    ]
 
 
 @task(name="summarize-study", cache_policy=NO_CACHE, persist_result=False)

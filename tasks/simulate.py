@@ -1,8 +1,9 @@
-"""The simulation task: one Prefect task run per batch of replicates."""
+"""The simulation task: one Prefect task run per run of replicates (one or more batches)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -102,14 +103,15 @@ class ReplicateReporter:
         self._begun = False
         self._lock = threading.Lock()
 
-    def started(self, replicate: int) -> None:
+    def started(self, param_id: str, replicate: int) -> None:
         """Tell the flow that a run has begun (careful reporters: every replicate's start)."""
         # One acknowledged message per run, before its first replicate: a run its worker
         # took down before it began (Dask fails every task assigned to a dead worker) is
         # then never charged to a replicate that did not run.
         if self.careful or not self._begun:
             self._begun = True
-            self._send_now({"key": self.key, "execution": self.execution, "started": replicate})
+            message = {"key": self.key, "execution": self.execution, "started": replicate}
+            self._send_now({**message, "param_id": param_id})
 
     def __call__(self, record: ReplicateRecord) -> None:
         """Queue one finished replicate's record; it leaves within `interval`."""
@@ -157,40 +159,53 @@ class ReplicateReporter:
 @task(name="simulate-batch", cache_policy=NO_CACHE, persist_result=False)
 def simulate_batch(
     study: Study,
-    batch: Batch,
+    batches: list[Batch],
+    label: str,
     log_dir: str,
     progress_topic: str | None = None,
-    prior_attempts: dict[int, int] | None = None,
+    prior_attempts: list[dict[int, int]] | None = None,
     careful: bool = False,
-) -> BatchResult:
-    """Run one batch of replicates on this worker, reporting each finished replicate."""
+) -> list[BatchResult]:
+    """Run batches of replicates (one task run) on this worker, reporting each finished one.
+
+    `label` names the task run (see `simstudy.plan.run_label`); `prior_attempts` has one
+    mapping per batch.
+    """
     reporter = replicate_reporter(progress_topic, careful)
-    result = run_batch(
-        study,
-        batch,
-        worker=current_worker(),
-        log_dir=log_dir,
-        on_record=reporter,
-        on_start=reporter.started if reporter is not None else None,
-        prior_attempts=prior_attempts,
-    )
-    result.execution = reporter.execution if reporter is not None else uuid.uuid4().hex
-    return result
+    execution = reporter.execution if reporter is not None else uuid.uuid4().hex
+    worker = current_worker()
+    results = []
+    for batch, prior in zip(batches, prior_attempts or [{}] * len(batches), strict=True):
+        on_start = None
+        if reporter is not None:
+            on_start = functools.partial(reporter.started, batch.param_id)
+        result = run_batch(
+            study,
+            batch,
+            worker=worker,
+            log_dir=log_dir,
+            on_record=reporter,
+            on_start=on_start,
+            prior_attempts=prior,
+        )
+        result.execution = execution
+        results.append(result)
+    return results
 
 
 def outer_timeout_seconds(study: Study, batch_size: int) -> float:
-    """Return the batch task's timeout: every replicate's attempts and delays, plus a margin."""
+    """Return the run's timeout: every replicate's attempts and delays, plus a margin."""
     return study.execution.batch_worst_case_seconds(batch_size) + OUTER_TIMEOUT_MARGIN_SECONDS
 
 
-def configured_simulate_batch(study: Study, batch_size: int) -> Task[..., BatchResult]:
+def configured_simulate_batch(study: Study, batch_size: int) -> Task[..., list[BatchResult]]:
     """Return the simulation task with the study's backstop timeout and run names.
 
     No Prefect retries: replicate retries belong to the runner, and a batch whose task
     failed is rerun by the orchestrator for its unfinished replicates only.
     """
     return simulate_batch.with_options(
-        task_run_name="{batch.label}",
+        task_run_name="{label}",
         retries=0,
         timeout_seconds=outer_timeout_seconds(study, batch_size),
     )

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from simstudy.batch import run_batch
 from simstudy.design import expand_parameters
 from simstudy.fingerprint import model_fingerprint
 from simstudy.location import OutputStore
-from simstudy.parts import PART_SCHEMA, PARTS_DIR, part_name, read_parts, write_part
+from simstudy.parts import PART_SCHEMA, PARTS_DIR, PartWriter, read_parts, stored_replicates
 from simstudy.plan import Batch, plan_batches
 from simstudy.results import read_table
 from simstudy.spec import Study
@@ -23,27 +25,31 @@ def study(make_study: Callable[..., Study]) -> Study:
         return make_study(replicates=4, execution={"runner": "thread", "batch_size": 2})
 
 
-def store_first_batch(study: Study, folder: Path) -> Batch:
-    """Run the study's first batch and write its part file; return the batch."""
+def store_first_batch(study: Study, folder: Path) -> tuple[Batch, str]:
+    """Run the study's first batch and write its part file; return it and the part's name."""
     batch = plan_batches(study, expand_parameters(study))[0]
     result = run_batch(study, batch, "w", folder)
-    write_part(OutputStore(folder), batch, result, model_fingerprint(study))
+    writer = PartWriter(OutputStore(folder), model_fingerprint(study))
+    writer.write([(0, batch, result)])
     # Every test below asserts what is NOT reused: without a part holding the batch's
     # replicates, they would pass on an empty folder.
-    stored = read_table(OutputStore(folder), part_name(batch), schema=PART_SCHEMA)
+    (name,) = writer.in_plan_order()
+    stored = read_table(OutputStore(folder), name, schema=PART_SCHEMA)
     assert stored.column("replicate").to_pylist() == list(range(batch.start, batch.stop))
-    return batch
+    return batch, name
 
 
 def test_finished_batches_are_reused_with_identical_results(study: Study, tmp_path: Path) -> None:
     batches = plan_batches(study, expand_parameters(study))
     fingerprint = model_fingerprint(study)
     results = [run_batch(study, b, "w", tmp_path) for b in batches[:3]]
-    for batch, result in zip(batches, results, strict=False):
-        write_part(OutputStore(tmp_path), batch, result, fingerprint)
-    stored = read_parts(OutputStore(tmp_path))
-    assert len(stored.records) == sum(b.stop - b.start for b in batches[:3])
-    reused = [stored.reusable_batch(b, fingerprint) for b in batches]
+    writer = PartWriter(OutputStore(tmp_path), fingerprint)
+    writer.write([(i, b, r) for i, (b, r) in enumerate(zip(batches[:2], results[:2], strict=True))])
+    writer.write([(2, batches[2], results[2])])  # two parts, one of two batches
+    assert stored_replicates(OutputStore(tmp_path)) == sum(b.size for b in batches[:3])
+    stored = read_parts(OutputStore(tmp_path), fingerprint)
+    assert len(stored.index) == sum(b.size for b in batches[:3])
+    reused = [stored.reusable_batch(b) for b in batches]
     assert reused[3] is None
     for original, again in zip(results, reused[:3], strict=True):
         assert again is not None
@@ -51,14 +57,22 @@ def test_finished_batches_are_reused_with_identical_results(study: Study, tmp_pa
         assert (again.partials["x"].values == original.partials["x"].values).all()
 
 
+def test_series_outputs_round_trip(study: Study, tmp_path: Path) -> None:
+    batch = plan_batches(study, expand_parameters(study))[0]
+    result = run_batch(study, batch, "w", tmp_path)
+    assert isinstance(result.records[0].outputs["series"], list)
+    PartWriter(OutputStore(tmp_path), model_fingerprint(study)).write([(0, batch, result)])
+    again = read_parts(OutputStore(tmp_path), model_fingerprint(study)).reusable_batch(batch)
+    assert again is not None and again.records == result.records
+
+
 def test_a_changed_model_reuses_nothing(study: Study, tmp_path: Path) -> None:
-    batch = store_first_batch(study, tmp_path)
-    stored = read_parts(OutputStore(tmp_path))
-    assert stored.reusable_batch(batch, model_fingerprint(study)) is not None
+    batch, _ = store_first_batch(study, tmp_path)
+    assert read_parts(OutputStore(tmp_path), model_fingerprint(study)).reusable_batch(batch)
     changed = study.model_copy(update={"model_version": "2"})
     assert model_fingerprint(changed) != model_fingerprint(study)
     assert (
-        read_parts(OutputStore(tmp_path)).reusable_batch(batch, model_fingerprint(changed)) is None
+        read_parts(OutputStore(tmp_path), model_fingerprint(changed)).reusable_batch(batch) is None
     )
 
 
@@ -67,21 +81,37 @@ def test_failed_replicates_are_not_reused(make_study: Callable[..., Study], tmp_
         study = make_study(
             parameters={"list": [{"behavior": "raise"}]}, execution={"runner": "thread"}
         )
-    batch = store_first_batch(study, tmp_path)
-    stored = read_table(OutputStore(tmp_path), part_name(batch), schema=PART_SCHEMA)
+    _, name = store_first_batch(study, tmp_path)
+    stored = read_table(OutputStore(tmp_path), name, schema=PART_SCHEMA)
     assert set(stored.column("status").to_pylist()) == {"failed"}
-    assert read_parts(OutputStore(tmp_path)).records == {}
+    assert read_parts(OutputStore(tmp_path), model_fingerprint(study)).index == {}
 
 
-def test_truncated_part_is_detected_and_removed(study: Study, tmp_path: Path) -> None:
-    batch = store_first_batch(study, tmp_path)
-    fingerprint = model_fingerprint(study)
-    path = tmp_path / part_name(batch)
-    path.write_bytes(path.read_bytes()[:100])
-    stored = read_parts(OutputStore(tmp_path))
+@pytest.mark.parametrize("damage", ["truncate", "old format"])
+def test_unreadable_part_is_detected_and_removed(study: Study, tmp_path: Path, damage: str) -> None:
+    batch, name = store_first_batch(study, tmp_path)
+    path = tmp_path / name
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    else:  # parts of earlier versions held the outputs as JSON text
+        table = read_table(OutputStore(tmp_path), name, schema=PART_SCHEMA)
+        pq.write_table(table.append_column("outputs", pa.array(["{}"] * table.num_rows)), path)
+    stored = read_parts(OutputStore(tmp_path), model_fingerprint(study))
     assert stored.corrupt_parts == [path.name]
-    assert stored.reusable_batch(batch, fingerprint) is None
+    assert stored.reusable_batch(batch) is None
     assert list((tmp_path / PARTS_DIR).iterdir()) == []
+
+
+def test_parts_of_earlier_runs_are_removed_at_the_end(study: Study, tmp_path: Path) -> None:
+    _, earlier = store_first_batch(study, tmp_path)
+    batch = plan_batches(study, expand_parameters(study))[1]
+    writer = PartWriter(OutputStore(tmp_path), model_fingerprint(study))
+    writer.write([(1, batch, run_batch(study, batch, "w", tmp_path))])
+    writer.remove_others()
+    assert [p.name for p in (tmp_path / PARTS_DIR).iterdir()] == [
+        writer.in_plan_order()[0].rsplit("/", 1)[-1]
+    ]
+    assert earlier not in writer.in_plan_order()
 
 
 def test_command_model_fingerprint_covers_the_program(
