@@ -1,43 +1,46 @@
 """simstudy against plain dask.distributed on the same local cluster (not a test).
 
     python -m benchmarks.overhead [--sets 20] [--replicates 200] [--costs 0 50] [--workers 2]
+                                  [--series N]
 
 For each model cost, runs the same study (sets x replicates of a model burning a fixed
-CPU time) with plain dask.distributed (one task per replicate, one aggregation per
-parameter set receiving its futures) and with simstudy (process runner, and thread
-runner), on a fresh, identical LocalCluster per run: the quiet one `simstudy run` starts
-(`--stock-dask-config` for distributed's defaults). Cluster start and a tiny warm-up study
-of each system on its cluster (one 2-replicate set per worker, repeated until every worker
-has run one of its tasks) are not timed; the warm-up's wall time is printed. Prints wall
-time, the ideal (replicates x cost / worker threads), per-replicate overhead against the
-ideal, the ratio to the plain Dask run of the same repetition, and the peak resident
-memory of this process and all its children.
+CPU time; with `--series N` each replicate also returns an N-point series of Poisson
+draws) with plain dask.distributed (one task per replicate, one aggregation per
+parameter set receiving its futures, mean and std per point of the series) and with
+simstudy (process runner, and thread runner). Each run is a fresh process
+(`benchmarks.driver`) holding the flow (or the plain Dask client) and the scheduler of a
+fresh, identical LocalCluster, as `simstudy run` does: the quiet cluster `simstudy run`
+starts (`--stock-dask-config` for distributed's defaults). One Prefect API serves every
+run. Cluster start and a tiny warm-up study of each system on its cluster (one
+2-replicate set per worker, repeated until every worker has run one of its tasks) are not
+timed; the warm-up's wall time is printed. Prints wall time, the ideal (replicates x cost
+/ worker threads), the overhead per replicate ((wall - ideal) / replicates, and the same
+times the worker threads), the ratio to the plain Dask run of the same repetition, the
+peak resident memory of the flow process (its own `ru_maxrss`, over its whole life) and
+of the whole process tree during the timed study (flow process, Dask workers, model
+processes, Prefect API: the sum sampled every 0.2 s), and the Prefect task runs of the
+simstudy flow run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
 import threading
-import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from typing import IO, Any
 
-import numpy as np
 import psutil
-from distributed import Client, LocalCluster, get_task_stream
 
-from benchmarks.burn import simulate
-from simstudy.spec import Study
-
-MODEL = "benchmarks.burn:simulate"
 SYSTEMS = ("plain dask", "simstudy process", "simstudy thread")
-WARM_UP_COST_MS = 100.0
-"""Replicate cost of the warm-up study: long enough that Dask spreads its tasks over workers."""
-WARM_UP_ATTEMPTS = 5
+DRIVER_LOG_DIR = "/tmp/simstudy-bench"
+DRIVER_TIMEOUT_SECONDS = 120.0
+"""How long a finished driver may take to stop its cluster and exit."""
 
 
 def process_role(process: psutil.Process) -> str:
@@ -52,131 +55,69 @@ def process_role(process: psutil.Process) -> str:
     return "flow+scheduler"
 
 
-class CpuMeter:
-    """CPU-seconds used during one run, by process role (this process and descendants)."""
+class TreeMeter:
+    """Sample this process's descendants: peak summed RSS, and CPU-seconds by role.
 
-    def __init__(self) -> None:
-        self._start = self._read()
-        self._idle_start = self._machine_idle()
+    This process itself is left out: it only starts and meters the runs, and a
+    `simstudy run` has no such process. CPU is sampled, not read once at the end: a study
+    stops its model processes when it ends, and a model process killed with its
+    supervisor is reaped by init, so its CPU reaches no process left to read (at most one
+    interval of it is lost).
+    """
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak = 0
+        self.cpu: dict[str, float] = {}
+        self._roles: dict[int, str] = {}
+        self._start: dict[tuple[int, str], float] = {}
+        self._last: dict[tuple[int, str], float] = {}
+        self._idle_start = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
 
     @staticmethod
     def _machine_idle() -> float:
         times = psutil.cpu_times()
         return float(times.idle + getattr(times, "iowait", 0.0))
 
-    @staticmethod
-    def _read() -> dict[int, tuple[str, float]]:
-        me = psutil.Process()
-        seen = {}
-        for process in [me, *me.children(recursive=True)]:
+    def _sample(self) -> tuple[int, dict[tuple[int, str], float]]:
+        """Return the summed RSS and the CPU-seconds by (pid, role) of the descendants."""
+        total = 0
+        cpu = {}
+        for process in psutil.Process().children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                seen[process.pid] = (process_role(process), times.user + times.system)
-        return seen
-
-    def used(self) -> dict[str, float]:
-        """Return CPU-seconds by role since the meter was made (live processes only)."""
-        by_role: dict[str, float] = {}
-        for pid, (role, cpu) in self._read().items():
-            before = self._start.get(pid, (role, 0.0))[1]
-            by_role[role] = by_role.get(role, 0.0) + cpu - before
-        by_role["idle"] = self._machine_idle() - self._idle_start
-        return by_role
-
-
-def worker_busy(stream: list[dict[str, Any]], started: float, ended: float) -> dict[str, float]:
-    """Return how long Dask tasks ran, and the idle time before the first and after the last."""
-    by_worker: dict[str, list[tuple[float, float]]] = {}
-    for task in stream:
-        for span in task.get("startstops", ()):
-            if span["action"] == "compute":
-                by_worker.setdefault(task["worker"], []).append((span["start"], span["stop"]))
-    spans = [span for worker_spans in by_worker.values() for span in worker_spans]
-    return {
-        "busy": sum(stop - start for start, stop in spans),
-        "head": sum(min(a for a, _ in w) - started for w in by_worker.values()),
-        "tail": sum(ended - max(b for _, b in w) for w in by_worker.values()),
-    }
-
-
-class PeakMemory:
-    """Sample the RSS of this process and its descendants; keep the peak."""
-
-    def __init__(self, interval: float = 0.25):
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
+                with process.oneshot():
+                    if process.pid not in self._roles:
+                        self._roles[process.pid] = process_role(process)
                     total += process.memory_info().rss
-            self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
+                    times = process.cpu_times()
+                cpu[(process.pid, self._roles[process.pid])] = times.user + times.system
+        return total, cpu
 
-    def __enter__(self) -> PeakMemory:
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(self.interval):
+            total, cpu = self._sample()
+            self.peak = max(self.peak, total)
+            self._last.update(cpu)
+
+    def __enter__(self) -> TreeMeter:
+        total, self._start = self._sample()
+        self.peak = total
+        self._idle_start = self._machine_idle()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def aggregate(*outputs: dict[str, float]) -> dict[str, float]:
-    """Plain-Dask aggregation: mean and std of one output."""
-    values = np.array([o["draw"] for o in outputs])
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1))}
-
-
-def run_plain_dask(client: Client, sets: int, replicates: int, cost_ms: float) -> None:
-    """One task per replicate, one aggregation per set receiving the futures."""
-    aggregates = []
-    for s in range(sets):
-        futures = [
-            client.submit(simulate, {"cost_ms": cost_ms, "set": s}, r, pure=False)
-            for r in range(replicates)
-        ]
-        aggregates.append(client.submit(aggregate, *futures, pure=False))
-    client.gather(aggregates)
-
-
-def run_simstudy(
-    address: str,
-    sets: int,
-    replicates: int,
-    cost_ms: float,
-    runner: str,
-    batch_size: int | str = "auto",
-) -> None:
-    """The same study through the simulation-study flow."""
-    from flows.study import simulation_study
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        study = Study.model_validate(
-            {
-                "name": f"bench-{runner}",
-                "model": MODEL,
-                "fixed": {"cost_ms": cost_ms},
-                "parameters": {"grid": {"set": list(range(sets))}},
-                "replicates": replicates,
-                "seed": 1,
-                "execution": {
-                    "runner": runner,
-                    "timeout_seconds": 60,
-                    "batch_size": batch_size,
-                    "dask": {"address": address},
-                },
-                "output": f"/tmp/simstudy-bench/{runner}-{sets}x{replicates}-{cost_ms:g}",
-            }
-        )
-    state = simulation_study(study=study, overwrite=True, return_state=True)
-    assert state.is_completed(), state.message
+        total, cpu = self._sample()
+        self.peak = max(self.peak, total)
+        self._last.update(cpu)
+        for key, seconds in self._last.items():
+            role = key[1]
+            self.cpu[role] = self.cpu.get(role, 0.0) + seconds - self._start.get(key, 0.0)
+        self.cpu["idle"] = self._machine_idle() - self._idle_start
 
 
 @dataclass
@@ -188,17 +129,8 @@ class Measurement:
     cpu: dict[str, float]
     busy: dict[str, float]
     warm_up: float = 0.0
-
-
-def measure(client: Client, action: Callable[[], Any]) -> Measurement:
-    """Run `action` and return its wall time, peak memory, CPU by role and worker busy time."""
-    with PeakMemory() as memory, get_task_stream(client) as stream:
-        meter = CpuMeter()
-        started = time.time()
-        action()
-        ended = time.time()
-        cpu = meter.used()
-    return Measurement(ended - started, memory.peak, cpu, worker_busy(stream.data, started, ended))
+    flow_peak_rss: int = 0
+    task_runs: int | None = None
 
 
 def main() -> None:
@@ -208,6 +140,12 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--costs", type=float, nargs="+", default=[0.0, 50.0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--series",
+        type=int,
+        default=0,
+        help="points of a series output of every replicate (Poisson draws; 0: none)",
+    )
     parser.add_argument(
         "--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS, help="what to run"
     )
@@ -219,19 +157,19 @@ def main() -> None:
         help="clusters at distributed's defaults instead of simstudy's quiet local cluster",
     )
     args = parser.parse_args()
+    if args.series < 0:
+        parser.error(f"--series: {args.series} points; give 0 (no series) or more")
 
     from flows.api import prefect_api
-    from flows.cluster import quiet_local_cluster
-
-    new_cluster = LocalCluster if args.stock_dask_config else quiet_local_cluster
 
     n = args.sets * args.replicates
     rows: list[tuple[float, str, Measurement, float, float]] = []
     with prefect_api() as api:
         config = "stock" if args.stock_dask_config else "quiet"
+        series = f", a {args.series}-point series each" if args.series else ""
         print(
-            f"Prefect API {api}; {n} replicates per run, {args.workers} workers x 1 thread, "
-            f"{config} Dask config"
+            f"Prefect API {api}; {n} replicates per run{series}, {args.workers} workers x 1 "
+            f"thread, {config} Dask config"
         )
         for cost in args.costs:
             ideal = n * cost / 1000.0 / args.workers
@@ -239,13 +177,16 @@ def main() -> None:
             for _ in range(args.repeat):
                 for label in args.systems:
                     m = run_once(
-                        new_cluster,
-                        label,
-                        args.workers,
-                        args.sets,
-                        args.replicates,
-                        cost,
-                        args.batch_size,
+                        {
+                            "system": label,
+                            "workers": args.workers,
+                            "sets": args.sets,
+                            "replicates": args.replicates,
+                            "cost_ms": cost,
+                            "batch_size": args.batch_size,
+                            "series": args.series,
+                            "stock_dask_config": args.stock_dask_config,
+                        }
                     )
                     if label == "plain dask":
                         plain_wall = m.wall
@@ -254,51 +195,63 @@ def main() -> None:
     print_tables(rows, n, args.workers)
 
 
-def run_once(
-    new_cluster: Callable[..., LocalCluster],
-    label: str,
-    workers: int,
-    sets: int,
-    replicates: int,
-    cost: float,
-    batch_size: str,
-) -> Measurement:
-    """Run one system once on a fresh, identical cluster, warmed up untimed first."""
-    with (
-        new_cluster(
-            n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        if label == "plain dask":
-            run: Callable[..., None] = partial(run_plain_dask, client)
-        else:
-            runner = label.split()[1]
-            size = batch_size if batch_size == "auto" else int(batch_size)
-            run = partial(run_simstudy, cluster.scheduler_address, runner=runner, batch_size=size)
-        warm_up = warm_up_every_worker(client, run, workers)
-        measurement = measure(client, partial(run, sets, replicates, cost))
-        measurement.warm_up = warm_up
-        return measurement
+def run_once(config: dict[str, Any]) -> Measurement:
+    """Run one system once in a fresh driver process; meter it during its timed study."""
+    os.makedirs(DRIVER_LOG_DIR, exist_ok=True)
+    log_path = os.path.join(DRIVER_LOG_DIR, f"driver-{config['system'].replace(' ', '-')}.log")
+    go_read, go_write = os.pipe()
+    report_read, report_write = os.pipe()
+    with open(log_path, "wb") as log:
+        driver = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.driver",
+                "--go-fd",
+                str(go_read),
+                "--report-fd",
+                str(report_write),
+                json.dumps(config),
+            ],
+            pass_fds=(go_read, report_write),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    os.close(go_read)
+    os.close(report_write)
+    try:
+        with os.fdopen(go_write, "w") as go, os.fdopen(report_read, "r") as report:
+            warm_up = read_report(report, driver, log_path)["warm_up"]
+            with TreeMeter() as meter:
+                go.write("go\n")
+                go.flush()
+                timed = read_report(report, driver, log_path)
+            final = read_report(report, driver, log_path)
+        driver.wait(DRIVER_TIMEOUT_SECONDS)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    return Measurement(
+        wall=timed["ended"] - timed["started"],
+        peak_rss=meter.peak,
+        cpu=meter.cpu,
+        busy=timed["busy"],
+        warm_up=warm_up,
+        flow_peak_rss=final["flow_peak_rss"],
+        task_runs=final["task_runs"],
+    )
 
 
-def warm_up_every_worker(client: Client, run: Callable[..., None], workers: int) -> float:
-    """Run tiny studies until every worker has run a task of this system; return the wall time.
-
-    So that the timed study finds each system's code imported, and its first task run in
-    each worker process done, in this process and on every worker, as every study but a
-    cluster's first does. One study of 1 set x 2 replicates left the second worker cold:
-    its first batch of the timed study started ~1.4 s after the first worker's.
-    """
-    started = time.time()
-    warmed: set[str] = set()
-    for _ in range(WARM_UP_ATTEMPTS):
-        with get_task_stream(client) as stream:
-            run(workers, 2, WARM_UP_COST_MS)
-        warmed.update(task["worker"] for task in stream.data)
-        if len(warmed) >= workers:
-            return time.time() - started
-    raise RuntimeError(f"warm-up reached {len(warmed)} of {workers} workers")
+def read_report(report: IO[str], driver: subprocess.Popen[bytes], log_path: str) -> Any:
+    """Return the driver's next message, or raise with the end of its log if it ended."""
+    line = report.readline()
+    if line:
+        return json.loads(line)
+    code = driver.wait()
+    with open(log_path, errors="replace") as log:
+        tail = log.read()[-3000:]
+    raise RuntimeError(f"driver exited with code {code}; {log_path} ends:\n{tail}")
 
 
 def print_tables(
@@ -308,17 +261,27 @@ def print_tables(
     print()
     print(
         "| cost/replicate | system | wall s | ideal s | overhead ms/replicate | "
-        "vs ideal | vs plain dask | peak RSS MiB | warm-up s (untimed) |"
+        "x worker threads | vs ideal | vs plain dask | flow process peak RSS MiB | "
+        "tree peak RSS MiB | task runs | warm-up s (untimed) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for cost, label, m, ideal, plain_wall in rows:
-        overhead_ms = (m.wall - ideal) * workers / n * 1000.0
+        overhead_ms = (m.wall - ideal) / n * 1000.0
         vs_ideal = f"{m.wall / ideal:.3f}" if ideal else "-"
+        task_runs = "-" if m.task_runs is None else f"{m.task_runs:,}"
+        vs_plain = "-" if math.isnan(plain_wall) else f"{m.wall / plain_wall:.2f}"
         print(
-            f"| {cost:g} ms | {label} | {m.wall:.1f} | {ideal:.1f} | {overhead_ms:.2f} | "
-            f"{vs_ideal} | {m.wall / plain_wall:.2f} | {m.peak_rss / 2**20:.0f} | "
+            f"| {cost:g} ms | {label} | {m.wall:.1f} | {ideal:.1f} | {overhead_ms:.3f} | "
+            f"{overhead_ms * workers:.2f} | {vs_ideal} | {vs_plain} | "
+            f"{m.flow_peak_rss / 2**20:.0f} | {m.peak_rss / 2**20:.0f} | {task_runs} | "
             f"{m.warm_up:.1f} |"
         )
+    print()
+    print(
+        "Flow process: the process running the flow (plain dask: the client) and the "
+        "scheduler, its own peak over its life; tree: it, the Dask workers, the model "
+        "processes and the Prefect API, during the timed study."
+    )
     print()
     print("Where the time went (CPU-seconds by process; worker-thread seconds from Dask):")
     print()
