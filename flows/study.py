@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
@@ -132,10 +133,12 @@ def _run_study(
     if flow_run_id:
         tag_flow_run(UUID(flow_run_id), study_tag(study.name))
     wall_started = time.monotonic()
-    with study_task_runner(study.execution.dask) as runner:
+    with study_task_runner(study.execution.dask) as runner, ExitStack() as leaving:
         client = runner.client
         plugin_name = f"simstudy-{identity[:12]}"
-        threads = preflight(client, study, plugin_name, log_dir)
+        threads = preflight(client, study, plugin_name, log_dir)  # removes it if it fails
+        if study.execution.dask.address:  # a cluster that outlives the study, whatever fails
+            leaving.callback(remove_study_plugin, client, plugin_name)
         publish_dashboard_link(study, dashboard_link(client))
         progress_artifact = ProgressArtifact(study)
         # Only now, with a cluster that can run the study, are earlier results replaced.
@@ -173,8 +176,6 @@ def _run_study(
         finally:
             if flow_run_id:
                 notify(crash_abandoned_task_runs, orchestrator.abandoned_task_runs(), logger)
-            if study.execution.dask.address:  # a cluster that outlives the study
-                remove_study_plugin(client, plugin_name)
 
     summary = outcome.summary
     for unfinished in outcome.unfinished:  # a stalled study keeps what finished
