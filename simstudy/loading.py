@@ -162,14 +162,18 @@ def validate_study(document: Mapping[str, Any], source: str = "<study>") -> Stud
         raise StudyError(source, validation_problems(exc)) from exc
 
 
+CLUSTER_CHOICES = frozenset({"address", "cluster_class"})
+"""`execution.dask` override fields that name another cluster: it replaces the study's."""
+
+
 def apply_overrides(
     document: Mapping[str, Any], overrides: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """Return the study document with overrides applied; overrides that are None are ignored.
 
     `execution` merges into the study's (the settings given win), and so does
-    `execution.dask`, unless it names an `address`: another cluster replaces the local
-    one. Every other field replaces the study's.
+    `execution.dask`, unless it names an `address` or a `cluster_class`: another cluster
+    replaces the study's. Every other field replaces the study's.
     """
     merged = dict(document)
     for name, value in (overrides or {}).items():
@@ -186,7 +190,8 @@ def apply_overrides(
 def _merge_execution(current: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     merged = {**current, **given}
     dask, study_dask = given.get("dask"), current.get("dask")
-    if isinstance(dask, Mapping) and isinstance(study_dask, Mapping) and "address" not in dask:
+    other_cluster = isinstance(dask, Mapping) and bool(CLUSTER_CHOICES & dask.keys())
+    if isinstance(dask, Mapping) and isinstance(study_dask, Mapping) and not other_cluster:
         merged["dask"] = {**study_dask, **dask}
     return merged
 

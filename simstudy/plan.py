@@ -77,7 +77,9 @@ def auto_batch_size(n_sets: int, replicates: int) -> int:
     # the same runs (and bit-identical merged statistics) on any cluster layout.
     total = n_sets * replicates
     n_runs = max(1, min(TARGET_TASK_RUNS, total // MIN_AUTO_BATCH))
-    n_runs = max(n_runs, math.ceil(total / MAX_AUTO_BATCH))
+    # At least one run per set up to TARGET_TASK_RUNS sets: a small study of slow
+    # replicates (8 sets x 10 replicates of a minute) still spreads over 8 workers.
+    n_runs = max(n_runs, min(n_sets, TARGET_TASK_RUNS), math.ceil(total / MAX_AUTO_BATCH))
     return math.ceil(total / n_runs)
 
 

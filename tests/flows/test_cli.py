@@ -139,7 +139,7 @@ def test_validate_refuses_bombs_and_huge_designs_within_seconds(tmp_path: Path) 
     for path, named in [
         (bomb, "expand to more than 1,000,000 values"),
         (grid, "parameters: the design has 10,000,000,000 parameter sets"),
-        (many, "execution.batch_size: 1 replicates per batch gives 2,000,000 batches"),
+        (many, "execution.batch_size: 1 replicates per task run gives 2,000,000 task runs"),
     ]:
         started = time.monotonic()
         result = cli("validate", str(path), timeout=30)

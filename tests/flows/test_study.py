@@ -113,17 +113,32 @@ def test_same_study_same_results_on_any_layout_and_batch_size(
 ) -> None:
     layouts = [
         {"batch_size": 1, "dask": {"n_workers": 1}},
+        # Runs of 3 over sets of 5 replicates: two of the four runs hold two sets each.
         {"batch_size": 3, "dask": {"n_workers": 2, "threads_per_worker": 2}},
+        {"batch_size": "auto", "dask": {"n_workers": 2}},  # one run holds the whole study
     ]
-    tables = []
+    files = []
     for i, execution in enumerate(layouts):
         study = make_study(replicates=5, execution=execution, output=str(tmp_path / f"run{i}"))
         assert simulation_study(study=study, return_state=True).is_completed()
-        rows = replicate_rows(study.output_dir)
-        tables.append(
-            sorted((r["param_id"], r["replicate"], r["seed"], r["x"], r["y"]) for r in rows)
+        out = Path(study.output_dir)
+        files.append(
+            {
+                name: pq.read_table(out / name).to_pylist()
+                for name in ("replicates.parquet", "timeseries.parquet", "aggregates.parquet")
+            }
         )
-    assert tables[0] == tables[1]
+    kept = ("param_id", "replicate", "seed", "status", "x", "y")
+    for found in files[1:]:
+        # Same rows in the same order (design order), same values, whatever the layout.
+        assert [{k: r[k] for k in kept} for r in found["replicates.parquet"]] == [
+            {k: r[k] for k in kept} for r in files[0]["replicates.parquet"]
+        ]
+        assert found["timeseries.parquet"] == files[0]["timeseries.parquet"]
+        for row, expected in zip(
+            found["aggregates.parquet"], files[0]["aggregates.parquet"], strict=True
+        ):
+            assert row == pytest.approx(expected, rel=1e-12, nan_ok=True)
 
 
 def wait_until_listening(port: int, seconds: float = 60.0) -> None:

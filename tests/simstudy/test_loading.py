@@ -164,10 +164,17 @@ def test_execution_overrides_merge_and_the_rest_replaces() -> None:
     assert document["execution"]["dask"]["n_workers"] == 2  # the input is not changed
 
 
-def test_an_address_override_replaces_the_local_cluster_settings() -> None:
+@pytest.mark.parametrize(
+    "cluster",
+    [{"address": "tcp://h:1"}, {"cluster_class": "distributed.LocalCluster"}],
+    ids=["address", "cluster_class"],
+)
+def test_another_cluster_override_replaces_the_local_cluster_settings(
+    cluster: dict[str, str],
+) -> None:
     document = {"execution": {"dask": {"n_workers": 2, "memory_limit": "1GiB"}}}
-    merged = apply_overrides(document, {"execution": {"dask": {"address": "tcp://h:1"}}})
-    assert merged["execution"]["dask"] == {"address": "tcp://h:1"}
+    merged = apply_overrides(document, {"execution": {"dask": cluster}})
+    assert merged["execution"]["dask"] == cluster
 
 
 def test_load_study_with_overrides_keeps_the_file_folder() -> None:

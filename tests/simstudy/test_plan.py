@@ -29,6 +29,8 @@ from simstudy.spec import Study
         (10_000, 1, 250),
         (1000, 1000, 5000),
         (20, 30, 25),
+        (2, 1, 1),  # one run per set up to 40 sets, for small studies of slow replicates
+        (8, 10, 10),
     ],
 )
 def test_auto_batch_size(n_sets: int, replicates: int, expected: int) -> None:

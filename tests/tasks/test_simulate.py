@@ -26,7 +26,7 @@ def report_on_worker(
     reporter = replicate_reporter(topic, careful=careful)
     assert reporter is not None
     for r in range(replicates):
-        reporter.started(r)
+        reporter.started("p", r)
         reporter(
             ReplicateRecord(
                 param_id="p", replicate=r, seed=r, status="ok", attempts=1,
