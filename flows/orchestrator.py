@@ -21,10 +21,10 @@ from uuid import UUID
 
 import dask
 import distributed
-from prefect import unmapped
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
+from flows.submission import submit_task
 from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report
 from simstudy.aggregate import (
     ParameterSetAggregate,
@@ -33,7 +33,7 @@ from simstudy.aggregate import (
     reconcile_outputs,
     summarize_study,
 )
-from simstudy.batch import BatchResult, lost_replicate, summarize_batch, without_outputs
+from simstudy.batch import BatchResult, lost_replicate, statistics_only, summarize_batch
 from simstudy.design import ParameterSet
 from simstudy.plan import Batch, aggregation_groups, plan_runs, run_label
 from simstudy.records import ReplicateRecord
@@ -170,7 +170,8 @@ class StudyOrchestrator:
     on_stall: Callable[[StallReport], None]
     on_batches: Callable[[list[tuple[int, Batch, BatchResult]]], None] | None = None
     """Called with batches that finished together, contiguous in the plan (a part file)."""
-    on_aggregate: Callable[[ParameterSetAggregate], None] | None = None
+    on_aggregate: Callable[[list[ParameterSetAggregate]], None] | None = None
+    """Called with the aggregates of each aggregation group (consecutive sets)."""
     reused: dict[int, BatchResult] = field(default_factory=dict)
     tracker: StudyTracker = field(init=False)
 
@@ -351,24 +352,25 @@ class StudyOrchestrator:
             return
         priors = [self._prior_attempts(run) for run in runs]
         try:
-            futures = self.runner.map(
-                self._simulate,
-                {
-                    "study": unmapped(self.study),
-                    "batches": [[piece for _, piece in run.pieces] for run in runs],
-                    "label": [run.label for run in runs],
-                    "log_dir": unmapped(self.log_dir),
-                    "progress_topic": unmapped(self.progress_topic),
-                    "prior_attempts": [
-                        [
+            futures = [
+                submit_task(
+                    self.runner,
+                    self._simulate,
+                    {
+                        "study": self.study,
+                        "batches": [piece for _, piece in run.pieces],
+                        "label": run.label,
+                        "log_dir": self.log_dir,
+                        "progress_topic": self.progress_topic,
+                        "prior_attempts": [
                             {r: n for (pid, r), n in prior.items() if pid == piece.param_id}
                             for _, piece in run.pieces
-                        ]
-                        for run, prior in zip(runs, priors, strict=True)
-                    ],
-                    "careful": [run.careful for run in runs],
-                },
-            )
+                        ],
+                        "careful": run.careful,
+                    },
+                )
+                for run, prior in zip(runs, priors, strict=True)
+            ]
         except Exception as exc:  # e.g. the API refused a task run: try again next poll
             logger.warning("submitting %d runs failed, trying again: %s", len(runs), exc)
             for run in reversed(runs):
@@ -539,7 +541,7 @@ class StudyOrchestrator:
         self._just_finished.append((index, batch, result))
         self.tracker.batch_finished(batch)
         # Only what an aggregation needs stays: the outputs are in the part file now.
-        progress.result = without_outputs(result)
+        progress.result = statistics_only(result)
         if not reused:
             self._aggregate_if_complete(self._sets[self._set_index[batch.param_id]].group)
 
@@ -564,7 +566,8 @@ class StudyOrchestrator:
         # worker thread waits for them, and no finished batch is recomputed when a worker dies.
         resources = execution.aggregation_resources
         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-            future = self.runner.submit(
+            future = submit_task(
+                self.runner,
                 aggregate_parameter_sets_task.with_options(task_run_name=name),
                 {
                     "parameter_sets": [self.sets[s] for s in group.set_indices],
@@ -595,7 +598,7 @@ class StudyOrchestrator:
                 return
             reason = f"aggregation failed {group.attempts} times: {describe_failure(exc)}"
             aggregates = [
-                failed_aggregate(self.sets[s], self._set_records(s), reason)
+                failed_aggregate(self.sets[s], self._set_batches(s), reason)
                 for s in group.set_indices
             ]
         group.done = True
@@ -605,14 +608,12 @@ class StudyOrchestrator:
             for index in state.batch_indices:
                 self._progress[index].result = None  # aggregated: nothing left to keep
             self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
-            if self.on_aggregate is not None:
-                notify(self.on_aggregate, aggregate)
+        if self.on_aggregate is not None:
+            notify(self.on_aggregate, aggregates)
 
-    def _set_records(self, set_index: int) -> list[ReplicateRecord]:
+    def _set_batches(self, set_index: int) -> list[BatchResult]:
         return [
-            record
-            for i in self._sets[set_index].batch_indices
-            for record in cast(BatchResult, self._progress[i].result).records
+            cast(BatchResult, self._progress[i].result) for i in self._sets[set_index].batch_indices
         ]
 
     def abandoned_task_runs(self) -> dict[UUID, str]:
@@ -655,7 +656,7 @@ class StudyOrchestrator:
 
     def _summarize(self, aggregates: list[ParameterSetAggregate]) -> StudySummary:
         """Run the study summary task; past its deadline (or if it fails), summarise here."""
-        future = self.runner.submit(summarize_study_task, {"aggregates": aggregates})
+        future = submit_task(self.runner, summarize_study_task, {"aggregates": aggregates})
         try:
             return cast(StudySummary, future.result(timeout=SUMMARY_SECONDS))
         except KeyboardInterrupt:

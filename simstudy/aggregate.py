@@ -7,13 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from simstudy.batch import BatchResult
+from simstudy.batch import FIRST_ERRORS, BatchResult
 from simstudy.design import ParameterSet
-from simstudy.records import ReplicateRecord
 from simstudy.stats import Partial, summarize
-
-FIRST_ERRORS = 3
-"""Distinct errors kept per failed parameter set."""
 
 HEADLINE_SETS = 5
 """Failed parameter sets named in a study's one-paragraph headline."""
@@ -81,8 +77,7 @@ def aggregate_parameter_set(
 ) -> ParameterSetAggregate:
     """Merge a parameter set's batch statistics (in replicate order) into its aggregate."""
     batches = sorted(batches, key=lambda b: b.start)
-    records = [r for b in batches for r in b.records]
-    base = _identity_and_counts(parameter_set, records)
+    base = _identity_and_counts(parameter_set, batches)
     n_ok = base["counts"].get("ok", 0)
     reasons = []
     if n_ok < min_success_fraction * replicates:
@@ -97,7 +92,7 @@ def aggregate_parameter_set(
     if reasons:
         return ParameterSetAggregate(status="failed", reasons=reasons, **base)
     merged = _merge_partials(batches)
-    n_failed = len(records) - n_ok
+    n_failed = sum(base["counts"].values()) - n_ok
     kinds = next((b.kinds for b in batches if b.kinds), {})
     scalars: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
@@ -112,23 +107,27 @@ def aggregate_parameter_set(
 
 
 def failed_aggregate(
-    parameter_set: ParameterSet, records: list[ReplicateRecord], reason: str
+    parameter_set: ParameterSet, batches: list[BatchResult], reason: str
 ) -> ParameterSetAggregate:
     """Return the aggregate of a set that could not be aggregated, with its replicate counts."""
+    batches = sorted(batches, key=lambda b: b.start)
     return ParameterSetAggregate(
-        status="failed", reasons=[reason], **_identity_and_counts(parameter_set, records)
+        status="failed", reasons=[reason], **_identity_and_counts(parameter_set, batches)
     )
 
 
 def _identity_and_counts(
-    parameter_set: ParameterSet, records: list[ReplicateRecord]
+    parameter_set: ParameterSet, batches: list[BatchResult]
 ) -> dict[str, Any]:
-    errors = list(dict.fromkeys(r.error.splitlines()[0] for r in records if r.error))
+    counts: Counter[str] = Counter()
+    for batch in batches:
+        counts.update(batch.counts)
+    errors = list(dict.fromkeys(error for batch in batches for error in batch.errors))
     return {
         "param_id": parameter_set.param_id,
         "index": parameter_set.index,
         "params": parameter_set.params,
-        "counts": dict(Counter(r.status for r in records)),
+        "counts": dict(counts),
         "first_errors": errors[:FIRST_ERRORS],
     }
 
@@ -206,30 +205,6 @@ def _fail_differing(
             "refused_outputs": reason,
         }
     )
-
-
-def fail_refused_replicates(
-    batches: list[BatchResult], aggregates: list[ParameterSetAggregate]
-) -> list[BatchResult]:
-    """Return the batches with the ok replicates of sets whose outputs were refused failed.
-
-    Their outputs are dropped, so no result file gets columns of outputs the study refused.
-    """
-    refused = {a.param_id: a.refused_outputs for a in aggregates if a.refused_outputs}
-    return [
-        batch.model_copy(
-            update={"records": [_refuse(r, refused[batch.param_id]) for r in batch.records]}
-        )
-        if batch.param_id in refused
-        else batch
-        for batch in batches
-    ]
-
-
-def _refuse(record: ReplicateRecord, reason: str) -> ReplicateRecord:
-    if record.status != "ok":
-        return record.model_copy(update={"outputs": {}})
-    return record.model_copy(update={"status": "failed", "error": reason, "outputs": {}})
 
 
 def _describe(kinds: dict[str, str], names: list[str]) -> str:

@@ -10,16 +10,14 @@ import pytest
 from simstudy.aggregate import (
     ParameterSetAggregate,
     aggregate_parameter_set,
-    fail_refused_replicates,
     reconcile_outputs,
     summarize_study,
 )
-from simstudy.batch import run_batch, summarize_batch, without_outputs
+from simstudy.batch import run_batch, statistics_only, summarize_batch
 from simstudy.design import ParameterSet, expand_parameters
 from simstudy.identity import param_id
 from simstudy.plan import Batch, plan_batches
 from simstudy.records import ReplicateRecord
-from simstudy.results import replicates_table
 from simstudy.spec import Study
 from tests.support.aggregates import scalar_row
 
@@ -175,34 +173,7 @@ def test_study_summary_fails_a_set_with_other_outputs() -> None:
     assert pid[:12] in summary.headline()
 
 
-def test_replicates_of_a_refused_set_are_failed_without_outputs(
-    make_study: Callable[..., Study],
-) -> None:
-    study = thread_study(make_study, replicates=2)
-    sets = expand_parameters(study)
-    batches = [run_batch(study, b, "w", "/tmp") for b in plan_batches(study, sets)]
-    odd = batches[1].records[0]
-    odd.outputs["extra"] = 1.0  # as if the second set returned one output more
-    batches[1].records[1].status, batches[1].records[1].error = "failed", "boom"
-    aggregates = [
-        aggregate_parameter_set(s, [b for b in batches if b.param_id == s.param_id], 2, 0.5, [])
-        for s in sets
-    ]
-    aggregates[1].scalars.append({**aggregates[1].scalars[0], "output": "extra"})
-    reconciled = reconcile_outputs(aggregates)
-    assert reconciled[1].counts == {"failed": 2}
-    records = [r for b in fail_refused_replicates(batches, reconciled) for r in b.records]
-    assert [r.status for r in records] == ["ok", "ok", "failed", "failed"]
-    assert records[2].error == reconciled[1].refused_outputs
-    assert "{'extra': 'scalar'} differ" in (records[2].error or "")
-    assert records[3].error == "boom"
-    assert not records[2].outputs and not records[3].outputs
-    assert records[0].outputs == batches[0].records[0].outputs
-    assert set(replicates_table(records).column_names) >= {"x", "y"}
-    assert "extra" not in replicates_table(records).column_names
-
-
-def test_aggregation_inputs_without_outputs_give_the_same_aggregate() -> None:
+def test_aggregation_inputs_without_records_give_the_same_aggregate() -> None:
     batch = Batch(param_id="p" * 64, params={"a": 1.0}, start=0, stop=3)
     records = [
         ReplicateRecord(
@@ -212,8 +183,8 @@ def test_aggregation_inputs_without_outputs_give_the_same_aggregate() -> None:
         for r in range(3)
     ]  # fmt: skip
     result = summarize_batch(batch, records)
-    slim = without_outputs(result)
-    assert all(r.outputs == {} for r in slim.records)
+    slim = statistics_only(result)
+    assert slim.records == [] and slim.counts == {"ok": 3}
     assert all(r.outputs for r in result.records)  # the original is untouched
     parameter_set = ParameterSet(index=0, param_id=batch.param_id, params={"a": 1.0})
     full = aggregate_parameter_set(parameter_set, [result], 3, 1.0, [0.5])
