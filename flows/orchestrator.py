@@ -34,6 +34,7 @@ from simstudy.aggregate import (
     summarize_study,
 )
 from simstudy.batch import BatchResult, lost_replicate, statistics_only, summarize_batch
+from simstudy.columns import records_from_bytes
 from simstudy.design import ParameterSet
 from simstudy.plan import Batch, aggregation_groups, plan_runs, run_label
 from simstudy.records import ReplicateRecord
@@ -254,8 +255,7 @@ class StudyOrchestrator:
                 else:  # a run may begin before its submission call has returned
                     self._early_starts.setdefault(key, []).append(started)
             # A record is a result wherever it comes from, even a run already lost.
-            for payload in message.get("records", ()):
-                record = ReplicateRecord.model_validate(payload)
+            for record in records_from_bytes(message["records"]) if "records" in message else ():
                 progress = self._progress_of(record.param_id, record.replicate)
                 if progress is not None and not progress.finished:
                     self._accept(progress, record, message.get("execution"), message.get("key"))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc
 
 from simstudy.records import ReplicateRecord
 
@@ -70,6 +71,20 @@ def table_records(table: pa.Table) -> list[ReplicateRecord]:
         }
         records.append(ReplicateRecord.model_validate(row))
     return records
+
+
+def records_to_bytes(records: list[ReplicateRecord]) -> bytes:
+    """Return the records as one Arrow IPC stream: compact for a message, no object per value."""
+    sink = pa.BufferOutputStream()
+    table = records_table(records)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def records_from_bytes(data: bytes) -> list[ReplicateRecord]:
+    """Return the records of an Arrow IPC stream written by `records_to_bytes`."""
+    return table_records(pa.ipc.open_stream(pa.py_buffer(data)).read_all())
 
 
 def scalar_outputs(schema: pa.Schema) -> list[str]:

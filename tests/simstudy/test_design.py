@@ -69,8 +69,11 @@ def test_too_many_batches_are_refused_naming_batch_size() -> None:
     study = study_with(
         parameters={"list": [{"beta": 0.2}]}, replicates=1_000_000, execution={"batch_size": 1}
     )
-    with pytest.raises(StudyError, match=f"execution.batch_size: 1 replicates per task run gives "
-                       f"1,000,000 task runs, more than the maximum of {MAX_BATCHES:,}"):  # fmt: skip
+    expected = (
+        "execution.batch_size: 1 replicates per task run gives 1,000,000 task runs, "
+        f"more than the maximum of {MAX_BATCHES:,}"
+    )
+    with pytest.raises(StudyError, match=expected):
         expand_quickly(study)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 
+from simstudy.columns import records_from_bytes
 from simstudy.records import ReplicateRecord
 from tasks.simulate import replicate_reporter
 
@@ -37,7 +38,8 @@ def report_on_worker(
 
 
 def reported(events: list[dict[str, Any]]) -> list[int]:
-    return [record["replicate"] for e in events for record in e.get("records", ())]
+    batches = [records_from_bytes(e["records"]) for e in list(events) if "records" in e]
+    return [record.replicate for records in batches for record in records]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_finished_replicates_arrive_in_few_events_while_the_task_still_runs(
         assert not future.done()
         assert sorted(reported(events)) == list(range(200))
         records = [e for e in events if "records" in e]
-        assert records[0]["records"][0]["outputs"] == {"x": 0.0}
+        assert records_from_bytes(records[0]["records"])[0].outputs == {"x": 0.0}
         assert len(records) <= 2
         # Only the run's beginning is reported (acknowledged), not every start.
         assert [e["started"] for e in events if "started" in e] == [0]
