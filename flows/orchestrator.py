@@ -32,6 +32,7 @@ from simstudy.aggregate import (
     failed_aggregate,
     reconcile_outputs,
     summarize_study,
+    without_rows,
 )
 from simstudy.batch import BatchResult, lost_replicate, statistics_only, summarize_batch
 from simstudy.columns import records_from_bytes
@@ -255,7 +256,8 @@ class StudyOrchestrator:
                 else:  # a run may begin before its submission call has returned
                     self._early_starts.setdefault(key, []).append(started)
             # A record is a result wherever it comes from, even a run already lost.
-            for record in records_from_bytes(message["records"]) if "records" in message else ():
+            records = message.get("records")
+            for record in records_from_bytes(records, arrays=True) if records else ():
                 progress = self._progress_of(record.param_id, record.replicate)
                 if progress is not None and not progress.finished:
                     self._accept(progress, record, message.get("execution"), message.get("key"))
@@ -602,6 +604,9 @@ class StudyOrchestrator:
                 for s in group.set_indices
             ]
         group.done = True
+        # Released, the scheduler forgets the task and its arguments (the batches'
+        # statistics: ~3 MB a set of 1,000 replicates of a 365-point series).
+        group.run = None
         for set_index, aggregate in zip(group.set_indices, aggregates, strict=True):
             state = self._sets[set_index]
             state.aggregate = aggregate
@@ -656,7 +661,8 @@ class StudyOrchestrator:
 
     def _summarize(self, aggregates: list[ParameterSetAggregate]) -> StudySummary:
         """Run the study summary task; past its deadline (or if it fails), summarise here."""
-        future = submit_task(self.runner, summarize_study_task, {"aggregates": aggregates})
+        slim = [without_rows(aggregate) for aggregate in aggregates]
+        future = submit_task(self.runner, summarize_study_task, {"aggregates": slim})
         try:
             return cast(StudySummary, future.result(timeout=SUMMARY_SECONDS))
         except KeyboardInterrupt:

@@ -116,9 +116,7 @@ def failed_aggregate(
     )
 
 
-def _identity_and_counts(
-    parameter_set: ParameterSet, batches: list[BatchResult]
-) -> dict[str, Any]:
+def _identity_and_counts(parameter_set: ParameterSet, batches: list[BatchResult]) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     for batch in batches:
         counts.update(batch.counts)
@@ -215,6 +213,16 @@ def _describe(kinds: dict[str, str], names: list[str]) -> str:
 
 def _frozen(kinds: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(kinds.items()))
+
+
+def without_rows(aggregate: ParameterSetAggregate) -> ParameterSetAggregate:
+    """Return the aggregate with one row per output: what `summarize_study` needs.
+
+    Its statistics rows (365 a set for a 365-point series) would travel to the summary task
+    for nothing, and Prefect walks every one of them when submitting it.
+    """
+    series = [row for row in aggregate.series if row.get("t") == 0]
+    return aggregate.model_copy(update={"series": series})
 
 
 def summarize_study(aggregates: list[ParameterSetAggregate]) -> StudySummary:

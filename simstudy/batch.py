@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simstudy.identity import replicate_seed
 from simstudy.plan import Batch
-from simstudy.records import ReplicateRecord, output_kinds
+from simstudy.records import ReplicateRecord, is_series, output_kinds
 from simstudy.runners import make_runner, run_replicate
 from simstudy.spec import Study
 from simstudy.stats import Partial
@@ -138,7 +138,7 @@ def first_errors(records: list[ReplicateRecord]) -> list[str]:
 def _shape(record: ReplicateRecord) -> dict[str, tuple[str, int]]:
     """Return output name -> (kind, length); a scalar has length 1."""
     return {
-        name: ("series", len(value)) if isinstance(value, list) else ("scalar", 1)
+        name: ("series", int(np.size(value))) if is_series(value) else ("scalar", 1)
         for name, value in sorted(record.outputs.items())
     }
 

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from simstudy.batch import BatchResult, run_batch
 from simstudy.columns import records_to_bytes
 from simstudy.plan import Batch
-from simstudy.records import ReplicateRecord
+from simstudy.records import ReplicateRecord, compact_outputs
 from simstudy.spec import Study
 
 OUTER_TIMEOUT_MARGIN_SECONDS = 60.0
@@ -194,6 +194,7 @@ def simulate_batch(
             prior_attempts=prior,
         )
         result.execution = execution
+        result.records = [compact_outputs(record) for record in result.records]
         results.append(result)
     return results
 

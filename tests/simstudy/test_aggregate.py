@@ -12,6 +12,7 @@ from simstudy.aggregate import (
     aggregate_parameter_set,
     reconcile_outputs,
     summarize_study,
+    without_rows,
 )
 from simstudy.batch import run_batch, statistics_only, summarize_batch
 from simstudy.design import ParameterSet, expand_parameters
@@ -189,3 +190,18 @@ def test_aggregation_inputs_without_records_give_the_same_aggregate() -> None:
     parameter_set = ParameterSet(index=0, param_id=batch.param_id, params={"a": 1.0})
     full = aggregate_parameter_set(parameter_set, [result], 3, 1.0, [0.5])
     assert aggregate_parameter_set(parameter_set, [slim], 3, 1.0, [0.5]) == full
+
+
+def test_the_summary_task_needs_one_row_per_output() -> None:
+    def aggregate(index: int, kind: str) -> ParameterSetAggregate:
+        rows = [{"param_id": str(index), "output": "s", "t": t, "mean": 1.0} for t in range(365)]
+        return ParameterSetAggregate(
+            param_id=str(index), index=index, params={}, status="ok", counts={"ok": 2},
+            scalars=[{"output": "x", "mean": 1.0}], series=rows if kind == "series" else [],
+        )  # fmt: skip
+
+    aggregates = [aggregate(0, "series"), aggregate(1, "series"), aggregate(2, "none")]
+    slim = [without_rows(a) for a in aggregates]
+    assert [len(a.series) for a in slim] == [1, 1, 0]
+    assert summarize_study(slim) == summarize_study(aggregates)  # the odd set is named in both
+    assert summarize_study(slim).failed_sets.keys() == {"2"}
