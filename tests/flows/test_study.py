@@ -135,10 +135,16 @@ def test_same_study_same_results_on_any_layout_and_batch_size(
             {k: r[k] for k in kept} for r in files[0]["replicates.parquet"]
         ]
         assert found["timeseries.parquet"] == files[0]["timeseries.parquet"]
+        # Statistics merged from other batches agree to rounding (Chan's merges).
         for row, expected in zip(
             found["aggregates.parquet"], files[0]["aggregates.parquet"], strict=True
         ):
-            assert row == pytest.approx(expected, rel=1e-12, nan_ok=True)
+            assert row.keys() == expected.keys()
+            for key, value in row.items():
+                if isinstance(value, float):
+                    assert value == pytest.approx(expected[key], rel=1e-12, nan_ok=True), key
+                else:
+                    assert value == expected[key], key
 
 
 def wait_until_listening(port: int, seconds: float = 60.0) -> None:
