@@ -4,8 +4,9 @@ The orchestrator keeps at most `execution.max_batches_in_flight` simulation runs
 submitted ahead of completion. Finished replicates stream in from the workers as they
 finish, so when a batch's task fails (a lost worker, an error outside the model) only its
 replicates without a result run again, at most `execution.max_resubmits` times each. A
-parameter set is aggregated once all its replicates have a record; the stall watch
-writes a report when nothing finishes for `execution.stall_timeout_seconds`.
+task run may hold several parameter sets; a group of consecutive sets is aggregated by
+one task run once all their replicates have a record; the stall watch writes a report
+when nothing finishes for `execution.stall_timeout_seconds`.
 """
 
 from __future__ import annotations

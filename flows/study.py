@@ -6,9 +6,10 @@
 ```
 
 The flow checks the cluster (`flows/preflight.py`), then `StudyOrchestrator` submits
-batches (bounded), reruns what a lost batch did not finish, submits each parameter set's
-aggregation once its batches have finished (with their results as arguments) and follows
-them with a stall watchdog; the results are written when everything has finished.
+batches (bounded), reruns what a lost batch did not finish, submits each group of
+parameter sets' aggregation once its batches have finished (with their statistics as
+arguments) and follows them with a stall watchdog. Finished batches go to part files at
+once; the result files are assembled from them when everything has finished.
 """
 
 from __future__ import annotations
