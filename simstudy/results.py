@@ -216,8 +216,10 @@ def write_results(
     refused = {a.param_id: a.refused_outputs for a in aggregates if a.refused_outputs}
     scalars: set[str] = set()
     for name in parts:  # the files' columns, before any row is written
-        ids = read_table(store, name, columns=["param_id"]).column("param_id").to_pylist()
-        if refused.keys().isdisjoint(ids):
+        # Without refused sets (the usual case) the footer alone is read.
+        if not refused or refused.keys().isdisjoint(
+            read_table(store, name, columns=["param_id"]).column("param_id").to_pylist()
+        ):
             scalars.update(scalar_outputs(read_schema(store, name)))  # the footer is enough
             continue
         table = _refuse(read_table(store, name), refused)
