@@ -27,7 +27,7 @@ from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, stored_replicates
 from simstudy.plan import plan_batches
 from simstudy.readiness import check_ready
-from simstudy.report import summary_table
+from simstudy.summary_table import summary_table
 from simstudy.results import REPLICATES_FILE, check_output_dir, study_id
 from simstudy.spec import MAX_LOCAL_WORKERS, Study
 

@@ -1,6 +1,6 @@
 """How results are shown to people: numbers, parameters and the spread next to a mean.
 
-The terminal table (`simstudy.report`) and the Prefect UI table (`flows.artifacts`) both
+The terminal table (`simstudy.summary_table`) and the Prefect UI table (`flows.artifacts`) both
 show numbers through `format_number`, so a value reads the same everywhere.
 
 ```python

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from simstudy.display import format_number
 from simstudy.location import OutputStore
-from simstudy.report import MAX_SETS, summary_table
+from simstudy.summary_table import MAX_SETS, summary_table
 from tests.support.aggregates import sample_aggregates, write_finished_study
 
 
