@@ -7,8 +7,13 @@
 [0.2, 0.2]
 ```
 
-The size of a design (grid product, list length, rows of a parameter file) is counted and
-checked against the study's limits (`Study.size_problems`) before any set is built.
+The size of a design (grid product, list length, rows of a parameter file, rows of a
+sampled design) is counted and checked against the study's limits (`Study.size_problems`)
+before any set is built.
+
+A sampled design (`parameters.sample`) may repeat a parameter set (integer or categorical
+parameters; saltelli's and morris's cross rows): each distinct set runs once, and
+`design_row_ids` maps every design row to the id of its set, from the study file alone.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import itertools
 import math
 import re
 import stat
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from simstudy.errors import StudyError
 from simstudy.identity import ParameterValueError, canonical_params, param_id
+from simstudy.sample_spec import QMC_METHODS
 from simstudy.spec import (
     MAX_PARAMETER_FILE_BYTES,
     MAX_PARAMETER_SETS,
@@ -71,12 +78,28 @@ def varying_rows(study: Study) -> list[dict[str, Any]]:
     if design.list is not None:
         check_design_size(study, len(design.list), max(len(row) for row in design.list))
         return [dict(row) for row in design.list]
+    if design.sample is not None:
+        check_design_size(study, design.sample.size(), len(design.sample.bounds))
+        from simstudy.sampling import sample_rows  # scipy only for a sampled design
+
+        return sample_rows(design.sample, sample_seed(study))
     assert design.file is not None
     table = read_parameter_table(study.resolve(design.file))
     check_design_size(study, table.num_rows, table.num_columns)
     columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
     names = table.column_names
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def sample_seed(study: Study) -> int:
+    """Return the seed of the study's sampled design: its own, or the study's."""
+    sample = study.parameters.sample
+    return study.seed if sample is None or sample.seed is None else sample.seed
+
+
+def design_row_ids(study: Study) -> list[str]:
+    """Return the param_id of every design row, in design order (repeated sets repeat)."""
+    return [param_id({**study.fixed, **row}) for row in varying_rows(study)]
 
 
 def read_parameter_table(path: Path) -> pa.Table:
@@ -211,11 +234,17 @@ def _is_number(text: str) -> bool:
 
 
 def expand_parameters(study: Study) -> list[ParameterSet]:
-    """Return every parameter set of the study with its `param_id`, in design order."""
+    """Return every parameter set of the study with its `param_id`, in design order.
+
+    A sampled design's repeated rows give one set, at its first row; `index` then counts
+    distinct sets.
+    """
     rows = varying_rows(study)
+    sampled = study.parameters.sample
     problems: list[str] = []
     sets: list[ParameterSet] = []
     seen: dict[str, int] = {}
+    repeated = 0
     expected = set(rows[0])
     for index, row in enumerate(rows):
         where = f"parameters (set {index})"
@@ -238,6 +267,9 @@ def expand_parameters(study: Study) -> list[ParameterSet]:
         except ParameterValueError as exc:
             problems.append(f"{where}: {exc}")
             continue
+        if pid in seen and sampled is not None:
+            repeated += 1
+            continue
         if pid in seen:
             problems.append(
                 f"{where}: same parameter set as set {seen[pid]} ({canonical_params(params)}); "
@@ -245,9 +277,17 @@ def expand_parameters(study: Study) -> list[ParameterSet]:
             )
             continue
         seen[pid] = index
-        sets.append(ParameterSet(param_id=pid, index=index, params=params))
+        sets.append(ParameterSet(param_id=pid, index=len(sets), params=params))
     if problems:
         raise StudyError(study.name, problems)
+    if repeated and sampled is not None and sampled.method in QMC_METHODS:
+        warnings.warn(
+            f"parameters.sample: {repeated:,} of {len(rows):,} sampled rows repeat an earlier "
+            f"parameter set (integer or categorical parameters have few values); each set runs "
+            f"once, so the study has {len(sets):,} sets: lower n or widen the bounds",
+            UserWarning,
+            stacklevel=2,
+        )
     return sets
 
 

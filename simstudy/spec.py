@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from simstudy.sample_spec import SampleDesign
+
 # Strict members: in lax mode pydantic would turn 1.0 into True.
 ScalarParam = StrictBool | StrictInt | StrictFloat | StrictStr
 
@@ -420,7 +422,7 @@ class Execution(StudyModel):
 
 
 class ParameterDesign(StudyModel):
-    """The varying parameters: exactly one of grid, list or file."""
+    """The varying parameters: exactly one of grid, list, file or sample."""
 
     grid: dict[str, builtins.list[ScalarParam]] | None = Field(
         default=None,
@@ -434,13 +436,19 @@ class ParameterDesign(StudyModel):
         default=None,
         description="CSV or Parquet file, one row per parameter set, relative to the study file.",
     )
+    sample: SampleDesign | None = Field(
+        default=None,
+        description="Parameter sets sampled from bounds (random, lhs, sobol, halton, saltelli, "
+        "morris); see README, 'Parameter designs'.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ParameterDesign:
-        given = [k for k in ("grid", "list", "file") if getattr(self, k) is not None]
+        given = [k for k in ("grid", "list", "file", "sample") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                f"give exactly one of grid, list or file (got {', '.join(given) or 'none'})"
+                "give exactly one of grid, list or file, or a sample "
+                f"(got {', '.join(given) or 'none'})"
             )
         if self.grid is not None:
             for name, values in self.grid.items():
@@ -564,6 +572,14 @@ class Study(StudyModel):
                 raise ValueError(
                     f"parameters.grid and fixed both set {overlap}: a parameter is either "
                     "fixed or varying"
+                )
+        if self.parameters.sample is not None:
+            check_parameter_names(self.parameters.sample.bounds, "parameters.sample.bounds")
+            overlap = sorted(set(self.parameters.sample.bounds) & set(self.fixed))
+            if overlap:
+                raise ValueError(
+                    f"parameters.sample.bounds and fixed both set {overlap}: a parameter is "
+                    "either fixed or sampled; remove it from one of them"
                 )
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from simstudy.design import expand_parameters
+from simstudy.design import design_row_ids, expand_parameters, sample_seed
 from simstudy.errors import SHOWN_PROBLEMS, StudyError
 from simstudy.loading import load_study, validate_study
 from simstudy.spec import MAX_BATCHES, MAX_PARAMETER_SETS, MAX_SIMULATIONS, Study
@@ -171,3 +172,65 @@ def test_parameter_file_that_is_not_regular_is_refused(tmp_path: Path) -> None:
     for path in (tmp_path, Path("/dev/zero")):
         with pytest.raises(StudyError, match="not a regular file"):
             expand_quickly(study_with(parameters={"file": str(path)}))
+
+
+def sampled(method: str, n: int, bounds: dict[str, Any], **options: Any) -> Study:
+    return study_with(
+        parameters={"sample": {"method": method, "n": n, "bounds": bounds, **options}}
+    )
+
+
+def test_a_sampled_design_too_large_is_refused_before_it_is_sampled() -> None:
+    bounds = {"a": [0, 1], "b": [0, 1], "c": [0, 1]}
+    with pytest.raises(StudyError, match="the design has 8,388,608 parameter sets"):
+        expand_quickly(sampled("saltelli", 2**20, bounds, second_order=True))
+
+
+def test_a_sampled_design_gets_ids_and_fixed_values_and_is_reproducible() -> None:
+    study = study_with(
+        fixed={"days": 30},
+        parameters={"sample": {"method": "lhs", "n": 8, "bounds": {"b": [1, 2]}}},
+    )
+    sets = expand_parameters(study)
+    assert [s.index for s in sets] == list(range(8))
+    assert all(s.params["days"] == 30 and 1 <= s.params["b"] <= 2 for s in sets)
+    assert [s.param_id for s in sets] == [s.param_id for s in expand_parameters(study)]
+    assert design_row_ids(study) == [s.param_id for s in sets]
+
+
+def test_the_sample_seed_defaults_to_the_study_seed() -> None:
+    bounds = {"b": [1, 2]}
+    own = sampled("random", 4, bounds, seed=1)  # study seed is 1 too
+    assert sample_seed(own) == 1
+    assert design_row_ids(own) == design_row_ids(sampled("random", 4, bounds))
+    assert design_row_ids(own) != design_row_ids(sampled("random", 4, bounds, seed=2))
+
+
+def test_repeated_saltelli_rows_run_once_and_every_row_maps_to_its_set() -> None:
+    # Two whole numbers and two choices: 32 x (2+2) rows hold at most four distinct sets.
+    bounds = {"k": {"low": 0, "high": 1, "integer": True}, "c": {"choices": ["x", "y"]}}
+    study = sampled("saltelli", 32, bounds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # expected in saltelli: no warning
+        sets = expand_parameters(study)
+    rows = design_row_ids(study)
+    assert len(rows) == 32 * 4
+    assert len(sets) == 4 == len(set(rows))
+    assert [s.param_id for s in sets] == list(dict.fromkeys(rows))  # first occurrence order
+    assert [s.index for s in sets] == [0, 1, 2, 3]
+
+
+def test_repeated_rows_of_a_space_filling_design_run_once_with_a_warning() -> None:
+    study = sampled("random", 40, {"c": {"choices": ["x", "y", "z"]}})
+    with pytest.warns(UserWarning, match="37 of 40 sampled rows repeat an earlier parameter set"):
+        sets = expand_parameters(study)
+    assert sorted(s.params["c"] for s in sets) == ["x", "y", "z"]
+
+
+@pytest.mark.timeout(60)
+def test_a_large_sampled_design_expands_in_seconds() -> None:
+    bounds = {f"p{i}": [0, 1] for i in range(5)}
+    started = time.monotonic()
+    sets = expand_parameters(sampled("sobol", 2**15, bounds))
+    assert len(sets) == 2**15
+    assert time.monotonic() - started < 10
