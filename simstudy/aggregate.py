@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from simstudy.batch import FIRST_ERRORS, BatchResult
 from simstudy.design import ParameterSet
 from simstudy.stats import Partial, summarize
+
+if TYPE_CHECKING:
+    from simstudy.analysis.targets import Targets
 
 HEADLINE_SETS = 5
 """Failed parameter sets named in a study's one-paragraph headline."""
@@ -37,6 +40,16 @@ class ParameterSetAggregate(BaseModel):
     refused_outputs: str | None = Field(
         default=None,
         description="Why the set's outputs were refused: they differ from the study's.",
+    )
+    loss: float | None = Field(
+        default=None, description="Loss against the study's targets (None: no targets, failed)."
+    )
+    loss_se: float | None = Field(
+        default=None,
+        description="Standard error of the loss over replicates (None: fewer than 2, or unknown).",
+    )
+    target_losses: dict[str, float] = Field(
+        default_factory=dict, description="Loss of each target output; they sum to loss."
     )
 
 
@@ -74,8 +87,13 @@ def aggregate_parameter_set(
     replicates: int,
     min_success_fraction: float,
     quantiles: list[float],
+    targets: Targets | None = None,
 ) -> ParameterSetAggregate:
-    """Merge a parameter set's batch statistics (in replicate order) into its aggregate."""
+    """Merge a parameter set's batch statistics (in replicate order) into its aggregate.
+
+    With targets, the set's loss too; a loss that cannot be computed (a target output the
+    model does not return, a t beyond its series) fails the set, naming the reason.
+    """
     batches = sorted(batches, key=lambda b: b.start)
     base = _identity_and_counts(parameter_set, batches)
     n_ok = base["counts"].get("ok", 0)
@@ -103,7 +121,21 @@ def aggregate_parameter_set(
             scalars.append({**common, **_row(stats, 0)})
         else:
             series.extend({**common, "t": t, **_row(stats, t)} for t in range(partial.length))
-    return ParameterSetAggregate(status="ok", scalars=scalars, series=series, **base)
+    losses: dict[str, Any] = {}
+    if targets is not None:
+        # Imported here: scipy costs ~0.3 s, and only studies with targets need it.
+        from simstudy.analysis.losses import LossError, set_loss
+
+        try:
+            found = set_loss(merged, kinds, targets, parameter_set.param_id)
+        except LossError as exc:
+            return ParameterSetAggregate(status="failed", reasons=[str(exc)], **base)
+        losses = {
+            "loss": found.loss,
+            "loss_se": found.loss_se,
+            "target_losses": found.target_losses,
+        }
+    return ParameterSetAggregate(status="ok", scalars=scalars, series=series, **base, **losses)
 
 
 def failed_aggregate(
@@ -201,6 +233,9 @@ def _fail_differing(
             "scalars": [],
             "series": [],
             "refused_outputs": reason,
+            "loss": None,
+            "loss_se": None,
+            "target_losses": {},
         }
     )
 

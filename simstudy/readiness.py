@@ -26,6 +26,7 @@ import socket
 import time
 from pathlib import Path
 
+from simstudy.analysis.targets import load_targets
 from simstudy.deadlines import call_with_deadline
 from simstudy.errors import StudyError
 from simstudy.spec import CommandModel, Study
@@ -75,8 +76,18 @@ def check_ready(study: Study, *, import_model: bool) -> None:
         )
         if problem
     ]
+    problems += targets_problems(study)
     if problems:
         raise StudyError(study.name, problems)
+
+
+def targets_problems(study: Study) -> list[str]:
+    """Return what is wrong with the study's targets (file, columns, rows), empty if nothing."""
+    try:
+        load_targets(study)
+    except StudyError as exc:
+        return [f"{exc.source}: {problem}" for problem in exc.problems]
+    return []
 
 
 def output_problem(location: str) -> str | None:

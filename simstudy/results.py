@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from simstudy.aggregate import ParameterSetAggregate
+from simstudy.analysis.ranking import loss_column, target_outputs
 from simstudy.columns import (
     OUTPUT_PREFIX,
     records_table,
@@ -41,6 +42,8 @@ REPLICATES_FILE = "replicates.parquet"
 TIMESERIES_FILE = "timeseries.parquet"
 AGGREGATES_FILE = "aggregates.parquet"
 TIMESERIES_AGGREGATES_FILE = "timeseries_aggregates.parquet"
+TARGETS_FILE = "targets.parquet"
+RANKING_FILE = "ranking.parquet"
 STALL_JSON = "stall-report.json"
 STALL_MARKDOWN = "stall-report.md"
 LOGS_DIR = "logs"
@@ -53,6 +56,8 @@ RESULT_FILES = (
     TIMESERIES_FILE,
     AGGREGATES_FILE,
     TIMESERIES_AGGREGATES_FILE,
+    TARGETS_FILE,
+    RANKING_FILE,
 )
 KEY_PACKAGES = ("simstudy", "prefect", "prefect-dask", "dask", "distributed", "numpy", "pyarrow")
 
@@ -197,11 +202,20 @@ def timeseries_table(records: list[ReplicateRecord]) -> pa.Table | None:
 
 
 def aggregates_table(aggregates: list[ParameterSetAggregate], series: bool) -> pa.Table | None:
-    """Return aggregate rows (scalar or series) with the parameters as columns."""
+    """Return aggregate rows (scalar or series) with the parameters as columns.
+
+    Scalar rows of a study with targets also get the set's `loss`, `loss_se` and
+    `loss_<output>` per target output (null where a set has none).
+    """
+    targets = [] if series else target_outputs(aggregates)
     rows = []
     for aggregate in aggregates:
+        losses: dict[str, Any] = {}
+        if targets:
+            losses = {"loss": aggregate.loss, "loss_se": aggregate.loss_se}
+            losses.update({loss_column(n): aggregate.target_losses.get(n) for n in targets})
         for row in aggregate.series if series else aggregate.scalars:
-            rows.append({**aggregate.params, **row})
+            rows.append({**aggregate.params, **row, **losses})
     return pa.Table.from_pylist(rows) if rows else None
 
 

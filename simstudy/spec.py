@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from simstudy.analysis.targets import TargetsSpec
 from simstudy.sample_spec import SampleDesign
 
 # Strict members: in lax mode pydantic would turn 1.0 into True.
@@ -42,7 +43,7 @@ PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MODEL_REF_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 RESERVED_PARAMETER_NAMES = frozenset(
-    {"param_id", "parameter_set", "output", "t", "status", "n_ok", "n_failed"}
+    {"param_id", "parameter_set", "output", "t", "status", "n_ok", "n_failed", "loss", "loss_se"}
 )
 
 # Limits: every value that validates must run, and `simstudy validate` must answer any
@@ -510,6 +511,12 @@ class Study(StudyModel):
     )
     execution: Execution = Field(default_factory=Execution, description="How replicates run.")
     aggregate: Aggregate = Field(default_factory=Aggregate, description="Statistics to compute.")
+    targets: TargetsSpec | None = Field(
+        default=None,
+        description="Observed data every parameter set is compared with, and the loss that "
+        "compares them (README, 'Targets and losses'). Not part of a replicate's identity: "
+        "changing it reuses every replicate.",
+    )
     output: str | None = Field(
         default=None,
         description="Output folder (default: results/<name>), relative to the working directory.",

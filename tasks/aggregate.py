@@ -11,6 +11,7 @@ from simstudy.aggregate import (
     aggregate_parameter_set,
     summarize_study,
 )
+from simstudy.analysis.targets import Targets
 from simstudy.batch import BatchResult
 from simstudy.design import ParameterSet
 
@@ -24,11 +25,12 @@ def aggregate_parameter_sets_task(
     replicates: int,
     min_success_fraction: float,
     quantiles: list[float],
+    targets: Targets | None = None,
 ) -> list[ParameterSetAggregate]:
-    """Merge the batch statistics of a group of parameter sets, each set on its own."""
+    """Merge the batch statistics of a group of parameter sets, each on its own, with its loss."""
     return [
         aggregate_parameter_set(
-            parameter_set, set_batches, replicates, min_success_fraction, quantiles
+            parameter_set, set_batches, replicates, min_success_fraction, quantiles, targets
         )
         for parameter_set, set_batches in zip(parameter_sets, batches, strict=True)
     ]
