@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv
@@ -100,6 +101,24 @@ def sample_seed(study: Study) -> int:
 def design_row_ids(study: Study) -> list[str]:
     """Return the param_id of every design row, in design order (repeated sets repeat)."""
     return [param_id({**study.fixed, **row}) for row in varying_rows(study)]
+
+
+def sampled_design(study: Study) -> tuple[np.ndarray, list[str]]:
+    """Return a sampled design's unit-space rows and each row's param_id, in design order."""
+    sample = study.parameters.sample
+    if sample is None:
+        raise StudyError(study.name, ["parameters: the design is not sampled (no sample)"])
+    check_design_size(study, sample.size(), len(sample.bounds))
+    from simstudy.sampling import scaled_columns, unit_sample
+
+    unit = unit_sample(sample, sample_seed(study))
+    columns = scaled_columns(sample, unit)
+    names = list(columns)
+    ids = [
+        param_id({**study.fixed, **dict(zip(names, values, strict=True))})
+        for values in zip(*columns.values(), strict=True)
+    ]
+    return unit, ids
 
 
 def read_parameter_table(path: Path) -> pa.Table:
