@@ -1,0 +1,163 @@
+"""Targets: the study field, the data file read and checked, targets.parquet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from simstudy.analysis.targets import load_targets, observed_table
+from simstudy.errors import StudyError
+from simstudy.loading import validate_study
+from simstudy.readiness import check_ready
+from simstudy.spec import Study
+
+
+def study_with(
+    tmp_path: Path, csv: str, replicates: int = 3, data: str = "observed.csv", **targets: Any
+) -> Study:
+    (tmp_path / "observed.csv").write_text(csv)
+    return Study.model_validate(
+        {
+            "name": "t",
+            "model": "simstudy.models.seir:simulate",
+            "parameters": {"grid": {"beta": [0.2]}},
+            "replicates": replicates,
+            "seed": 1,
+            "base_dir": str(tmp_path),
+            "output": str(tmp_path / "out"),
+            "targets": {"data": data, **targets},
+        }
+    )
+
+
+def problems(tmp_path: Path, csv: str, **kwargs: Any) -> str:
+    with pytest.raises(StudyError) as caught:
+        load_targets(study_with(tmp_path, csv, **kwargs))
+    return str(caught.value)
+
+
+def test_scalar_and_series_targets_with_weights_and_losses_per_output(tmp_path: Path) -> None:
+    csv = "output,t,value,weight\nincidence,1,3,\nincidence,0,5,2\nattack_rate,,0.4,10\n"
+    targets = load_targets(
+        study_with(tmp_path, csv, loss={"incidence": "poisson", "attack_rate": "mse_of_mean"})
+    )
+    assert targets is not None
+    incidence, attack = targets.outputs
+    assert (incidence.output, incidence.loss, attack.loss) == (
+        "incidence",
+        "poisson",
+        "mse_of_mean",
+    )
+    assert incidence.t.tolist() == [1, 0] and incidence.weight.tolist() == [1.0, 2.0]
+    assert attack.t is None and attack.value.tolist() == [0.4]
+    assert (targets.seed, targets.bootstrap) == (1, 200)
+
+
+def test_a_study_without_targets_has_none(make_study: Callable[..., Study]) -> None:
+    assert load_targets(make_study()) is None
+
+
+def test_parquet_data_and_the_normalised_table(tmp_path: Path) -> None:
+    data = pa.table(
+        {"output": ["cases", "cases"], "t": [0, 1], "value": [3, 4], "denominator": [10, 12]}
+    )
+    pq.write_table(data, tmp_path / "observed.parquet")
+    study = study_with(tmp_path, "", data="observed.parquet", loss="binomial")
+    table = observed_table(load_targets(study))
+    assert table.schema == pa.schema(
+        [
+            ("output", pa.string()),
+            ("t", pa.int64()),
+            ("value", pa.float64()),
+            ("weight", pa.float64()),
+            ("denominator", pa.float64()),
+        ]
+    )
+    assert table.to_pylist()[1] == {
+        "output": "cases", "t": 1, "value": 4.0, "weight": 1.0, "denominator": 12.0
+    }  # fmt: skip
+
+
+def test_observed_table_of_a_scalar_target_has_null_t_and_denominator(tmp_path: Path) -> None:
+    table = observed_table(load_targets(study_with(tmp_path, "output,value\nsize,2.5\n")))
+    assert table.to_pylist() == [
+        {"output": "size", "t": None, "value": 2.5, "weight": 1.0, "denominator": None}
+    ]
+
+
+def test_errors_name_the_file_the_column_the_row_and_the_fix(tmp_path: Path) -> None:
+    text = problems(tmp_path, "output,t,value,weight\ncases,0,x,1\ncases,0,2,-1\n,1,2,1\n")
+    assert "targets.data (" in text and "observed.csv" in text
+    assert "column 'value', row 1: 'x' is not a number" in text
+    assert "column 'weight', row 2: -1 is negative; give a weight >= 0" in text
+    assert "column 'output', row 3: empty" in text
+
+
+def test_duplicate_time_points_and_mixed_scalar_rows_are_refused(tmp_path: Path) -> None:
+    text = problems(tmp_path, "output,t,value\ncases,0,1\ncases,0,2\nsize,,1\nsize,3,1\n")
+    assert "output 'cases': row 1 and row 2 both observe t = 0; keep one row" in text
+    assert "output 'size': row 3 has no t but other rows have one" in text
+
+
+def test_unknown_and_missing_columns(tmp_path: Path) -> None:
+    text = problems(tmp_path, "output,tt,weight\ncases,0,1\n")
+    assert "unknown column(s) 'tt'" in text
+    assert "missing column(s) 'value'" in text
+
+
+def test_count_likelihoods_need_non_negative_integer_counts(tmp_path: Path) -> None:
+    text = problems(tmp_path, "output,t,value\ncases,0,2.5\ncases,1,-1\n", loss="poisson")
+    assert "column 'value', row 1: 2.5 is not a count" in text
+    assert "row 2: -1 is not a count" in text
+
+
+def test_binomial_needs_a_denominator_at_least_the_value(tmp_path: Path) -> None:
+    text = problems(
+        tmp_path, "output,t,value,denominator\ncases,0,2,\ncases,1,5,4\n", loss="binomial"
+    )
+    assert "column 'denominator', row 1: empty, but output 'cases' has loss binomial" in text
+    assert "column 'denominator', row 2: 4 is not a number of trials >= the value 5" in text
+
+
+def test_the_loss_mapping_must_match_the_data(tmp_path: Path) -> None:
+    text = problems(tmp_path, "output,value\na,1\nb,2\n", loss={"a": "poisson", "c": "poisson"})
+    assert "targets.loss names output 'c', which the data has no row of" in text
+    assert "targets.loss gives no loss for output 'b'" in text
+
+
+def test_spread_losses_need_two_replicates(tmp_path: Path) -> None:
+    text = problems(tmp_path, "output,value\na,1\n", replicates=1, loss="gaussian_nll")
+    assert "gaussian_nll (output 'a') needs the spread of at least 2 replicates" in text
+
+
+def test_unknown_loss_name_is_refused_by_the_study_file(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match="targets.loss: loss 'poison' is unknown; use one of"):
+        validate_study(
+            {
+                "name": "t",
+                "model": "simstudy.models.seir:simulate",
+                "parameters": {"grid": {"beta": [0.2]}},
+                "replicates": 2,
+                "seed": 1,
+                "targets": {"data": "observed.csv", "loss": "poison"},
+            }
+        )
+
+
+def test_a_missing_file_is_caught_before_anything_runs(tmp_path: Path) -> None:
+    study = study_with(tmp_path, "output,value\na,1\n")
+    (tmp_path / "observed.csv").unlink()
+    with pytest.raises(StudyError, match=r"targets.data \(.*observed.csv\): cannot read"):
+        check_ready(study, import_model=False)
+
+
+def test_targets_arrays_are_float_and_int(tmp_path: Path) -> None:
+    targets = load_targets(study_with(tmp_path, "output,t,value\nc,2,7\n"))
+    target = targets.outputs[0]
+    assert target.t.dtype == np.int64 and target.value.dtype == np.float64
