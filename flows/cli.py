@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from simstudy.design import expand_parameters
+from simstudy.design import expand_parameters, sample_seed
 from simstudy.errors import OutputDirError, StudyError
 from simstudy.loading import load_study
 from simstudy.location import OutputStore
@@ -32,6 +32,8 @@ from simstudy.results import REPLICATES_FILE, check_output_dir, study_id
 from simstudy.spec import MAX_LOCAL_WORKERS, Study
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+SHOWN_SAMPLED_SETS = 10
+"""Parameter sets `validate` lists of a sampled design (all of a grid, list or file)."""
 
 # soft_wrap: messages are never hard-wrapped, so they stay greppable in logs.
 console = Console(stderr=True, soft_wrap=True)
@@ -126,7 +128,7 @@ def validate_command(path: str) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         study = load_study(path)
-    sets = expand_parameters(study)
+        sets = expand_parameters(study)  # a sampled design warns of repeated rows
     batches = plan_batches(study, sets)
     for warning in caught:
         console.print(f"[yellow]warning:[/yellow] {warning.message}", highlight=False)
@@ -135,8 +137,16 @@ def validate_command(path: str) -> int:
         f"{len(sets) * study.replicates} simulations in {len(batches)} batches "
         f"of up to {max(b.size for b in batches)}"
     )
-    for ps in sets:
+    shown = sets
+    if study.parameters.sample is not None:
+        from simstudy.sampling import design_summary
+
+        print("\n".join(design_summary(study.parameters.sample, sample_seed(study), len(sets))))
+        shown = sets[:SHOWN_SAMPLED_SETS]
+    for ps in shown:
         print(f"{ps.param_id}  {json.dumps(ps.params, sort_keys=True)}")
+    if len(shown) < len(sets):
+        print(f"... and {len(sets) - len(shown):,} more parameter sets")
     return EXIT_OK
 
 

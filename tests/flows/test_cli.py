@@ -251,3 +251,40 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_validate_shows_a_sampled_design(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bounds = {"a": [0.5, 2.0], "b": {"low": 1, "high": 3, "integer": True}}
+    sample = {"method": "saltelli", "n": 8, "seed": 4, "bounds": bounds}
+    path = write_study(tmp_path / "s.yaml", parameters={"sample": sample})
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "design: saltelli: n=8 x (D+2), D=2 = 32 sets, seed 4" in out
+    assert "distinct parameter sets: repeated rows run once" in out  # b has three values
+    listed = [line for line in out.splitlines() if len(line.split("  ")[0]) == 64]
+    assert len(listed) == 10 and '"a": ' in listed[0]
+    assert "more parameter sets" in out
+
+
+def test_validate_shows_a_space_filling_design_s_discrepancy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = {"method": "sobol", "n": 64, "bounds": {"a": [0, 1]}}
+    path = write_study(tmp_path / "s.yaml", parameters={"sample": sample})
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "design: sobol: n = 64 sets, seed 3" in out
+    assert "discrepancy (centred L2, unit space; lower is more uniform): " in out
+
+
+def test_validate_refuses_a_sobol_design_of_the_wrong_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = {"method": "sobol", "n": 100, "bounds": {"a": [0, 1]}}
+    path = write_study(tmp_path / "s.yaml", parameters={"sample": sample})
+    assert main(["validate", str(path)]) == 2
+    assert "parameters.sample: n is 100, but sobol needs a power of two: use 64 or 128" in (
+        capsys.readouterr().err
+    )
