@@ -122,3 +122,21 @@ def discrepancy(design: SampleDesign, unit: np.ndarray) -> float | None:
     if design.method not in QMC_METHODS or not 2 <= len(unit) <= MAX_DISCREPANCY_POINTS:
         return None
     return float(qmc.discrepancy(unit))
+
+
+def design_summary(design: SampleDesign, seed: int, n_sets: int) -> list[str]:
+    """Return lines describing a sampled design: method, size rule, repeats, discrepancy."""
+    lines = [f"design: {design.size_rule()}, seed {seed}"]
+    if n_sets < design.size():
+        lines.append(
+            f"  {design.size():,} design rows give {n_sets:,} distinct parameter sets: "
+            "repeated rows run once"
+        )
+    if design.method in QMC_METHODS:
+        value = discrepancy(design, unit_sample(design, seed))
+        lines.append(
+            f"  discrepancy (centred L2, unit space; lower is more uniform): {value:.6g}"
+            if value is not None
+            else f"  discrepancy: not computed above {MAX_DISCREPANCY_POINTS:,} points"
+        )
+    return lines
