@@ -38,6 +38,8 @@ SENSITIVITY_METHODS = ("saltelli", "morris")
 """Designs from SALib's samplers, built for its sensitivity indices."""
 POWER_OF_TWO_METHODS = ("sobol", "saltelli")
 """Sobol' sequences keep their balance properties only for a power-of-two number of points."""
+DEFAULT_LEVELS = 4
+"""Morris grid levels unless the study says otherwise."""
 MAX_EXACT_INTEGER = 2**53
 """Largest integer bound: integers are drawn through float64, exact up to 2^53."""
 
@@ -78,7 +80,8 @@ class ChoiceBound(SampleModel):
     @field_validator("choices")
     @classmethod
     def _distinct(cls, values: list[Choice]) -> list[Choice]:
-        keys = [(type(v), v) for v in values]
+        # 1 and 1.0 are one parameter value (one param_id); True and 1 are not.
+        keys = [(isinstance(v, bool), isinstance(v, str), v) for v in values]
         repeated = [v for i, v in enumerate(values) if keys[i] in keys[:i]]
         if repeated:
             raise ValueError(f"choice {repeated[0]!r} appears more than once; list each once")
@@ -126,7 +129,10 @@ class SampleDesign(SampleModel):
         default=False, description="saltelli only: also compute the second-order indices S2."
     )
     levels: int = Field(
-        default=4, ge=2, le=1000, description="morris only: grid levels, an even number."
+        default=DEFAULT_LEVELS,
+        ge=2,
+        le=1000,
+        description="morris only: grid levels, an even number.",
     )
 
     @field_validator("bounds", mode="before")
@@ -156,10 +162,11 @@ class SampleDesign(SampleModel):
             problems.append(
                 f"n is {self.n}, but {self.method} needs a power of two: use {lower} or {2 * lower}"
             )
-        given = self.model_fields_set
-        if "second_order" in given and self.second_order and self.method != "saltelli":
+        # Judged by value, not by what the file set: a dumped study (a Prefect flow
+        # parameter) carries every default and must validate again.
+        if self.second_order and self.method != "saltelli":
             problems.append(f"second_order applies to saltelli only, not {self.method}")
-        if "levels" in given and self.method != "morris":
+        if self.levels != DEFAULT_LEVELS and self.method != "morris":
             problems.append(f"levels applies to morris only, not {self.method}")
         if self.method == "morris" and self.levels % 2:
             problems.append(

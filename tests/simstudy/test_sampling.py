@@ -141,6 +141,7 @@ def test_space_filling_designs_report_their_discrepancy() -> None:
         ({"method": "morris", "levels": 5}, "morris needs an even number of levels"),
         ({"bounds": {"c": {"choices": ["a", "a"]}}}, "choice 'a' appears more than once"),
         ({"bounds": {"c": {"choices": ["a"]}}}, "at least 2"),
+        ({"bounds": {"c": {"choices": [True, 1, 1.0]}}}, "choice 1.0 appears more than once"),
         ({"bounds": {"b": [0.1, 0.2, 0.3]}}, "bounds.b"),
         ({"bounds": {}}, "at least 1"),
         ({"method": "grid"}, "method"),
@@ -180,3 +181,12 @@ def test_log_integers_are_spread_by_magnitude() -> None:
     counts = np.bincount([int(math.log10(r["k"])) for r in rows if r["k"] < 1000])
     # about a third of the draws in each decade 1-9, 10-99, 100-999
     assert all(abs(c / 1024 - 1 / 3) < 0.05 for c in counts)
+
+
+@pytest.mark.parametrize("method", ["lhs", "saltelli", "morris"])
+def test_a_dumped_study_validates_again(method: str) -> None:
+    # A study travels as a Prefect flow parameter: dumped with every default, then validated.
+    sample = {"method": method, "n": 4, "bounds": MIXED if method != "morris" else {"a": [0, 1]}}
+    original = study(sample)
+    assert type(original).model_validate_json(original.model_dump_json()) == original
+    assert type(original).model_validate(original.model_dump(mode="json")) == original
