@@ -1,4 +1,4 @@
-"""The `simstudy` command: run, validate, show, schema.
+"""The `simstudy` command: run, validate, show, report, schema.
 
 Exit codes: 0 success, 1 the study failed, 2 invalid input (nothing was started),
 130 interrupted.
@@ -27,9 +27,9 @@ from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, stored_replicates
 from simstudy.plan import plan_batches
 from simstudy.readiness import check_ready
-from simstudy.summary_table import summary_table
 from simstudy.results import REPLICATES_FILE, check_output_dir, study_id
 from simstudy.spec import MAX_LOCAL_WORKERS, Study
+from simstudy.summary_table import summary_table
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 SHOWN_SAMPLED_SETS = 10
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("study")
     show = commands.add_parser("show", help="summarise a finished study")
     show.add_argument("output", help="output folder of a study")
+    report = commands.add_parser("report", help="rebuild the plots and report.html of a study")
+    report.add_argument("output", help="output folder of a finished study")
     commands.add_parser("schema", help="print the JSON Schema of the study file")
     return parser
 
@@ -78,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return validate_command(args.study)
         if args.command == "show":
             console.print(summary_table(OutputStore(args.output)))
+            return EXIT_OK
+        if args.command == "report":
+            from simstudy.report import build_report  # matplotlib: only when a report is asked
+
+            console.print(f"report: {build_report(OutputStore(args.output))}", highlight=False)
             return EXIT_OK
         return run_command(args)
     except (StudyError, OutputDirError) as exc:

@@ -1,0 +1,309 @@
+"""What the report reads from a finished study's output folder, and only what it needs.
+
+Small files (study.json, aggregates, ranking, targets, sensitivity) are read whole; the
+replicate and series files are read later, per output, a row group at a time and only the
+columns and parameter sets a plot draws, so memory does not grow with replicates.
+
+```python
+>>> data = load_report_data(OutputStore("results/seir-demo"))
+>>> data.varied, len(data.order)
+(['beta', 'gamma'], 6)
+```
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from simstudy.display import split_parameters
+from simstudy.errors import OutputDirError
+from simstudy.location import OutputStore
+from simstudy.results import (
+    AGGREGATES_FILE,
+    REPLICATES_FILE,
+    STUDY_FILE,
+    TIMESERIES_AGGREGATES_FILE,
+    read_schema,
+    read_study_json,
+    read_table,
+)
+
+RANKING_FILE = "ranking.parquet"
+TARGETS_FILE = "targets.parquet"
+SENSITIVITY_FILE = "sensitivity.parquet"
+PLOTS_DIR = "plots"
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class ReportData:
+    """A finished study's small files, and where to read its large ones."""
+
+    store: OutputStore
+    study: dict[str, Any]
+    aggregates: pa.Table | None
+    ranking: pa.Table | None
+    targets: pa.Table | None
+    sensitivity: pa.Table | None
+    varied: list[str]
+    fixed: dict[str, Any]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def scalar_outputs(self) -> list[str]:
+        """Return the scalar output names, sorted."""
+        if self.aggregates is None:
+            return []
+        return sorted(set(self.aggregates.column("output").to_pylist()))
+
+    @property
+    def series_outputs(self) -> list[str]:
+        """Return the series output names, sorted (none without timeseries_aggregates)."""
+        if not self.store.exists(TIMESERIES_AGGREGATES_FILE):
+            return []
+        names: set[str] = set()
+        batches = _batches(
+            self.store, TIMESERIES_AGGREGATES_FILE, ["output"], dictionaries=("output",)
+        )
+        for batch in batches:
+            names.update(pc.unique(batch.column("output").dictionary_decode()).to_pylist())
+        return sorted(names)
+
+    @property
+    def ordered_by_loss(self) -> bool:
+        """Return True when `order` is the ranking's (best first), not the design's."""
+        return bool(self.ranks)
+
+    def loss(self) -> dict[str, float]:
+        """Return the finite loss of each ranked parameter set."""
+        if self.ranking is None or "loss" not in self.ranking.column_names:
+            return {}
+        ids = self.ranking.column("param_id").to_pylist()
+        losses = self.ranking.column("loss").to_pylist()
+        return {
+            pid: float(value)
+            for pid, value in zip(ids, losses, strict=True)
+            if value is not None and math.isfinite(value)
+        }
+
+    def label(self, pid: str) -> str:
+        """Return how a parameter set is named in plots: its rank or index, and id prefix."""
+        if pid in self.ranks:
+            return f"#{self.ranks[pid]} {pid[:8]}"
+        return f"{pid[:8]}"
+
+
+def load_report_data(store: OutputStore) -> ReportData:
+    """Read the small files of a finished study; raise `OutputDirError` if it is not one."""
+    if store.is_file_location() or not store.exists(STUDY_FILE):
+        raise OutputDirError(
+            f"{store} is not a simstudy output folder (it has no {STUDY_FILE}): "
+            "give the output folder of a finished study"
+        )
+    study = read_study_json(store)
+    if not isinstance(study.get("parameter_sets"), list) or "name" not in study:
+        raise OutputDirError(
+            f"{store.path(STUDY_FILE)} is not a simstudy study.json (no name or parameter_sets): "
+            "give the output folder of a finished study"
+        )
+    if study.get("status") in (None, "running"):
+        raise OutputDirError(
+            f"the study in {store} has not finished (status {study.get('status')!r} in "
+            f"{STUDY_FILE}): wait for it to end, or rerun it to resume"
+        )
+    sets = study["parameter_sets"]
+    varied, fixed = split_parameters([ps.get("params", {}) for ps in sets])
+    data = ReportData(
+        store=store,
+        study=study,
+        aggregates=_optional(store, AGGREGATES_FILE),
+        ranking=_optional(store, RANKING_FILE),
+        targets=_optional(store, TARGETS_FILE),
+        sensitivity=_optional(store, SENSITIVITY_FILE),
+        varied=varied,
+        fixed=fixed,
+        params={ps["param_id"]: ps.get("params", {}) for ps in sets},
+    )
+    data.order = [ps["param_id"] for ps in sorted(sets, key=lambda ps: ps.get("index", 0))]
+    if data.ranking is not None and {"param_id", "rank"} <= set(data.ranking.column_names):
+        ids = data.ranking.column("param_id").to_pylist()
+        ranks = data.ranking.column("rank").to_pylist()
+        data.ranks = {pid: int(r) for pid, r in zip(ids, ranks, strict=True) if r is not None}
+        ranked = sorted(data.ranks, key=data.ranks.__getitem__)
+        data.order = ranked + [pid for pid in data.order if pid not in data.ranks]
+    return data
+
+
+def _optional(store: OutputStore, name: str) -> pa.Table | None:
+    if not store.exists(name):
+        return None
+    try:
+        return read_table(store, name)
+    except (OSError, pa.ArrowException) as exc:
+        raise OutputDirError(
+            f"cannot read {store.path(name)}: {exc}; rerun the study to rebuild its files"
+        ) from exc
+
+
+def _batches(
+    store: OutputStore,
+    name: str,
+    columns: list[str],
+    batch_size: int = 65_536,
+    dictionaries: tuple[str, ...] = (),
+) -> Iterator[pa.RecordBatch]:
+    """Yield a Parquet file's columns in batches: memory of one batch, whatever its size."""
+    with store.fs.open(store.path(name), "rb") as handle:
+        # Ids as dictionaries: a 64-character param_id per time point would be most of
+        # the memory of a series file (1,000 sets x 365 points: 23 MB of ids).
+        file = pq.ParquetFile(handle, read_dictionary=list(dictionaries))
+        present = [c for c in columns if c in file.schema_arrow.names]
+        yield from file.iter_batches(batch_size=batch_size, columns=present)
+
+
+def replicate_values(data: ReportData, output: str, ids: list[str]) -> dict[str, np.ndarray]:
+    """Return the ok replicates' values of a scalar output for the chosen parameter sets."""
+    if not data.store.exists(REPLICATES_FILE):
+        return {}
+    wanted = pa.array(ids, pa.string())
+    found: dict[str, list[np.ndarray]] = {pid: [] for pid in ids}
+    # Failed replicates have no outputs (null): no need to read the status column.
+    for batch in _batches(data.store, REPLICATES_FILE, ["param_id", output]):
+        if batch.num_columns < 2:
+            return {}
+        keep = pc.and_(pc.is_in(batch.column("param_id"), wanted), pc.is_valid(batch.column(1)))
+        chosen = batch.filter(keep)
+        if chosen.num_rows == 0:
+            continue
+        pids = chosen.column("param_id").to_numpy(zero_copy_only=False)
+        values = chosen.column(1).to_numpy(zero_copy_only=False).astype(float)
+        for pid in np.unique(pids):
+            found[str(pid)].append(values[pids == pid])
+    return {pid: np.concatenate(parts) for pid, parts in found.items() if parts}
+
+
+@dataclass
+class SeriesView:
+    """One series output as a plot draws it: some sets whole, the others as an envelope."""
+
+    drawn: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    """param_id -> (t, centre, low, high), sorted by t."""
+    envelope: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    """(t, lowest, highest) centre line of the other sets at each t, or None."""
+    others: int
+    """Parameter sets in the envelope."""
+
+
+def series_view(
+    data: ReportData, output: str, drawn: list[str], quantiles: bool
+) -> SeriesView | None:
+    """Return the chosen sets' series of an output whole, and the others' envelope.
+
+    Read a batch at a time, so memory holds the drawn sets and one batch, whatever the
+    number of sets. The centre is q0.5 with `quantiles` (band q0.05-q0.95), else the
+    mean (band mean +- 2 std).
+    """
+    if not data.store.exists(TIMESERIES_AGGREGATES_FILE):
+        return None
+    wanted = ["q0.05", "q0.5", "q0.95"] if quantiles else ["mean", "std"]
+    centre = "q0.5" if quantiles else "mean"
+    chosen = set(drawn)
+    pieces: list[pa.Table] = []
+    others: set[str] = set()
+    low = np.full(0, np.nan)
+    high = np.full(0, np.nan)
+    batches = _batches(
+        data.store,
+        TIMESERIES_AGGREGATES_FILE,
+        ["output", "param_id", "t", *wanted],
+        dictionaries=("output", "param_id"),
+    )
+    for batch in batches:
+        outputs = batch.column("output")
+        found = outputs.dictionary.index(output).as_py()
+        if found < 0:
+            continue
+        rows = batch.filter(pc.equal(outputs.indices, found))
+        if rows.num_rows == 0:
+            continue
+        ids = rows.column("param_id")
+        names = ids.dictionary.to_pylist()
+        codes = ids.indices.to_numpy(zero_copy_only=False)
+        mine = np.isin(codes, [i for i, name in enumerate(names) if name in chosen])
+        if mine.any():
+            table = pa.Table.from_batches([rows.filter(pa.array(mine))])
+            pieces.append(table.drop_columns(["output"]).cast(_decoded(table.schema)))
+        rest = ~mine
+        if not rest.any():
+            continue
+        others.update(names[i] for i in np.unique(codes[rest]))
+        t = rows.column("t").to_numpy(zero_copy_only=False)[rest]
+        value = rows.column(centre).to_numpy(zero_copy_only=False).astype(float)[rest]
+        keep = t >= 0  # time points are positions in the series: never negative
+        t, value = t[keep], value[keep]
+        if len(t) and t.max() >= len(low):
+            grown = int(t.max()) + 1
+            low = np.r_[low, np.full(grown - len(low), np.nan)]
+            high = np.r_[high, np.full(grown - len(high), np.nan)]
+        np.fmin.at(low, t, value)  # fmin/fmax: a missing (NaN) centre does not erase the rest
+        np.fmax.at(high, t, value)
+    if not pieces and not others:
+        return None
+    series = _by_set(pa.concat_tables(pieces), quantiles) if pieces else {}
+    envelope = None
+    if others:
+        points = np.flatnonzero(~np.isnan(low))
+        envelope = (points.astype(float), low[points], high[points])
+    return SeriesView(drawn=series, envelope=envelope, others=len(others))
+
+
+def _decoded(schema: pa.Schema) -> pa.Schema:
+    return pa.schema(
+        [
+            (f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+            for f in schema
+            if f.name != "output"
+        ]
+    )
+
+
+def _by_set(
+    table: pa.Table, quantiles: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Return each set's (t, centre, low, high), sorted by t."""
+    table = table.sort_by([("param_id", "ascending"), ("t", "ascending")])
+    ids = table.column("param_id").to_pylist()
+    t = table.column("t").to_numpy().astype(float)
+
+    def column(name: str) -> np.ndarray:
+        return table.column(name).to_numpy(zero_copy_only=False).astype(float)
+
+    if quantiles:
+        centre, low, high = column("q0.5"), column("q0.05"), column("q0.95")
+    else:
+        centre = column("mean")
+        spread = 2 * np.nan_to_num(column("std"))
+        low, high = centre - spread, centre + spread
+    starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
+    return {
+        ids[start]: (t[start:end], centre[start:end], low[start:end], high[start:end])
+        for start, end in zip(starts, [*starts[1:], len(ids)], strict=True)
+    }
+
+
+def series_quantiles(data: ReportData) -> bool:
+    """Return True when the series aggregates have the 5%, 50% and 95% quantiles."""
+    if not data.store.exists(TIMESERIES_AGGREGATES_FILE):
+        return False
+    names = set(read_schema(data.store, TIMESERIES_AGGREGATES_FILE).names)
+    return {"q0.05", "q0.5", "q0.95"} <= names
