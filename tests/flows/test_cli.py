@@ -17,6 +17,8 @@ import pytest
 import yaml
 
 from flows.cli import main
+from simstudy.design import design_row_ids, expand_parameters
+from simstudy.loading import load_study
 
 REPO = Path(__file__).parents[2]
 
@@ -172,6 +174,55 @@ def test_exponent_floats_are_numbers(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert '{"a": 0.001}' in capsys.readouterr().out
 
 
+def test_report_of_a_folder_that_is_no_finished_study_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a study")
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a simstudy output folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_report_rebuilds_plots_and_page_from_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simstudy.location import OutputStore
+    from tests.simstudy.report.folders import write_folder
+
+    write_folder(OutputStore(tmp_path), sets=3, ranking=True)
+    assert main(["report", str(tmp_path)]) == 0
+    assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().err
+    assert (tmp_path / "plots" / "loss-profiles.png").stat().st_size > 1000
+    assert "<h2>Ranking</h2>" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_report_of_a_real_study_with_a_failed_set(tmp_path: Path, prefect_api_url: str) -> None:
+    sets = [{"a": 1.0, "behavior": "ok"}, {"a": 2.0, "behavior": "ok"}]
+    sets.append({"a": 3.0, "behavior": "raise"})
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
+    run = cli("run", str(write_study(tmp_path / "s.yaml", parameters={"list": sets})),
+              "--no-progress", env=env)  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    out = tmp_path / "out"
+    for stale in (out / "plots").glob("*.png"):  # the report is rebuilt from the files alone
+        stale.unlink()
+    report = cli("report", str(out), env=env)
+    assert report.returncode == 0, report.stderr
+    assert str(out / "report.html") in report.stderr
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert plots == [
+        "by-parameter-x.png", "by-parameter-y.png", "distribution-x.png", "distribution-y.png",
+        "series-series.png",
+    ]  # fmt: skip
+    text = (out / "report.html").read_text()
+    assert text.count('<img src="data:image/png;base64,') == 5
+    assert "<h2>Failed parameter sets</h2>" in text and "model failed on purpose" in text
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.usefixtures("no_leftover_processes")
@@ -287,4 +338,25 @@ def test_validate_refuses_a_sobol_design_of_the_wrong_size(
     assert main(["validate", str(path)]) == 2
     assert "parameters.sample: n is 100, but sobol needs a power of two: use 64 or 128" in (
         capsys.readouterr().err
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_saltelli_design_with_repeated_rows_runs_each_set_once(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
+    # a takes two values: the 8 x (2+2) = 32 design rows hold 2 x (at most 16) sets.
+    bounds = {"a": {"low": 1, "high": 2, "integer": True}, "b": [0.0, 1.0]}
+    sample = {"method": "saltelli", "n": 8, "bounds": bounds}
+    path = write_study(tmp_path / "s.yaml", parameters={"sample": sample}, replicates=1)
+    study = load_study(path)
+    distinct = len(expand_parameters(study))
+    assert distinct < len(design_row_ids(study)) == 32
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
+    run = cli("run", str(path), "--no-progress", env=env)
+    assert run.returncode == 0, run.stderr
+    assert f"{distinct}/{distinct} parameter sets aggregated; replicates: {distinct} ok" in (
+        run.stderr
     )
