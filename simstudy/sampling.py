@@ -137,6 +137,6 @@ def design_summary(design: SampleDesign, seed: int, n_sets: int) -> list[str]:
         lines.append(
             f"  discrepancy (centred L2, unit space; lower is more uniform): {value:.6g}"
             if value is not None
-            else f"  discrepancy: not computed above {MAX_DISCREPANCY_POINTS:,} points"
+            else f"  discrepancy: computed for 2 to {MAX_DISCREPANCY_POINTS:,} points only"
         )
     return lines
