@@ -224,7 +224,7 @@ def _sensitivity_section(data: ReportData, plots: Sequence[Plot], numbered: _Fig
     table = data.sensitivity
     columns = [
         c
-        for c in ("output", "method", "index", "parameter", "parameter_2", "value", "conf")
+        for c in ("output", "method", "index", "parameter", "parameter_2", "value", "conf", "note")
         if c in table.column_names
     ]
     rows = table.slice(0, SENSITIVITY_ROWS).select(columns).to_pylist()
