@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from simstudy.analysis.sensitivity import SENSITIVITY_FILE
 from simstudy.display import split_parameters
 from simstudy.errors import OutputDirError
 from simstudy.location import OutputStore
@@ -38,7 +39,6 @@ from simstudy.results import (
 
 RANKING_FILE = "ranking.parquet"
 TARGETS_FILE = "targets.parquet"
-SENSITIVITY_FILE = "sensitivity.parquet"
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"
 

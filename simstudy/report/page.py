@@ -29,12 +29,14 @@ SENSITIVITY_ROWS = 200
 FAILED_SETS = 50
 ID_CHARS = 12
 
-try:  # written beside this package; the report shows the section once it is there
-    from simstudy.analysis.variance import replicate_variance_share
-except ImportError:  # pragma: no cover - depends on what is installed
-    replicate_variance_share = None
-
 VarianceShare = Callable[[pa.Table], pa.Table]
+
+try:  # the analysis package may be absent from a trimmed install: the section goes, not the page
+    from simstudy.analysis.variance import replicate_variance_share as _variance_share
+
+    variance_share: VarianceShare | None = _variance_share
+except ImportError:  # pragma: no cover - depends on what is installed
+    variance_share = None
 
 CSS = """
 body { font: 15px/1.5 Georgia, 'Times New Roman', serif; max-width: 60em; margin: 2em auto;
@@ -64,7 +66,7 @@ def render_page(data: ReportData, plots: Sequence[Plot], sensitivity: Sequence[P
         _summary_section(data),
         _figures_section(plots, numbered),
         _sensitivity_section(data, sensitivity, numbered),
-        _noise_section(data, replicate_variance_share),
+        _noise_section(data, variance_share),
         _failed_section(data),
         f'<p class="note">Files: {_e(str(data.store))}. Built by simstudy '
         f"{_e(data.study.get('versions', {}).get('simstudy', ''))}.</p>",

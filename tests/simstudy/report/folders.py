@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from simstudy.analysis.sensitivity import SENSITIVITY_FILE
 from simstudy.columns import RECORD_SCHEMA
 from simstudy.identity import param_id
 from simstudy.location import OutputStore
-from simstudy.report.data import RANKING_FILE, SENSITIVITY_FILE, TARGETS_FILE
+from simstudy.report.data import RANKING_FILE, TARGETS_FILE
 from simstudy.results import (
     AGGREGATES_FILE,
     REPLICATES_FILE,

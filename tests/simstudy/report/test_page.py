@@ -93,7 +93,7 @@ def test_the_replicate_noise_section_shows_the_variance_shares(
             "within_sets_variance": [1.0] * len(outputs), "within_share": [1 / 3] * len(outputs),
         })  # fmt: skip
 
-    monkeypatch.setattr(page, "replicate_variance_share", share)
+    monkeypatch.setattr(page, "variance_share", share)
     text = built(tmp_path, sets=3)
     section = text.split("<h2>Replicate noise</h2>")[1]
     assert "attack_rate" in section and "0.3333" in section
@@ -102,5 +102,5 @@ def test_the_replicate_noise_section_shows_the_variance_shares(
 def test_without_the_variance_function_the_noise_section_is_left_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(page, "replicate_variance_share", None)
+    monkeypatch.setattr(page, "variance_share", None)
     assert "<h2>Replicate noise</h2>" not in built(tmp_path, sets=3)
