@@ -29,7 +29,7 @@ from simstudy.plan import plan_batches
 from simstudy.readiness import check_ready
 from simstudy.results import REPLICATES_FILE, check_output_dir, study_id
 from simstudy.spec import MAX_LOCAL_WORKERS, Study
-from simstudy.summary_table import summary_table
+from simstudy.summary_table import ranking_summary, summary_table
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 SHOWN_SAMPLED_SETS = 10
@@ -79,7 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return validate_command(args.study)
         if args.command == "show":
-            console.print(summary_table(OutputStore(args.output)))
+            store = OutputStore(args.output)
+            console.print(summary_table(store))
+            best = ranking_summary(store)
+            if best is not None:
+                console.print(best)
             return EXIT_OK
         if args.command == "report":
             from simstudy.report import build_report  # matplotlib: only when a report is asked
@@ -217,6 +221,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
     if store.exists(REPLICATES_FILE):
         console.print(summary_table(store))
+        best = ranking_summary(store)
+        if best is not None:
+            console.print(best)
     elapsed = time.monotonic() - started
     console.print(f"{state.name}: {state.message} [{elapsed:.1f} s]", highlight=False)
     return EXIT_OK if state.is_completed() else EXIT_FAILED

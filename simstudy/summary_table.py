@@ -14,13 +14,17 @@ from rich.text import Text
 
 from simstudy.display import Spread, format_number, format_parameters, split_parameters
 from simstudy.location import OutputStore
-from simstudy.results import AGGREGATES_FILE, read_study_json, read_table
+from simstudy.results import AGGREGATES_FILE, RANKING_FILE, read_study_json, read_table
 
 MAX_OUTPUTS = 6
 """Outputs shown per parameter set; all of them are in aggregates.parquet."""
 MAX_SETS = 40
 """Parameter sets shown; all of them are in aggregates.parquet and study.json."""
 ID_CHARS = 12
+BEST_SETS = 10
+"""Parameter sets of the ranking shown; all of them are in ranking.parquet."""
+RANKING_COLUMNS = ("rank", "param_id", "index", "status", "loss", "loss_se")
+"""Columns of ranking.parquet before the per-output losses and the parameters."""
 
 
 def summary_table(store: OutputStore) -> Table:
@@ -61,6 +65,31 @@ def summary_table(store: OutputStore) -> Table:
         table.add_section()
     table.caption = _caption(store, study, fixed, len(sets), len(all_outputs))
     table.caption_justify = "default"  # left, without padding every line to the width
+    return table
+
+
+def ranking_summary(store: OutputStore, best: int = BEST_SETS) -> Table | None:
+    """Return the best parameter sets by loss (rank, loss +- se, parameters), None unranked."""
+    if not store.exists(RANKING_FILE):
+        return None
+    ranking = read_table(store, RANKING_FILE)
+    names = [
+        name
+        for name in ranking.column_names
+        if name not in RANKING_COLUMNS and not name.startswith("loss_")
+    ]
+    rows = ranking.slice(0, best).to_pylist()
+    table = Table(title=_wrapped(f"best {len(rows)} of {ranking.num_rows} parameter sets by loss"))
+    table.add_column("rank", justify="right")
+    table.add_column("loss", justify="right", overflow="fold")
+    table.add_column("parameter set", overflow="fold", ratio=1)
+    for row in rows:
+        se = f" +- {format_number(row['loss_se'])}" if row["loss_se"] is not None else ""
+        described = f"{row['param_id'][:ID_CHARS]} {format_parameters(row, names)}".rstrip()
+        cells = (str(row["rank"] or "-"), f"{format_number(row['loss'])}{se}", described)
+        table.add_row(*(Text(cell) for cell in cells))
+    table.caption = _wrapped(f"all in {store.path(RANKING_FILE)}")
+    table.caption_justify = "default"
     return table
 
 
