@@ -17,6 +17,7 @@ from prefect.artifacts import (
 )
 
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
+from simstudy.analysis.ranking import ranked
 from simstudy.batch import BatchResult
 from simstudy.display import Spread, format_number, format_parameters, split_parameters
 from simstudy.location import OutputStore
@@ -86,11 +87,14 @@ def aggregates_table(aggregates: list[ParameterSetAggregate]) -> tuple[list[dict
     spread = Spread.for_rows(scalars)
     varied, fixed = split_parameters([a.params for a in aggregates])
     statuses = sorted({status for a in aggregates for status in a.counts})
+    losses = any(a.loss is not None for a in aggregates)
     rows: list[dict[str, str]] = []
-    for aggregate in aggregates:
+    for aggregate in ranked(aggregates) if losses else aggregates:
         by_output = {row["output"]: row for row in aggregate.scalars}
         row = {
             "param_id": aggregate.param_id[:12],
+            **({"loss": format_number(aggregate.loss)} if losses else {}),
+            **({"loss_se": format_number(aggregate.loss_se)} if losses else {}),
             **{name: format_number(aggregate.params.get(name)) for name in varied},
             "status": aggregate.status,
             **{f"n_{status}": str(aggregate.counts.get(status, 0)) for status in statuses},
@@ -100,7 +104,7 @@ def aggregates_table(aggregates: list[ParameterSetAggregate]) -> tuple[list[dict
             row[f"{name} mean"] = format_number(None if found is None else found["mean"])
             row[f"{name} {spread.label}"] = spread.format(found)
         rows.append(row)
-    lines = ["One row per parameter set."]
+    lines = ["One row per parameter set" + (", best (lowest loss) first." if losses else ".")]
     if fixed:
         lines.append(f"Fixed parameters: {format_parameters(fixed)}.")
     lines.append(f"Next to each mean: {spread.description}.")

@@ -78,6 +78,20 @@ def test_outputs_beyond_the_limit_are_named_in_the_description() -> None:
     assert f"First {MAX_TABLE_OUTPUTS} of {total} outputs" in description
 
 
+def test_with_losses_the_table_is_sorted_best_first_and_shows_the_loss() -> None:
+    aggregates = [
+        a.model_copy(update={"loss": 1.0 / (a.index + 1), "loss_se": 0.01})
+        if a.status == "ok"
+        else a
+        for a in sample_aggregates()
+    ]
+    rows, description = aggregates_table(aggregates)
+    assert [row["beta"] for row in rows] == ["0.3", "0.2", "0.1", "0.4"]  # the failed set last
+    assert rows[0]["loss"] == "0.3333" and rows[-1]["loss"] == "-"
+    assert "best (lowest loss) first" in description
+    assert "loss" not in aggregates_table(sample_aggregates())[0][0]
+
+
 @pytest.mark.timeout(120)
 def test_the_table_artifact_reaches_the_prefect_api(prefect_api_url: str) -> None:
     study = Study.model_validate(
