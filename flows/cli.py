@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
+from simstudy.analysis.targets import load_targets
 from simstudy.design import expand_parameters, sample_seed
 from simstudy.errors import OutputDirError, StudyError
 from simstudy.loading import load_study
@@ -141,6 +142,7 @@ def validate_command(path: str) -> int:
         study = load_study(path)
         sets = expand_parameters(study)  # a sampled design warns of repeated rows
     batches = plan_batches(study, sets)
+    targets = load_targets(study)  # the observed data checked, as before a run
     for warning in caught:
         console.print(f"[yellow]warning:[/yellow] {warning.message}", highlight=False)
     print(
@@ -158,6 +160,8 @@ def validate_command(path: str) -> int:
         print(f"{ps.param_id}  {json.dumps(ps.params, sort_keys=True)}")
     if len(shown) < len(sets):
         print(f"... and {len(sets) - len(shown):,} more parameter sets")
+    if targets is not None:
+        print(targets.describe())
     return EXIT_OK
 
 

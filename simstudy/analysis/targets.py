@@ -143,6 +143,20 @@ class Targets:
         """Return the target outputs in the order of the data file."""
         return [target.output for target in self.outputs]
 
+    def describe(self) -> str:
+        """Return one line per target output: values, time points, loss (for `validate`)."""
+        lines = [f"targets: {self.source}"]
+        for target in self.outputs:
+            where = (
+                f"t {int(target.t.min())}-{int(target.t.max())}"
+                if target.t is not None
+                else "scalar"
+            )
+            lines.append(
+                f"  {target.output}: {len(target.value)} values ({where}), loss {target.loss}"
+            )
+        return "\n".join(lines)
+
 
 def load_targets(study: Study) -> Targets | None:
     """Return the study's targets read and checked, None without targets; or raise StudyError."""

@@ -360,3 +360,18 @@ def test_a_saltelli_design_with_repeated_rows_runs_each_set_once(
     assert f"{distinct}/{distinct} parameter sets aggregated; replicates: {distinct} ok" in (
         run.stderr
     )
+
+
+def test_validate_shows_the_targets_and_refuses_bad_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = Path(__file__).parents[2] / "examples" / "seir-calibration.yaml"
+    assert main(["validate", str(example)]) == 0
+    assert "incidence: 100 values (t 0-99), loss poisson" in capsys.readouterr().out
+    (tmp_path / "observed.csv").write_text("output,t,value\nincidence,0,-3\n")
+    study = yaml.safe_load(example.read_text())
+    study["targets"]["data"] = str(tmp_path / "observed.csv")
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    assert main(["validate", str(path)]) == 2
+    assert "column 'value', row 1: -3 is not a count" in capsys.readouterr().err

@@ -161,3 +161,18 @@ def test_targets_arrays_are_float_and_int(tmp_path: Path) -> None:
     targets = load_targets(study_with(tmp_path, "output,t,value\nc,2,7\n"))
     target = targets.outputs[0]
     assert target.t.dtype == np.int64 and target.value.dtype == np.float64
+
+
+def test_targets_and_losses_are_not_part_of_the_results_identity(tmp_path: Path) -> None:
+    # Resume reuses every replicate when only the targets or the loss change.
+    from simstudy.design import expand_parameters
+    from simstudy.fingerprint import model_fingerprint
+    from simstudy.results import study_id
+
+    poisson = study_with(tmp_path, "output,value\na,1\n", loss="poisson")
+    other = study_with(tmp_path, "output,value\na,1\n", loss="mse_of_mean")
+    plain = poisson.model_copy(update={"targets": None})
+    sets = expand_parameters(plain)
+    assert expand_parameters(poisson) == expand_parameters(other) == sets
+    assert study_id(poisson, sets) == study_id(other, sets) == study_id(plain, sets)
+    assert model_fingerprint(poisson) == model_fingerprint(other) == model_fingerprint(plain)
