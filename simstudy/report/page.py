@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from simstudy.display import Spread, format_number, format_parameters
 from simstudy.report.data import ReportData
-from simstudy.report.plots import Plot
+from simstudy.report.plots import MAX_OUTPUTS, Plot
 
 RANKED_ROWS = 20
 """Rows of the ranking shown; ranking.parquet has them all."""
@@ -64,7 +64,7 @@ def render_page(data: ReportData, plots: Sequence[Plot], sensitivity: Sequence[P
         _study_section(data),
         _ranking_section(data),
         _summary_section(data),
-        _figures_section(plots, numbered),
+        _figures_section(data, plots, numbered),
         _sensitivity_section(data, sensitivity, numbered),
         _noise_section(data, variance_share),
         _failed_section(data),
@@ -214,10 +214,23 @@ def _summary_section(data: ReportData) -> str:
     return "<h2>Summary</h2>\n" + _table(header, cells, caption)
 
 
-def _figures_section(plots: Sequence[Plot], numbered: _Figures) -> str:
+def _figures_section(data: ReportData, plots: Sequence[Plot], numbered: _Figures) -> str:
     if not plots:
         return ""
-    return "<h2>Figures</h2>\n" + "\n".join(numbered.render(plot) for plot in plots)
+    cut = [
+        f"{len(names) - MAX_OUTPUTS} more {kind} outputs ({', '.join(names[MAX_OUTPUTS:][:5])}"
+        + (", ..." if len(names) > MAX_OUTPUTS + 5 else "")
+        + ")"
+        for kind, names in (("scalar", data.scalar_outputs), ("series", data.series_outputs))
+        if len(names) > MAX_OUTPUTS
+    ]
+    note = (
+        f'<p class="note">Figures show the first {MAX_OUTPUTS} outputs of each kind by name; '
+        f"{_e(' and '.join(cut))} are in the result files.</p>"
+        if cut
+        else ""
+    )
+    return "<h2>Figures</h2>\n" + note + "\n".join(numbered.render(plot) for plot in plots)
 
 
 def _sensitivity_section(data: ReportData, plots: Sequence[Plot], numbered: _Figures) -> str:

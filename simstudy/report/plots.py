@@ -45,6 +45,8 @@ TOP_SERIES = 10
 """Parameter sets drawn one by one (median and band) in a series plot."""
 BEST_SETS = 50
 """Best sets coloured by loss in the 2-D loss scatter; the others are grey dots."""
+MAX_OUTPUTS = 12
+"""Outputs drawn per kind of plot (by name); the summary table and the files have them all."""
 MAX_PANELS = 12
 """Parameters (or pairs) drawn per figure; a design with more is cut, and the caption says so."""
 POINTS_SHOWN = 200
@@ -56,6 +58,8 @@ STYLE: dict[Any, Any] = {
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
+LOSS = "loss"
+"""The loss's name where outputs are listed (sensitivity.parquet)."""
 LOWER, MEDIAN, UPPER = quantile_column(0.05), quantile_column(0.5), quantile_column(0.95)
 
 
@@ -302,10 +306,10 @@ def sensitivity_bars(data: ReportData, output: str) -> Plot | None:
 def all_plots(data: ReportData) -> list[Plot]:
     """Draw every plot whose inputs exist, in the order the report shows them."""
     plots: list[Plot | None] = []
-    scalars = data.scalar_outputs
+    scalars = data.scalar_outputs[:MAX_OUTPUTS]
     plots += [replicate_distribution(data, name) for name in scalars]
     plots += [output_vs_parameters(data, name) for name in scalars]
-    plots += [series_bands(data, name) for name in data.series_outputs]
+    plots += [series_bands(data, name) for name in data.series_outputs[:MAX_OUTPUTS]]
     plots += [loss_profiles(data), loss_pairs(data)]
     return [plot for plot in plots if plot is not None]
 
@@ -315,7 +319,9 @@ def sensitivity_plots(data: ReportData) -> list[Plot]:
     if data.sensitivity is None:
         return []
     outputs = list(dict.fromkeys(data.sensitivity.column("output").to_pylist()))
-    plots = [sensitivity_bars(data, name) for name in outputs]
+    loss = [name for name in outputs if name == LOSS]  # the loss first: it answers the question
+    chosen = loss + [name for name in outputs if name != LOSS][:MAX_OUTPUTS]
+    plots = [sensitivity_bars(data, name) for name in chosen]
     return [plot for plot in plots if plot is not None]
 
 

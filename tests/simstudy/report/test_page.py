@@ -11,6 +11,7 @@ import pytest
 
 from simstudy.location import OutputStore
 from simstudy.report import build_report, page
+from simstudy.report.plots import MAX_OUTPUTS
 from tests.simstudy.report.folders import write_folder
 
 IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -104,3 +105,11 @@ def test_without_the_variance_function_the_noise_section_is_left_out(
 ) -> None:
     monkeypatch.setattr(page, "variance_share", None)
     assert "<h2>Replicate noise</h2>" not in built(tmp_path, sets=3)
+
+
+def test_many_outputs_draw_the_first_by_name_and_say_which_are_left_out(tmp_path: Path) -> None:
+    outputs = tuple(f"out{i:02d}" for i in range(MAX_OUTPUTS + 2))
+    text = built(tmp_path, sets=2, scalars=outputs)
+    drawn = sorted(p.name for p in (tmp_path / "plots").glob("distribution-*.png"))
+    assert drawn == [f"distribution-{name}.png" for name in outputs[:MAX_OUTPUTS]]
+    assert f"2 more scalar outputs ({outputs[-2]}, {outputs[-1]})" in text
