@@ -40,6 +40,10 @@ from simstudy.results import (
 RANKING_FILE = "ranking.parquet"
 TARGETS_FILE = "targets.parquet"
 PLOTS_DIR = "plots"
+MAX_REPLICATES_READ = 10_000
+"""Replicates per drawn set read for a distribution plot: enough for its box and dots.
+
+Replicates are independent draws, so the first ones in the file are a fair sample."""
 REPORT_FILE = "report.html"
 
 
@@ -171,25 +175,40 @@ def _batches(
         yield from file.iter_batches(batch_size=batch_size, columns=present)
 
 
-def replicate_values(data: ReportData, output: str, ids: list[str]) -> dict[str, np.ndarray]:
-    """Return the ok replicates' values of a scalar output for the chosen parameter sets."""
-    if not data.store.exists(REPLICATES_FILE):
+def replicate_values(
+    data: ReportData, outputs: list[str], ids: list[str], limit: int = MAX_REPLICATES_READ
+) -> dict[str, dict[str, np.ndarray]]:
+    """Return output -> param_id -> ok replicates' values (the first `limit`), in one read."""
+    if not data.store.exists(REPLICATES_FILE) or not ids:
         return {}
+    present = set(read_schema(data.store, REPLICATES_FILE).names) - {"param_id"}
+    outputs = [name for name in outputs if name in present]
     wanted = pa.array(ids, pa.string())
-    found: dict[str, list[np.ndarray]] = {pid: [] for pid in ids}
+    found: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in outputs}
+    counts = {(name, pid): 0 for name in outputs for pid in ids}
     # Failed replicates have no outputs (null): no need to read the status column.
-    for batch in _batches(data.store, REPLICATES_FILE, ["param_id", output]):
-        if batch.num_columns < 2:
-            return {}
-        keep = pc.and_(pc.is_in(batch.column("param_id"), wanted), pc.is_valid(batch.column(1)))
-        chosen = batch.filter(keep)
-        if chosen.num_rows == 0:
+    for batch in _batches(data.store, REPLICATES_FILE, ["param_id", *outputs]):
+        rows = batch.filter(pc.is_in(batch.column("param_id"), wanted))
+        if rows.num_rows == 0:
             continue
-        pids = chosen.column("param_id").to_numpy(zero_copy_only=False)
-        values = chosen.column(1).to_numpy(zero_copy_only=False).astype(float)
-        for pid in np.unique(pids):
-            found[str(pid)].append(values[pids == pid])
-    return {pid: np.concatenate(parts) for pid, parts in found.items() if parts}
+        pids = rows.column("param_id").to_numpy(zero_copy_only=False)
+        for name in outputs:
+            values = rows.column(name).to_numpy(zero_copy_only=False).astype(float)
+            for pid in np.unique(pids):
+                room = limit - counts[(name, pid)]
+                if room <= 0:
+                    continue
+                mine = values[pids == pid]
+                mine = mine[~np.isnan(mine)][:room]
+                if len(mine):
+                    found[name].setdefault(str(pid), []).append(mine)
+                    counts[(name, pid)] += len(mine)
+        if all(n >= limit for n in counts.values()):
+            break  # every drawn set has its sample: the rest of a huge file is not read
+    return {
+        name: {pid: np.concatenate(parts) for pid, parts in by_set.items()}
+        for name, by_set in found.items()
+    }
 
 
 @dataclass

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 
 from simstudy.display import format_number
 from simstudy.report.data import (
+    MAX_REPLICATES_READ,
     ReportData,
     replicate_values,
     series_quantiles,
@@ -83,10 +84,16 @@ def file_name(kind: str, subject: str = "") -> str:
     return f"{kind}-{safe}.png"
 
 
-def replicate_distribution(data: ReportData, output: str) -> Plot | None:
-    """Draw the replicates of a scalar output per parameter set (box, and dots when few)."""
+def replicate_distribution(
+    data: ReportData, output: str, values: dict[str, np.ndarray] | None = None
+) -> Plot | None:
+    """Draw the replicates of a scalar output per parameter set (box, and dots when few).
+
+    `values` (param_id -> replicates) are read from replicates.parquet when not given.
+    """
     chosen = data.order[:TOP_SETS]
-    values = replicate_values(data, output, chosen)
+    if values is None:
+        values = replicate_values(data, [output], chosen).get(output, {})
     shown = [pid for pid in chosen if pid in values]
     if not shown:
         return None
@@ -120,6 +127,8 @@ def replicate_distribution(data: ReportData, output: str) -> Plot | None:
         "the quartiles with the median, whiskers reach 1.5 interquartile ranges; dots are "
         f"the replicates when a set has at most {POINTS_SHOWN}."
     )
+    if any(len(values[pid]) >= MAX_REPLICATES_READ for pid in shown):
+        caption += f" Sets with more replicates are drawn from their first {MAX_REPLICATES_READ:,}."
     if rest > 0:
         caption += f" {rest} more parameter sets are not drawn (all are in replicates.parquet)."
     return Plot(file_name("distribution", output), f"Replicates of {output}", caption, _png(figure))
@@ -307,7 +316,8 @@ def all_plots(data: ReportData) -> list[Plot]:
     """Draw every plot whose inputs exist, in the order the report shows them."""
     plots: list[Plot | None] = []
     scalars = data.scalar_outputs[:MAX_OUTPUTS]
-    plots += [replicate_distribution(data, name) for name in scalars]
+    values = replicate_values(data, scalars, data.order[:TOP_SETS])  # one read for all
+    plots += [replicate_distribution(data, name, values.get(name, {})) for name in scalars]
     plots += [output_vs_parameters(data, name) for name in scalars]
     plots += [series_bands(data, name) for name in data.series_outputs[:MAX_OUTPUTS]]
     plots += [loss_profiles(data), loss_pairs(data)]

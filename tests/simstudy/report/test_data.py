@@ -55,10 +55,19 @@ def test_replicate_values_reads_the_chosen_sets_ok_replicates_only(tmp_path: Pat
     sets = write_folder(OutputStore(tmp_path), sets=4, replicates=5, failed=1)
     data = load_report_data(OutputStore(tmp_path))
     chosen = [sets[0]["param_id"], sets[3]["param_id"]]  # the last one failed
-    values = replicate_values(data, "attack_rate", chosen)
-    assert list(values) == [sets[0]["param_id"]]
-    assert len(values[sets[0]["param_id"]]) == 5
-    assert replicate_values(data, "no_such_output", chosen) == {}
+    values = replicate_values(data, ["attack_rate", "peak_day", "no_such_output"], chosen)
+    assert sorted(values) == ["attack_rate", "peak_day"]
+    assert list(values["attack_rate"]) == [sets[0]["param_id"]]
+    assert len(values["attack_rate"][sets[0]["param_id"]]) == 5
+    assert replicate_values(data, ["no_such_output"], chosen) == {}
+
+
+def test_replicate_values_stop_at_the_limit_per_set(tmp_path: Path) -> None:
+    sets = write_folder(OutputStore(tmp_path), sets=2, replicates=50)
+    data = load_report_data(OutputStore(tmp_path))
+    ids = [ps["param_id"] for ps in sets]
+    values = replicate_values(data, ["peak_day"], ids, limit=7)["peak_day"]
+    assert {pid: len(v) for pid, v in values.items()} == {pid: 7 for pid in ids}
 
 
 def test_series_view_keeps_drawn_sets_whole_and_the_rest_as_an_envelope(tmp_path: Path) -> None:
