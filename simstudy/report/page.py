@@ -148,16 +148,17 @@ def _design(spec: dict[str, Any]) -> str:
 
 
 def _when(study: dict[str, Any]) -> str:
-    started, finished = study.get("started_at"), study.get("finished_at")
-    if not finished:
-        return ""
-    text = f" at {finished}"
+    """Return ' on <end time>, <n> s after it started' from study.json, or ''."""
     try:
-        elapsed = datetime.fromisoformat(finished) - datetime.fromisoformat(str(started))
-        text += f", {elapsed.total_seconds():,.0f} s after it started"
-    except (TypeError, ValueError):
-        pass
-    return text
+        finished = datetime.fromisoformat(str(study.get("finished_at")))
+    except ValueError:
+        return ""
+    text = f" on {finished.strftime('%Y-%m-%d %H:%M:%S %Z').strip()}"
+    try:
+        elapsed = finished - datetime.fromisoformat(str(study.get("started_at")))
+    except (TypeError, ValueError):  # TypeError: one time with a zone, one without
+        return text
+    return text + f", {elapsed.total_seconds():,.0f} s after it started"
 
 
 def _ranking_section(data: ReportData) -> str:

@@ -45,6 +45,7 @@ def test_a_plain_study_has_no_ranking_sensitivity_or_failure_sections(tmp_path: 
     for heading in ("Ranking", "Sensitivity", "Failed parameter sets"):
         assert f"<h2>{heading}</h2>" not in text
     assert "3 parameter sets" in text and "ended <b" in text
+    assert "on 2026-11-28 05:01:30 UTC, 90 s after it started" in text
 
 
 def test_a_study_with_only_study_json_still_gets_a_report(tmp_path: Path) -> None:
