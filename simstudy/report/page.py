@@ -177,6 +177,12 @@ def _ranking_section(data: ReportData) -> str:
             f" against {data.targets.num_rows:,} observed values of {_e(', '.join(outputs))} "
             "(<code>targets.parquet</code>)"
         )
+    spec = (data.study.get("study") or {}).get("targets") or {}
+    loss = spec.get("loss")
+    if isinstance(loss, dict):
+        loss = ", ".join(f"{output}: {name}" for output, name in loss.items())
+    if loss:
+        targets += f" with the loss <code>{_e(loss)}</code>"
     intro = (
         f"<p>Parameter sets ordered by loss{targets}; the lower the better. "
         "<code>loss_se</code> is the standard error of the loss over replicates.</p>"

@@ -86,6 +86,7 @@ def write_folder(
                 "parameters": {"grid": None, "list": [ps["params"] for ps in parameter_sets]},
                 "replicates": replicates,
                 "seed": 7,
+                "targets": {"data": "observed.csv", "loss": "poisson"} if targets else None,
             },
             "parameter_sets": parameter_sets,
             "versions": {"python": "3.11", "simstudy": "0.1.0"},

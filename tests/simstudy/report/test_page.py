@@ -36,6 +36,8 @@ def test_every_plot_is_embedded_as_a_png_and_written_to_plots(tmp_path: Path) ->
     for heading in ("The study", "Ranking", "Summary", "Figures", "Sensitivity"):
         assert f"<h2>{heading}</h2>" in text
     assert text.count("<figcaption><b>Figure ") == 10
+    assert "observed values of attack_rate, incidence" in text
+    assert "with the loss <code>poisson</code>" in text
 
 
 def test_a_plain_study_has_no_ranking_sensitivity_or_failure_sections(tmp_path: Path) -> None:
