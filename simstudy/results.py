@@ -216,7 +216,14 @@ def aggregates_table(aggregates: list[ParameterSetAggregate], series: bool) -> p
             losses.update({loss_column(n): aggregate.target_losses.get(n) for n in targets})
         for row in aggregate.series if series else aggregate.scalars:
             rows.append({**aggregate.params, **row, **losses})
-    return pa.Table.from_pylist(rows) if rows else None
+    if not rows:
+        return None
+    table = pa.Table.from_pylist(rows)
+    for index, field in enumerate(table.schema):
+        if targets and field.name.startswith("loss") and pa.types.is_null(field.type):
+            # loss_se is null for every set of one replicate: still a float column.
+            table = table.set_column(index, field.name, table.column(index).cast(pa.float64()))
+    return table
 
 
 def write_results(

@@ -65,3 +65,23 @@ def test_aggregates_table_gains_loss_columns_only_with_targets() -> None:
     plain = ParameterSetAggregate(**{**aggregate(1, None).model_dump()})
     without = aggregates_table([plain], series=False)
     assert without is not None and "loss" not in without.column_names
+
+
+def test_loss_columns_stay_float_when_every_loss_se_is_null() -> None:
+    single = aggregate(1, 3.0).model_copy(update={"loss_se": None})
+    table = aggregates_table([single], series=False)
+    assert table is not None
+    assert table.schema.field("loss_se").type == pa.float64()
+    assert table.column("loss_se").to_pylist() == [None]
+
+
+def test_a_set_refused_for_its_outputs_loses_its_loss() -> None:
+    from simstudy.aggregate import reconcile_outputs
+
+    odd = aggregate(2, 1.0).model_copy(
+        update={"scalars": [{"param_id": "p2", "output": "other", "n_ok": 2, "mean": 1.0}]}
+    )
+    reconciled = reconcile_outputs([aggregate(0, 2.0), aggregate(1, 3.0), odd])
+    assert reconciled[2].status == "failed"
+    assert (reconciled[2].loss, reconciled[2].target_losses) == (None, {})
+    assert ranking_table(reconciled, ["beta"]).column("rank").to_pylist() == [1, 2, None]
