@@ -115,17 +115,19 @@ def load_report_data(store: OutputStore) -> ReportData:
             "give the output folder of a finished study"
         )
     study = read_study_json(store)
-    if not isinstance(study.get("parameter_sets"), list) or "name" not in study:
+    sets = study.get("parameter_sets") if isinstance(study, dict) else None
+    if not isinstance(sets, list) or not all(
+        isinstance(ps, dict) and isinstance(ps.get("param_id"), str) for ps in sets
+    ):
         raise OutputDirError(
-            f"{store.path(STUDY_FILE)} is not a simstudy study.json (no name or parameter_sets): "
-            "give the output folder of a finished study"
+            f"{store.path(STUDY_FILE)} is not a simstudy study.json (no list of parameter_sets "
+            "with their param_id): give the output folder of a finished study"
         )
     if study.get("status") in (None, "running"):
         raise OutputDirError(
             f"the study in {store} has not finished (status {study.get('status')!r} in "
             f"{STUDY_FILE}): wait for it to end, or rerun it to resume"
         )
-    sets = study["parameter_sets"]
     varied, fixed = split_parameters([ps.get("params", {}) for ps in sets])
     data = ReportData(
         store=store,

@@ -20,6 +20,19 @@ def test_a_folder_without_study_json_is_refused_naming_it(tmp_path: Path) -> Non
         load_report_data(OutputStore(tmp_path))
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", '{"name": "x"}', "{not json"])
+def test_a_study_json_that_is_not_simstudys_is_refused(tmp_path: Path, content: str) -> None:
+    (tmp_path / "study.json").write_text(content)
+    with pytest.raises(OutputDirError, match="study.json"):
+        load_report_data(OutputStore(tmp_path))
+
+
+def test_a_file_is_not_an_output_folder(tmp_path: Path) -> None:
+    (tmp_path / "study.json").write_text("{}")
+    with pytest.raises(OutputDirError, match="not a simstudy output folder"):
+        load_report_data(OutputStore(tmp_path / "study.json"))
+
+
 def test_a_running_study_is_refused(tmp_path: Path) -> None:
     write_folder(OutputStore(tmp_path))
     study = json.loads((tmp_path / "study.json").read_text())
