@@ -305,6 +305,7 @@ def _bootstrap_se(partials: dict[str, Partial], targets: Targets, param_id: str)
             total += np.sum(target.weight * per_point, axis=-1)
         else:
             drawn = [np.repeat(np.arange(n_rep), w.astype(np.int64)) for w in weights]
+            n = np.broadcast_to(n, mean.shape)
             total += [
                 _user_loss(target, (mean[b], variance[b], n[b]), values[drawn[b]])
                 for b in range(targets.bootstrap)

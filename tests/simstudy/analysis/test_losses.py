@@ -246,3 +246,37 @@ def test_a_thousand_sets_of_four_replicates_with_a_365_point_target_take_seconds
         set_loss(partial, {"cases": "series"}, targets, str(index))
     elapsed = time.perf_counter() - started
     assert elapsed < 10.0, f"{elapsed:.1f} s for 1,000 sets"
+
+
+@pytest.mark.parametrize(
+    "loss", ["mse_of_mean", "mean_of_mse", "gaussian_nll", "poisson", "negative_binomial"]
+)
+def test_every_builtin_loss_gets_a_bootstrap_se(loss: str) -> None:
+    rng = np.random.default_rng(5)
+    values = rng.poisson([[3.0, 6.0, 9.0]] * 30).astype(float) * rng.gamma(2.0, 0.5, (30, 1))
+    values = np.round(values)
+    targets = targets_of(target(loss), bootstrap=100)
+    found = set_loss({"cases": Partial.from_values(values)}, {"cases": "series"}, targets, "s")
+    assert found.loss_se is not None and 0 < found.loss_se < found.loss
+
+
+def test_a_user_loss_is_bootstrapped_on_resampled_values() -> None:
+    targets = targets_of(target(f"{__name__}:user_loss"), bootstrap=50)
+    partials = {"cases": Partial.from_values(SERIES)}
+    found = set_loss(partials, {"cases": "series"}, targets, "s")
+    again = set_loss(partials, {"cases": "series"}, targets, "s")
+    assert found.loss == pytest.approx(3.0)
+    assert found.loss_se is not None and found.loss_se == again.loss_se > 0
+
+
+def failing_loss(summary: dict, observed: dict) -> float:
+    """A user loss that fails."""
+    raise RuntimeError("no fit today")
+
+
+def test_a_failing_user_loss_names_itself_and_its_error() -> None:
+    with pytest.raises(
+        LossError,
+        match=r"test_losses:failing_loss of output 'cases' raised RuntimeError: no fit today",
+    ):
+        loss_of(f"{__name__}:failing_loss")
