@@ -180,7 +180,7 @@ def _batches(
 def replicate_values(
     data: ReportData, outputs: list[str], ids: list[str], limit: int = MAX_REPLICATES_READ
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Return output -> param_id -> ok replicates' values (the first `limit`), in one read."""
+    """Return output -> param_id -> finite replicate values (the first `limit`), in one read."""
     if not data.store.exists(REPLICATES_FILE) or not ids:
         return {}
     present = set(read_schema(data.store, REPLICATES_FILE).names) - {"param_id"}
@@ -201,7 +201,7 @@ def replicate_values(
                 if room <= 0:
                     continue
                 mine = values[pids == pid]
-                mine = mine[~np.isnan(mine)][:room]
+                mine = mine[np.isfinite(mine)][:room]  # inf has no place on an axis
                 if len(mine):
                     found[name].setdefault(str(pid), []).append(mine)
                     counts[(name, pid)] += len(mine)

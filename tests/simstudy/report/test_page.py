@@ -6,7 +6,9 @@ import base64
 import re
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from simstudy.location import OutputStore
@@ -116,3 +118,19 @@ def test_many_outputs_draw_the_first_by_name_and_say_which_are_left_out(tmp_path
     drawn = sorted(p.name for p in (tmp_path / "plots").glob("distribution-*.png"))
     assert drawn == [f"distribution-{name}.png" for name in outputs[:MAX_OUTPUTS]]
     assert f"2 more scalar outputs ({outputs[-2]}, {outputs[-1]})" in text
+
+
+def test_infinite_and_missing_values_still_give_a_report(tmp_path: Path) -> None:
+    write_folder(OutputStore(tmp_path), sets=4, replicates=5, series_points=20, ranking=True)
+    for name in ("replicates.parquet", "aggregates.parquet", "timeseries_aggregates.parquet"):
+        table = pq.read_table(tmp_path / name)
+        for column in ("attack_rate", "mean", "q0.5", "q0.95"):
+            if column in table.column_names:
+                values = table.column(column).to_numpy(zero_copy_only=False).copy()
+                values[::3], values[1::3] = np.inf, np.nan
+                where = table.column_names.index(column)
+                table = table.set_column(where, column, pa.array(values))
+        pq.write_table(table, tmp_path / name)
+    build_report(OutputStore(tmp_path))
+    text = (tmp_path / "report.html").read_text()
+    assert text.count("<img ") == 7 and ">inf<" in text
