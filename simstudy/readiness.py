@@ -84,10 +84,21 @@ def check_ready(study: Study, *, import_model: bool) -> None:
 def targets_problems(study: Study) -> list[str]:
     """Return what is wrong with the study's targets (file, columns, rows), empty if nothing."""
     try:
-        load_targets(study)
+        targets = load_targets(study)
     except StudyError as exc:
         return [f"{exc.source}: {problem}" for problem in exc.problems]
-    return []
+    problems = []
+    local = not (study.execution.dask.address or study.execution.dask.cluster_class)
+    user_losses = {t.loss for t in targets.outputs if ":" in t.loss} if targets else set()
+    for loss in sorted(user_losses) if local else []:
+        module = loss.partition(":")[0]
+        try:  # looked up only, as a model is: importing runs the user's code
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            problems.append(f"targets.loss: no module named {module!r} ({loss}); {_PATH_HINT}")
+    return problems
 
 
 def output_problem(location: str) -> str | None:

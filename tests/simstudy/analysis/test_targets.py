@@ -176,3 +176,12 @@ def test_targets_and_losses_are_not_part_of_the_results_identity(tmp_path: Path)
     assert expand_parameters(poisson) == expand_parameters(other) == sets
     assert study_id(poisson, sets) == study_id(other, sets) == study_id(plain, sets)
     assert model_fingerprint(poisson) == model_fingerprint(other) == model_fingerprint(plain)
+
+
+def test_a_user_loss_module_that_does_not_exist_is_caught_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    study = study_with(tmp_path, "output,value\na,1\n", loss="no_such_module_here:fit")
+    with pytest.raises(StudyError, match="targets.loss: no module named 'no_such_module_here'"):
+        check_ready(study, import_model=False)
+    check_ready(study_with(tmp_path, "output,value\na,1\n", loss="json:dumps"), import_model=False)
