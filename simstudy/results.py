@@ -44,6 +44,9 @@ AGGREGATES_FILE = "aggregates.parquet"
 TIMESERIES_AGGREGATES_FILE = "timeseries_aggregates.parquet"
 TARGETS_FILE = "targets.parquet"
 RANKING_FILE = "ranking.parquet"
+SENSITIVITY_FILE = "sensitivity.parquet"
+REPORT_FILE = "report.html"
+PLOTS_DIR = "plots"
 STALL_JSON = "stall-report.json"
 STALL_MARKDOWN = "stall-report.md"
 LOGS_DIR = "logs"
@@ -58,6 +61,9 @@ RESULT_FILES = (
     TIMESERIES_AGGREGATES_FILE,
     TARGETS_FILE,
     RANKING_FILE,
+    SENSITIVITY_FILE,
+    REPORT_FILE,
+    PLOTS_DIR,
 )
 KEY_PACKAGES = ("simstudy", "prefect", "prefect-dask", "dask", "distributed", "numpy", "pyarrow")
 
@@ -104,7 +110,9 @@ def read_table(
 ) -> pa.Table:
     """Read a Parquet table (or some of its columns)."""
     with store.fs.open(store.path(name), "rb") as handle:
-        return pq.read_table(handle, schema=schema, columns=columns)
+        # Threaded reads of a file object made pyarrow 26 abort the interpreter at exit
+        # ("terminate called without an active exception") in most runs of `simstudy show`.
+        return pq.read_table(handle, schema=schema, columns=columns, use_threads=False)
 
 
 def read_schema(store: OutputStore, name: str) -> pa.Schema:

@@ -32,8 +32,6 @@ from simstudy.design import ParameterSet, sample_seed, sampled_design
 from simstudy.sample_spec import SENSITIVITY_METHODS, SampleDesign
 from simstudy.spec import Study
 
-SENSITIVITY_FILE = "sensitivity.parquet"
-"""The indices, in the study's output folder."""
 LOSS_OUTPUT = "loss"
 """The `output` of the loss's indices."""
 RESAMPLES = 100

@@ -23,28 +23,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from simstudy.analysis.sensitivity import SENSITIVITY_FILE
 from simstudy.display import split_parameters
 from simstudy.errors import OutputDirError
 from simstudy.location import OutputStore
 from simstudy.results import (
     AGGREGATES_FILE,
+    RANKING_FILE,
     REPLICATES_FILE,
+    SENSITIVITY_FILE,
     STUDY_FILE,
+    TARGETS_FILE,
     TIMESERIES_AGGREGATES_FILE,
     read_schema,
     read_study_json,
     read_table,
 )
 
-RANKING_FILE = "ranking.parquet"
-TARGETS_FILE = "targets.parquet"
-PLOTS_DIR = "plots"
 MAX_REPLICATES_READ = 10_000
 """Replicates per drawn set read for a distribution plot: enough for its box and dots.
 
 Replicates are independent draws, so the first ones in the file are a fair sample."""
-REPORT_FILE = "report.html"
 
 
 @dataclass
@@ -174,7 +172,7 @@ def _batches(
         # the memory of a series file (1,000 sets x 365 points: 23 MB of ids).
         file = pq.ParquetFile(handle, read_dictionary=list(dictionaries))
         present = [c for c in columns if c in file.schema_arrow.names]
-        yield from file.iter_batches(batch_size=batch_size, columns=present)
+        yield from file.iter_batches(batch_size=batch_size, columns=present, use_threads=False)
 
 
 def replicate_values(

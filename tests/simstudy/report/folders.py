@@ -11,15 +11,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from simstudy.analysis.sensitivity import SENSITIVITY_FILE
 from simstudy.columns import RECORD_SCHEMA
 from simstudy.identity import param_id
 from simstudy.location import OutputStore
-from simstudy.report.data import RANKING_FILE, TARGETS_FILE
 from simstudy.results import (
     AGGREGATES_FILE,
+    RANKING_FILE,
     REPLICATES_FILE,
+    SENSITIVITY_FILE,
     STUDY_FILE,
+    TARGETS_FILE,
     TIMESERIES_AGGREGATES_FILE,
     write_json,
     write_table,

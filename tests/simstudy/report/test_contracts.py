@@ -8,13 +8,15 @@ import pytest
 
 from simstudy.aggregate import ParameterSetAggregate
 from simstudy.analysis.ranking import ranking_table
-from simstudy.analysis.sensitivity import SENSITIVITY_FILE, sensitivity_table
+from simstudy.analysis.sensitivity import sensitivity_table
 from simstudy.design import expand_parameters
 from simstudy.location import OutputStore
 from simstudy.report import build_report
-from simstudy.report.data import RANKING_FILE, load_report_data
+from simstudy.report.data import load_report_data
 from simstudy.results import (
     AGGREGATES_FILE,
+    RANKING_FILE,
+    SENSITIVITY_FILE,
     STUDY_FILE,
     aggregates_table,
     now,
