@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from collections.abc import Mapping
 from typing import cast
 from uuid import UUID
 
+import pyarrow as pa
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -17,7 +19,7 @@ from prefect.artifacts import (
 )
 
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
-from simstudy.analysis.ranking import ranked
+from simstudy.analysis.ranking import LOSS_PREFIX, ranked
 from simstudy.batch import BatchResult
 from simstudy.display import Spread, format_number, format_parameters, split_parameters
 from simstudy.location import OutputStore
@@ -32,6 +34,8 @@ PROGRESS_EVERY_SECONDS = 5.0
 MAX_TABLE_OUTPUTS = 6
 """Outputs shown in the aggregates table (two columns each); all are in aggregates.parquet."""
 ERROR_CHARS = 1500
+BEST_SETS = 10
+"""Parameter sets of the ranking shown in the summary; all are in ranking.parquet."""
 
 
 def artifact_key(study: Study, what: str) -> str:
@@ -147,8 +151,10 @@ def summary_markdown(
     wall_seconds: float,
     reused: int,
     headline: str,
+    ranking: pa.Table | None = None,
+    report: str | None = None,
 ) -> str:
-    """Return the study's summary as Markdown."""
+    """Return the study's summary as Markdown (with the best sets and the report, if any)."""
     counts = summary.replicate_counts
     lines = [
         f"# Study {study.name}: {'completed' if summary.status == 'ok' else 'FAILED'}",
@@ -163,6 +169,10 @@ def summary_markdown(
         f"Parameter sets aggregated: {summary.n_aggregated}/{summary.n_parameter_sets}. "
         f"Wall time: {wall_seconds:.1f} s. Output: `{store}`.",
     ]
+    if report is not None:
+        lines += ["", f"Report (plots, ranking, sensitivity): `{report}`"]
+    if ranking is not None:
+        lines += ["", *ranking_markdown(ranking)]
     if summary.failed_sets:
         lines += ["", "## Failed parameter sets", ""]
         for param_id, reasons in summary.failed_sets.items():
@@ -188,6 +198,39 @@ def summary_markdown(
         "or failed replicates run; `fresh` (`--fresh`) starts over.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def ranking_markdown(ranking: pa.Table, best: int = BEST_SETS) -> list[str]:
+    """Return the ranking's best rows as a Markdown table (rank, loss, varied parameters)."""
+    fixed = {"rank", "param_id", "index", "status", "loss", "loss_se"}
+    varied = [
+        name
+        for name in ranking.column_names
+        if name not in fixed and not name.startswith(LOSS_PREFIX)
+    ]
+    rows = ranking.slice(0, best).to_pylist()
+    header = ["rank", "loss", "loss_se", "param_id", *varied]
+    lines = [
+        f"## Best {len(rows)} of {ranking.num_rows} parameter sets by loss",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+    ]
+    for row in rows:
+        cells = [
+            format_number(row["rank"]),
+            format_number(row["loss"]),
+            format_number(row["loss_se"]),
+            str(row["param_id"])[:12],
+            *(format_number(row[name]) for name in varied),
+        ]
+        lines.append("| " + " | ".join(map(markdown_cell, cells)) + " |")
+    return lines
+
+
+def markdown_cell(text: str) -> str:
+    """Return text safe in a Markdown table cell: parameters and names are the user's."""
+    return html.escape(text).replace("|", "\\|").replace("`", "&#96;").replace("\n", " ")
 
 
 def publish_summary(study: Study, markdown: str, headline: str) -> None:

@@ -28,7 +28,7 @@ from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, stored_replicates
 from simstudy.plan import plan_batches
 from simstudy.readiness import check_ready
-from simstudy.results import REPLICATES_FILE, check_output_dir, study_id
+from simstudy.results import REPLICATES_FILE, REPORT_FILE, check_output_dir, study_id
 from simstudy.spec import MAX_LOCAL_WORKERS, Study
 from simstudy.summary_table import ranking_summary, summary_table
 
@@ -228,6 +228,8 @@ def run_command(args: argparse.Namespace) -> int:
         best = ranking_summary(store)
         if best is not None:
             console.print(best)
+    if store.exists(REPORT_FILE):
+        console.print(f"report: {store.path(REPORT_FILE)}", highlight=False)
     elapsed = time.monotonic() - started
     console.print(f"{state.name}: {state.message} [{elapsed:.1f} s]", highlight=False)
     return EXIT_OK if state.is_completed() else EXIT_FAILED

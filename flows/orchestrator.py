@@ -35,7 +35,7 @@ from simstudy.aggregate import (
     summarize_study,
     without_rows,
 )
-from simstudy.analysis.targets import load_targets
+from simstudy.analysis.targets import Targets
 from simstudy.batch import BatchResult, lost_replicate, statistics_only, summarize_batch
 from simstudy.columns import records_from_bytes
 from simstudy.design import ParameterSet
@@ -177,11 +177,11 @@ class StudyOrchestrator:
     on_aggregate: Callable[[list[ParameterSetAggregate]], None] | None = None
     """Called with the aggregates of each aggregation group (consecutive sets)."""
     reused: dict[int, BatchResult] = field(default_factory=dict)
+    targets: Targets | None = None
+    """Observed data, read once by the flow: every aggregation gets the same small object."""
     tracker: StudyTracker = field(init=False)
 
     def __post_init__(self) -> None:
-        # Read once here, in the flow: every aggregation gets the same small object.
-        self._targets = load_targets(self.study)
         self.tracker = StudyTracker(self.batches, [ps.param_id for ps in self.sets])
         self._progress = [BatchProgress(batch) for batch in self.batches]
         self._sets = [SetProgress(ps, []) for ps in self.sets]
@@ -581,7 +581,7 @@ class StudyOrchestrator:
                     "replicates": self.study.replicates,
                     "min_success_fraction": execution.min_success_fraction,
                     "quantiles": self.study.aggregate.quantiles,
-                    "targets": self._targets,
+                    "targets": self.targets,
                 },
             )
         group.run = cast(PrefectDaskFuture[Any], future)

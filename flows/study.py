@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
+import pyarrow as pa
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
@@ -43,6 +44,8 @@ from flows.run_policy import run_policy
 from flows.task_runs import crash_unfinished_task_runs, study_tag, tag_flow_run
 from flows.task_settings import task_settings_context
 from simstudy.aggregate import ParameterSetAggregate, StudySummary
+from simstudy.analysis.files import write_analysis
+from simstudy.analysis.targets import Targets, load_targets
 from simstudy.batch import BatchResult
 from simstudy.design import ParameterSet, expand_parameters
 from simstudy.fingerprint import model_fingerprint
@@ -130,6 +133,7 @@ def _run_study(
     logger: RunLogger,
 ) -> State[StudySummary]:
     log_dir = str(store.local_log_dir(study.name))
+    targets = load_targets(study)  # read once: the losses and targets.parquet agree
     flow_run_id = flow_run.get_id()
     if flow_run_id:
         tag_flow_run(UUID(flow_run_id), study_tag(study.name))
@@ -169,6 +173,7 @@ def _run_study(
             on_stall=lambda report: publish_stall_report(study, report, store, logger),
             on_batches=lambda finished: keep_finished(finished, parts, first_failures),
             reused=reused,
+            targets=targets,
         )
         try:
             with task_settings_context(client) as settings_decision:
@@ -197,17 +202,53 @@ def _run_study(
     )
     message = final_message(outcome)
     logger.info(message)
+    ranking, report = analyse_and_report(store, study, sets, outcome.aggregates, targets, logger)
     notify(publish_aggregates_table, study, outcome.aggregates)
     markdown = summary_markdown(
         study, summary, first_failures.records, store,
         wall_seconds=time.monotonic() - wall_started,
         reused=orchestrator.tracker.reused,
         headline=message,
+        ranking=ranking,
+        report=report,
     )  # fmt: skip
     notify(publish_summary, study, markdown, message)
     if summary.status == "failed":
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
+
+
+def analyse_and_report(
+    store: OutputStore,
+    study: Study,
+    sets: list[ParameterSet],
+    aggregates: list[ParameterSetAggregate],
+    targets: Targets | None,
+    logger: RunLogger,
+) -> tuple[pa.Table | None, str | None]:
+    """Write the ranking, sensitivity and report files; return the ranking and the report.
+
+    The result files are written by now: a failure here is logged and loses nothing.
+    """
+    ranking = None
+    try:
+        ranking = write_analysis(store, study, sets, aggregates, targets)
+    except Exception:
+        logger.exception("ranking and sensitivity not written (the results are)")
+    try:
+        # Imported here: matplotlib is needed only now, after the study's memory peak.
+        from simstudy.report import build_report
+
+        started = time.monotonic()
+        report = build_report(store)
+    except Exception as exc:
+        logger.exception(
+            "report not built (%s: %s); the results are written: rebuild it with "
+            "`simstudy report %s`", type(exc).__name__, exc, store,
+        )  # fmt: skip
+        return ranking, None
+    logger.info("report: %s (%.1f s)", report, time.monotonic() - started)
+    return ranking, report
 
 
 def keep_finished(

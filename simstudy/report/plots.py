@@ -28,7 +28,9 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from simstudy.display import format_number
 from simstudy.report.data import (
@@ -46,6 +48,8 @@ TOP_SERIES = 10
 """Parameter sets drawn one by one (median and band) in a series plot."""
 BEST_SETS = 50
 """Best sets coloured by loss in the 2-D loss scatter; the others are grey dots."""
+LOG_COLOURS = 20
+"""Largest / smallest loss of the coloured sets beyond which their colours use a log scale."""
 MAX_OUTPUTS = 12
 """Outputs drawn per kind of plot (by name); the summary table and the files have them all."""
 MAX_PANELS = 12
@@ -253,20 +257,32 @@ def loss_pairs(data: ReportData) -> Plot | None:
     shown = pairs[:MAX_PANELS]
     figure, axes = _figure(panels=len(shown))
     loss = np.array([losses[pid] for pid in best])
+    # Losses far from the data dwarf the rest: a log scale shows the valley among the best.
+    logarithmic = bool(loss.min() > 0 and loss.max() > LOG_COLOURS * loss.min())
     scatter = None
     for ax, (a, b) in zip(axes, shown, strict=False):
         if others:
             ax.plot(*_xy(data, others, a, b), ".", color="0.8", markersize=3)
         x, y = _xy(data, best, a, b)
-        scatter = ax.scatter(x[::-1], y[::-1], c=loss[::-1], cmap="viridis_r", s=14)
+        scatter = ax.scatter(
+            x[::-1], y[::-1], c=loss[::-1], cmap="viridis_r", s=14,
+            norm=LogNorm() if logarithmic else None,
+        )  # fmt: skip
         ax.plot(x[0], y[0], "*", color="tab:red", markersize=11)
         ax.set_xlabel(a)
         ax.set_ylabel(b)
     if scatter is not None:
-        figure.colorbar(scatter, ax=axes, label="loss", shrink=0.8)
+        bar = figure.colorbar(
+            scatter, ax=axes, label="loss (log scale)" if logarithmic else "loss", shrink=0.8
+        )
+        # Math text is off (names are the user's), so log ticks are plain numbers.
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
     caption = (
         f"The {len(best)} best parameter sets for each pair of varied parameters, coloured by "
-        "loss (yellow is best); the red star is the best set"
+        "loss (yellow is best"
+        + (", log scale" if logarithmic else "")
+        + "); the red star is the best set"
         + (f"; grey dots are the other {len(others)} sets." if others else ".")
         + _cut(len(pairs), "pairs")
     )

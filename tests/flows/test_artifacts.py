@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pyarrow as pa
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -14,7 +15,11 @@ from flows.artifacts import (
     aggregates_table,
     artifact_key,
     publish_aggregates_table,
+    ranking_markdown,
+    summary_markdown,
 )
+from simstudy.aggregate import StudySummary
+from simstudy.location import OutputStore
 from simstudy.spec import Study
 from tests.support.aggregates import OUTPUTS, sample_aggregates, scalar_row
 
@@ -108,3 +113,38 @@ def test_the_table_artifact_reaches_the_prefect_api(prefect_api_url: str) -> Non
     assert "Fixed parameters: gamma=0.1" in (found[-1].description or "")
     assert "0.32116600000000006" not in str(found[-1].data)
     assert "0.3212" in str(found[-1].data)
+
+
+def test_the_summary_shows_the_best_sets_escaped_and_where_the_report_is() -> None:
+    ranking = pa.table(
+        {
+            "rank": pa.array([1, 2, None], pa.int64()),
+            "param_id": ["a" * 64, "b" * 64, "c" * 64],
+            "index": [2, 0, 1],
+            "status": ["ok", "ok", "failed"],
+            "loss": [1.5, 2.25, None],
+            "loss_se": [0.1, 0.2, None],
+            "loss_cases": [1.5, 2.25, None],
+            "beta": [0.3, 0.1, 0.2],
+            "place": ["x|<b>y</b>", "`z`", "w"],
+        }
+    )
+    lines = ranking_markdown(ranking, best=2)
+    assert lines[0] == "## Best 2 of 3 parameter sets by loss"
+    assert lines[2] == "| rank | loss | loss_se | param_id | beta | place |"
+    assert lines[4] == "| 1 | 1.5 | 0.1 | aaaaaaaaaaaa | 0.3 | x\\|&lt;b&gt;y&lt;/b&gt; |"
+    assert lines[5] == "| 2 | 2.25 | 0.2 | bbbbbbbbbbbb | 0.1 | &#96;z&#96; |"
+    assert len(lines) == 6  # the unranked set is in the file only
+    study = Study.model_validate(
+        {"name": "s", "model": "m:f", "parameters": {"grid": {"beta": [0.1]}}, "replicates": 1,
+         "seed": 1}
+    )  # fmt: skip
+    summary = StudySummary(
+        status="ok", replicate_counts={"ok": 3}, n_parameter_sets=3, n_aggregated=3
+    )
+    markdown = summary_markdown(
+        study, summary, {}, OutputStore("/tmp/out"), wall_seconds=1.0, reused=0, headline="h",
+        ranking=ranking, report="/tmp/out/report.html",
+    )  # fmt: skip
+    assert "Report (plots, ranking, sensitivity): `/tmp/out/report.html`" in markdown
+    assert "## Best 3 of 3 parameter sets by loss" in markdown

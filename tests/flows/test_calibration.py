@@ -52,3 +52,12 @@ def test_calibration_example_ranks_sets_near_the_truth_first(tmp_path: Path) -> 
     top = [(row["beta"], row["gamma"], row["loss"]) for row in ranked[:5]]
     assert {row["param_id"] for row in nearest} <= {row["param_id"] for row in ranked[:5]}, top
     assert distance(ranked[0]) < 0.4, top
+    # The ranking file, the observed data and the report come with the results.
+    out = tmp_path / "out"
+    ranking = pq.read_table(out / "ranking.parquet").to_pylist()
+    assert [row["param_id"] for row in ranking] == [row["param_id"] for row in ranked]
+    assert [row["rank"] for row in ranking] == list(range(1, 65))
+    assert pq.read_table(out / "targets.parquet").num_rows == 100
+    page = (out / "report.html").read_text()
+    assert "series-incidence" in " ".join(p.name for p in (out / "plots").iterdir())
+    assert page.count("data:image/png;base64,") >= 5

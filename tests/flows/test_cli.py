@@ -13,6 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -360,6 +361,14 @@ def test_a_saltelli_design_with_repeated_rows_runs_each_set_once(
     assert f"{distinct}/{distinct} parameter sets aggregated; replicates: {distinct} ok" in (
         run.stderr
     )
+    # The model's y is 2a: a explains all of its variance, b none.
+    output = tmp_path / "out"
+    indices = pq.read_table(output / "sensitivity.parquet").to_pylist()
+    s1 = {r["parameter"]: r["value"] for r in indices if r["output"] == "y" and r["index"] == "S1"}
+    assert s1["a"] == pytest.approx(1.0, abs=0.2) and s1["b"] == pytest.approx(0.0, abs=0.2)
+    page = (output / "report.html").read_text()
+    assert "Sensitivity" in page and "data:image/png;base64," in page
+    assert f"report: {output / 'report.html'}" in run.stderr
 
 
 def test_validate_shows_the_targets_and_refuses_bad_ones(
