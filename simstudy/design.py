@@ -258,6 +258,15 @@ def expand_parameters(study: Study) -> list[ParameterSet]:
     A sampled design's repeated rows give one set, at its first row; `index` then counts
     distinct sets.
     """
+    if study.calibrate is not None:
+        raise StudyError(
+            study.name,
+            [
+                "parameters: a calibration's parameter sets come from its trials (asked "
+                "round by round within parameters.sample's bounds), not from a design "
+                "expanded up front; run it as a calibration"
+            ],
+        )
     rows = varying_rows(study)
     sampled = study.parameters.sample
     problems: list[str] = []

@@ -105,15 +105,20 @@ Bound = Annotated[
 class SampleDesign(SampleModel):
     """Parameter sets sampled from bounds: space-filling (qmc) or for sensitivity (SALib)."""
 
-    method: SampleMethod = Field(
+    # Optional here, required by the Study validator unless the study calibrates: a
+    # calibration takes only the bounds, its trials come from the optimizer.
+    method: SampleMethod | None = Field(
+        default=None,
         description="random | lhs | sobol | halton (scipy.stats.qmc, scrambled and seeded) | "
-        "saltelli (Sobol' indices) | morris (elementary effects), from SALib's samplers."
+        "saltelli (Sobol' indices) | morris (elementary effects), from SALib's samplers. "
+        "Required, except in a calibration (which takes only the bounds).",
     )
-    n: int = Field(
+    n: int | None = Field(
+        default=None,
         ge=1,
         description="Points for random, lhs, sobol and halton; base samples for saltelli "
         "(n x (D+2) sets, n x (2D+2) with second_order); trajectories for morris "
-        "(n x (D+1) sets). A power of two for sobol and saltelli.",
+        "(n x (D+1) sets). A power of two for sobol and saltelli. Required with method.",
     )
     seed: int | None = Field(
         default=None,
@@ -157,7 +162,12 @@ class SampleDesign(SampleModel):
 
     def _option_problems(self) -> list[str]:
         problems = []
-        if self.method in POWER_OF_TWO_METHODS and self.n & (self.n - 1):
+        if (self.method is None) != (self.n is None):
+            given, missing = ("method", "n") if self.n is None else ("n", "method")
+            problems.append(
+                f"{given} is given without {missing}: give both, or neither in a calibration"
+            )
+        if self.method in POWER_OF_TWO_METHODS and self.n and self.n & (self.n - 1):
             lower = 2 ** (self.n.bit_length() - 1)
             problems.append(
                 f"n is {self.n}, but {self.method} needs a power of two: use {lower} or {2 * lower}"
@@ -194,24 +204,35 @@ class SampleDesign(SampleModel):
         """Return the sampled parameter names, in the order of the study file."""
         return list(self.bounds)
 
+    def drawn(self) -> tuple[SampleMethod, int]:
+        """Return (method, n) of a design that is drawn up front (not a calibration's bounds)."""
+        if self.method is None or self.n is None:
+            raise ValueError(
+                "parameters.sample has no method and n: a calibration's bounds are not a "
+                "design drawn up front"
+            )
+        return self.method, self.n
+
     def size(self) -> int:
         """Return the number of design rows, without sampling anything."""
+        method, n = self.drawn()
         dims = len(self.bounds)
-        if self.method == "saltelli":
-            return self.n * (2 * dims + 2 if self.second_order else dims + 2)
-        if self.method == "morris":
-            return self.n * (dims + 1)
-        return self.n
+        if method == "saltelli":
+            return n * (2 * dims + 2 if self.second_order else dims + 2)
+        if method == "morris":
+            return n * (dims + 1)
+        return n
 
     def size_rule(self) -> str:
         """Return how the size follows from n, e.g. 'saltelli: n=64 x (2D+2), D=3 = 512 sets'."""
+        method, n = self.drawn()
         dims = len(self.bounds)
-        if self.method == "saltelli":
+        if method == "saltelli":
             rule = "(2D+2)" if self.second_order else "(D+2)"
-            return f"saltelli: n={self.n} x {rule}, D={dims} = {self.size():,} sets"
-        if self.method == "morris":
-            return f"morris: n={self.n} trajectories x (D+1), D={dims} = {self.size():,} sets"
-        return f"{self.method}: n = {self.n:,} sets"
+            return f"saltelli: n={n} x {rule}, D={dims} = {self.size():,} sets"
+        if method == "morris":
+            return f"morris: n={n} trajectories x (D+1), D={dims} = {self.size():,} sets"
+        return f"{method}: n = {n:,} sets"
 
 
 def range_problems(where: str, bound: RangeBound) -> list[str]:

@@ -38,12 +38,12 @@ def unit_sample(design: SampleDesign, seed: int) -> np.ndarray:
     # A Generator, not an int: scipy's `seed=int` and `rng=int` give different streams, and
     # SALib passes `seed` on to scipy, so a Generator is the one spelling that pins the draw.
     rng = np.random.default_rng(seed)
-    method = design.method
+    method, n = design.drawn()
     if method == "random":
-        return rng.random((design.n, dims))
+        return rng.random((n, dims))
     if method in ("lhs", "sobol", "halton"):
         engines = {"lhs": qmc.LatinHypercube, "sobol": qmc.Sobol, "halton": qmc.Halton}
-        return engines[method](dims, scramble=True, seed=rng).random(design.n)
+        return engines[method](dims, scramble=True, seed=rng).random(n)
     problem = salib_problem(design)
     with warnings.catch_warnings():
         # SALib warns about choices made on purpose (and validated) here, e.g. levels.
@@ -51,11 +51,11 @@ def unit_sample(design: SampleDesign, seed: int) -> np.ndarray:
         if method == "saltelli":
             from SALib.sample import sobol
 
-            unit = sobol.sample(problem, design.n, calc_second_order=design.second_order, seed=rng)
+            unit = sobol.sample(problem, n, calc_second_order=design.second_order, seed=rng)
         else:
             from SALib.sample import morris
 
-            unit = morris.sample(problem, design.n, num_levels=design.levels, seed=rng)
+            unit = morris.sample(problem, n, num_levels=design.levels, seed=rng)
     return np.asarray(unit, dtype=float)
 
 

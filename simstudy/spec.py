@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from simstudy.analysis.targets import TargetsSpec
+from simstudy.calibrate.spec import CalibrateSettings
 from simstudy.sample_spec import SampleDesign
 
 # Strict members: in lax mode pydantic would turn 1.0 into True.
@@ -504,7 +505,8 @@ class Study(StudyModel):
         ge=1,
         le=MAX_REPLICATES,
         description=f"Replicates per parameter set (at most {MAX_REPLICATES:,}; parameter sets "
-        f"x replicates at most {MAX_SIMULATIONS:,}).",
+        f"x replicates at most {MAX_SIMULATIONS:,}). In a calibration: optional, "
+        "calibrate.replicates' max.",
     )
     seed: int = Field(
         ge=0, lt=2**63, description="Study seed; every replicate seed derives from it."
@@ -517,6 +519,12 @@ class Study(StudyModel):
         "compares them (README, 'Targets and losses'). Not part of a replicate's identity: "
         "changing it reuses every replicate.",
     )
+    calibrate: CalibrateSettings | None = Field(
+        default=None,
+        description="A sequential calibration instead of a fixed design: rounds of trials "
+        "from Optuna within parameters.sample's bounds, scored against targets, with "
+        "adaptive replicates (README, 'Calibrate sequentially').",
+    )
     output: str | None = Field(
         default=None,
         description="Output folder (default: results/<name>), relative to the working directory.",
@@ -526,6 +534,23 @@ class Study(StudyModel):
         description="Folder that relative paths in the study (parameter file, command cwd) "
         "are resolved against; set to the study file's folder when loaded from a file.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibration_replicates(cls, data: Any) -> Any:
+        # A calibration's replicates are calibrate.replicates; the top-level field, which
+        # plans a round's batches, defaults to their max.
+        if not isinstance(data, dict) or data.get("calibrate") is None or "replicates" in data:
+            return data
+        given = data["calibrate"]
+        replicates = given.get("replicates") if isinstance(given, dict) else given.replicates
+        if isinstance(replicates, dict):
+            replicates = replicates.get("max")
+        elif replicates is not None and not isinstance(replicates, int):
+            replicates = getattr(replicates, "max", None)
+        if isinstance(replicates, int):
+            return {**data, "replicates": replicates}
+        return data
 
     @field_validator("model")
     @classmethod
@@ -588,6 +613,59 @@ class Study(StudyModel):
                     f"parameters.sample.bounds and fixed both set {overlap}: a parameter is "
                     "either fixed or sampled; remove it from one of them"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _design_or_calibration(self) -> Study:
+        sample = self.parameters.sample
+        if self.calibrate is None:
+            if sample is not None and (sample.method is None or sample.n is None):
+                raise ValueError(
+                    "parameters.sample.method and n are required (method: random, lhs, sobol, "
+                    "halton, saltelli or morris; n: its size); only a calibration "
+                    "(calibrate) takes bounds alone"
+                )
+            return self
+        calibrate = self.calibrate
+        problems = []
+        if self.targets is None:
+            problems.append(
+                "calibrate needs targets: a trial's loss against observed data is what the "
+                "sampler minimises; add targets: {data: observed.csv, loss: ...}"
+            )
+        if sample is None:
+            given = next(
+                k for k in ("grid", "list", "file") if getattr(self.parameters, k) is not None
+            )
+            problems.append(
+                f"calibrate needs parameters.sample with bounds, not parameters.{given}: "
+                "trials are drawn within the bounds, e.g. sample: {bounds: {beta: [0.1, 0.6]}}"
+            )
+        else:
+            fixed_design = [k for k in ("method", "n", "seed") if getattr(sample, k) is not None]
+            if fixed_design:
+                problems.append(
+                    f"parameters.sample.{fixed_design[0]} does not apply to a calibration: its "
+                    "trials come from calibrate.sampler (seeded by calibrate.seed); keep only "
+                    "the bounds"
+                )
+        if self.replicates != calibrate.max_replicates:
+            problems.append(
+                f"replicates is {self.replicates} but calibrate.replicates' max is "
+                f"{calibrate.max_replicates}: a calibration's replicates are set by "
+                "calibrate.replicates; remove the top-level replicates"
+            )
+        simulations = calibrate.trials * calibrate.max_replicates
+        if simulations > MAX_SIMULATIONS:
+            problems.append(
+                f"calibrate: {calibrate.trials:,} trials x {calibrate.max_replicates:,} "
+                f"replicates (max) = {simulations:,} simulations, more than the maximum of "
+                f"{MAX_SIMULATIONS:,}; lower calibrate.trials or calibrate.replicates"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        if calibrate.seed is None:
+            calibrate.seed = self.seed
         return self
 
     @property

@@ -1,0 +1,174 @@
+"""The study file's `calibrate` section: how many trials, which sampler, how many replicates.
+
+```python
+>>> from simstudy.calibrate.spec import CalibrateSettings
+>>> settings = CalibrateSettings.model_validate(
+...     {"trials": 100, "parallel": 16, "replicates": {"min": 4, "max": 64}, "seed": 7})
+>>> (settings.rounds, settings.min_replicates, settings.max_replicates)
+(7, 4, 64)
+```
+
+Pydantic only (Optuna is imported by `optimizer.py`, when a calibration runs). The samplers
+that need a package Optuna does not install (cmaes: `cmaes`; gp: `torch`) are refused here,
+when the study is validated, rather than after the first round has run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+MAX_TRIALS = 10_000
+"""Most trials of a calibration: each is a parameter set of the study's limits."""
+MAX_CALIBRATION_REPLICATES = 1_000_000
+"""Most replicates per trial (the study's `MAX_REPLICATES`)."""
+DEFAULT_PARALLEL = 8
+"""Trials asked per round unless the study says otherwise."""
+
+Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random"]
+SAMPLER_PACKAGES: dict[str, str] = {"cmaes": "cmaes", "gp": "torch"}
+"""Samplers whose Optuna implementation imports a package Optuna itself does not require."""
+
+
+class CalibrateModel(BaseModel):
+    """Base of the calibrate models: unknown fields are errors, as everywhere in the study file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReplicateRange(CalibrateModel):
+    """Adaptive replicates: every trial starts at `min`; competitive ones double up to `max`."""
+
+    min: int = Field(
+        ge=1,
+        le=MAX_CALIBRATION_REPLICATES,
+        description="Replicates every trial starts with.",
+    )
+    max: int = Field(
+        ge=1,
+        le=MAX_CALIBRATION_REPLICATES,
+        description="Most replicates of a trial: min x 2^k, since replicates double.",
+    )
+
+    @model_validator(mode="after")
+    def _doubles(self) -> ReplicateRange:
+        if self.max < self.min:
+            raise ValueError(
+                f"max ({self.max}) is below min ({self.min}); give max >= min (e.g. {self.min * 4})"
+            )
+        ratio, remainder = divmod(self.max, self.min)
+        if remainder or ratio & (ratio - 1):
+            raise ValueError(
+                f"max is {self.max}, but replicates double from min {self.min}, so max must be "
+                f"min x 2^k: use {nearest_doubling(self.min, self.max)}"
+            )
+        return self
+
+
+def nearest_doubling(minimum: int, value: int) -> int:
+    """Return the number min x 2^k nearest to `value` (the lower one on a tie)."""
+    lower = minimum
+    while lower * 2 <= value:
+        lower *= 2
+    upper = lower * 2
+    return lower if value - lower <= upper - value else upper
+
+
+def _replicates_kind(value: Any) -> str:
+    return "range" if isinstance(value, dict | ReplicateRange) else "number"
+
+
+# Tagged, so that a wrong {min, max} is reported once, not also as "not an integer".
+Replicates = Annotated[
+    Annotated[StrictInt, Tag("number")] | Annotated[ReplicateRange, Tag("range")],
+    Discriminator(_replicates_kind),
+]
+
+
+class CalibrateSettings(CalibrateModel):
+    """A sequential calibration: rounds of trials asked from Optuna, scored against targets."""
+
+    method: Literal["optuna"] = Field(
+        default="optuna", description="Optimisation library: optuna (ask/tell)."
+    )
+    sampler: Sampler = Field(
+        default="tpe",
+        description="Optuna sampler: tpe (default; constant liar for parallel asks) | cmaes "
+        "(needs the cmaes package) | gp (needs torch) | qmc (scrambled Sobol', no learning) | "
+        "random.",
+    )
+    trials: int = Field(
+        ge=1,
+        le=MAX_TRIALS,
+        description=f"Parameter sets in total, over all rounds (at most {MAX_TRIALS:,}).",
+    )
+    parallel: int = Field(
+        default=DEFAULT_PARALLEL,
+        ge=1,
+        le=MAX_TRIALS,
+        description="Trials asked per round; a round runs them together, like a study's "
+        "parameter sets.",
+    )
+    replicates: Replicates = Field(
+        description="Replicates per trial: a number (every trial gets it), or {min, max}: "
+        "every trial starts with min, and trials still competitive with the best double "
+        "theirs up to max (max = min x 2^k).",
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        lt=2**63,
+        description="Seed of the sampler (default: the study's seed).",
+    )
+
+    @field_validator("replicates")
+    @classmethod
+    def _replicates_in_range(cls, value: int | ReplicateRange) -> int | ReplicateRange:
+        if isinstance(value, int) and not 1 <= value <= MAX_CALIBRATION_REPLICATES:
+            raise ValueError(
+                f"replicates is {value}: give 1 to {MAX_CALIBRATION_REPLICATES:,}, or {{min, max}}"
+            )
+        return value
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler_installed(cls, value: str) -> str:
+        package = SAMPLER_PACKAGES.get(value)
+        # Looked up, not imported: torch takes seconds to import.
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise ValueError(
+                f"sampler {value!r} needs the Python package {package!r}, which is not "
+                f"installed: install it (pip install {package}) or use sampler 'tpe'"
+            )
+        return value
+
+    @property
+    def min_replicates(self) -> int:
+        """Return the replicates every trial starts with."""
+        if isinstance(self.replicates, int):
+            return self.replicates
+        return self.replicates.min
+
+    @property
+    def max_replicates(self) -> int:
+        """Return the most replicates a trial may get."""
+        if isinstance(self.replicates, int):
+            return self.replicates
+        return self.replicates.max
+
+    @property
+    def rounds(self) -> int:
+        """Return the number of rounds: ceil(trials / parallel)."""
+        return math.ceil(self.trials / self.parallel)
