@@ -30,12 +30,13 @@ from flows.study import simulation_study  # noqa: E402
 from simstudy.policy import RunPolicy, policy_from_setting  # noqa: E402
 
 EXAMPLE_STUDY = "examples/seir.yaml"
+CALIBRATE_STUDY = "examples/seir-calibrate.yaml"
 NIGHTLY_CRON = "0 2 * * *"
 TAGS = ["simstudy"]
 
 
 def study_deployments() -> list[RunnerDeployment]:
-    """Return the `example` (manual) and `nightly` (02:00 UTC) deployments."""
+    """Return the `example` and `calibrate` (manual) and `nightly` (02:00 UTC) deployments."""
     example = simulation_study.to_deployment(
         name="example",
         parameters={"study_path": EXAMPLE_STUDY},
@@ -51,7 +52,15 @@ def study_deployments() -> list[RunnerDeployment]:
         tags=TAGS,
         paused=False,
     )
-    return [example, nightly]
+    calibrate = simulation_study.to_deployment(
+        name="calibrate",
+        parameters={"study_path": CALIBRATE_STUDY},
+        description="Sequential calibration of the SEIR model to observed incidence (Optuna, "
+        "adaptive replicates), on demand.",
+        tags=TAGS,
+        paused=False,
+    )
+    return [example, nightly, calibrate]
 
 
 def announce_policy() -> RunPolicy:

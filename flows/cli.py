@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from simstudy.analysis.targets import load_targets
+from simstudy.calibrate.folder import calibration_id, check_calibration_dir
 from simstudy.design import expand_parameters, sample_seed
 from simstudy.errors import OutputDirError, StudyError
 from simstudy.loading import load_study
@@ -140,6 +141,8 @@ def validate_command(path: str) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         study = load_study(path)
+        if study.calibrate is not None:
+            return validate_calibration(study)
         sets = expand_parameters(study)  # a sampled design warns of repeated rows
     batches = plan_batches(study, sets)
     targets = load_targets(study)  # the observed data checked, as before a run
@@ -165,6 +168,23 @@ def validate_command(path: str) -> int:
     return EXIT_OK
 
 
+def validate_calibration(study: Study) -> int:
+    """Print a valid calibration: its search space, rounds, replicates and targets."""
+    settings = study.calibrate
+    assert settings is not None and study.parameters.sample is not None
+    targets = load_targets(study)
+    print(
+        f"{study.name}: calibration of {settings.trials} trials, {settings.parallel} per round "
+        f"({settings.rounds} rounds), {settings.min_replicates} to {settings.max_replicates} "
+        f"replicates each, optuna {settings.sampler} sampler, seed {settings.seed}"
+    )
+    for name, bound in study.parameters.sample.bounds.items():
+        print(f"  {name}: {bound.model_dump(exclude_defaults=True)}")
+    if targets is not None:
+        print(targets.describe())
+    return EXIT_OK
+
+
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Return the study overrides of --output, --workers and --address."""
     dask: dict[str, Any] = {}
@@ -178,12 +198,15 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def checked_study(args: argparse.Namespace) -> tuple[Study, OutputStore]:
     """Return the study of a run and its output, or raise an input error; nothing starts."""
     study = load_study(args.study, cli_overrides(args))
-    sets = expand_parameters(study)
+    sets = expand_parameters(study) if study.calibrate is None else []
     # Output, scheduler and model are checked before the output folder is touched.
     check_ready(study, import_model=True)
     store = OutputStore(study.output_dir)
     try:
-        check_output_dir(store, study_id(study, sets), args.overwrite)
+        if study.calibrate is None:
+            check_output_dir(store, study_id(study, sets), args.overwrite)
+        else:
+            check_calibration_dir(store, calibration_id(study), args.overwrite)
         if store.local is not None and store.local.exists():
             with output_lock(store):  # refuse now, before anything starts, if a run holds it
                 pass

@@ -18,6 +18,7 @@ import importlib.util
 import logging
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -111,6 +112,32 @@ def simulation_study(
     study = resolve_study(study_path, study, overrides)
     if policy is not None:
         check_study(policy, study)
+    if study.calibrate is not None:
+        # Imported here: optuna is needed by calibrations only.
+        from flows.calibrate import run_calibration
+
+        return run_calibration(study, logger, overwrite=overwrite, fresh=fresh)
+    return run_study(study, logger, overwrite=overwrite, fresh=fresh)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a study run treats its folder, for runs that share one (a calibration's rounds)."""
+
+    keep_other_parts: bool = False
+    """Keep part files of sets outside this run: other rounds reuse them."""
+    report: bool = True
+    """Draw plots and report.html at the end."""
+
+
+def run_study(
+    study: Study,
+    logger: RunLogger,
+    overwrite: bool = False,
+    fresh: bool = False,
+    options: RunOptions | None = None,
+) -> State[StudySummary]:
+    """Run a resolved study into its output folder (checked and locked here)."""
     sets = expand_parameters(study)
     check_ready(study, import_model=False)  # output, scheduler address, model: exit early
     batches = plan_batches(study, sets)
@@ -118,9 +145,9 @@ def simulation_study(
     identity = study_id(study, sets)
     check_output_dir(store, identity, overwrite)
     with output_lock(store):
-        if fresh or overwrite:
+        if fresh or (overwrite and not (options and options.keep_other_parts)):
             store.delete(PARTS_DIR)
-        return _run_study(study, sets, batches, store, identity, overwrite, logger)
+        return _run_study(study, sets, batches, store, identity, overwrite, logger, options)
 
 
 def _run_study(
@@ -131,7 +158,9 @@ def _run_study(
     identity: str,
     overwrite: bool,
     logger: RunLogger,
+    options: RunOptions | None = None,
 ) -> State[StudySummary]:
+    options = options or RunOptions()
     log_dir = str(store.local_log_dir(study.name))
     targets = load_targets(study)  # read once: the losses and targets.parquet agree
     flow_run_id = flow_run.get_id()
@@ -187,7 +216,8 @@ def _run_study(
     for unfinished in outcome.unfinished:  # a stalled study keeps what finished
         keep_finished([unfinished], parts, first_failures)
     write_results(store, parts.in_plan_order(), outcome.aggregates)
-    parts.remove_others()
+    if not options.keep_other_parts:
+        parts.remove_others()
     write_json(
         store,
         STUDY_FILE,
@@ -202,7 +232,9 @@ def _run_study(
     )
     message = final_message(outcome)
     logger.info(message)
-    ranking, report = analyse_and_report(store, study, sets, outcome.aggregates, targets, logger)
+    ranking, report = analyse_and_report(
+        store, study, sets, outcome.aggregates, targets, logger, draw_report=options.report
+    )
     notify(publish_aggregates_table, study, outcome.aggregates)
     markdown = summary_markdown(
         study, summary, first_failures.records, store,
@@ -225,6 +257,7 @@ def analyse_and_report(
     aggregates: list[ParameterSetAggregate],
     targets: Targets | None,
     logger: RunLogger,
+    draw_report: bool = True,
 ) -> tuple[pa.Table | None, str | None]:
     """Write the ranking, sensitivity and report files; return the ranking and the report.
 
@@ -235,6 +268,8 @@ def analyse_and_report(
         ranking = write_analysis(store, study, sets, aggregates, targets)
     except Exception:
         logger.exception("ranking and sensitivity not written (the results are)")
+    if not draw_report:
+        return ranking, None
     try:
         # Imported here: matplotlib is needed only now, after the study's memory peak.
         from simstudy.report import build_report

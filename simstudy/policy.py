@@ -68,7 +68,8 @@ class RunPolicy(BaseModel):
     )
     parameter_roots: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ROOTS),
-        description="Folders parameter files (parameters.file) must lie in.",
+        description="Folders parameter files (parameters.file) and observed data (targets.data) "
+        "must lie in.",
     )
     output_roots: list[str] = Field(
         default_factory=lambda: ["results"],
@@ -148,6 +149,7 @@ def check_study(policy: RunPolicy, study: Study) -> None:
             problems.append(
                 outside("parameter_roots", "parameters.file", path, policy.parameter_roots)
             )
+    problems += targets_problems(policy, study)
     problems += output_problems(policy, study.output_dir)
     address = study.execution.dask.address
     if address is not None and not any(fnmatchcase(address, p) for p in policy.dask_addresses):
@@ -165,6 +167,22 @@ def check_study(policy: RunPolicy, study: Study) -> None:
         )
     if problems:
         raise PolicyError(f"study {study.name}", problems)
+
+
+def targets_problems(policy: RunPolicy, study: Study) -> list[str]:
+    """Return why the study's observed data or loss functions are not allowed."""
+    if study.targets is None:
+        return []
+    problems = []
+    path = str(study.resolve(study.targets.data))
+    if not under_roots(path, policy.parameter_roots):
+        problems.append(outside("parameter_roots", "targets.data", path, policy.parameter_roots))
+    losses = study.targets.loss
+    for loss in losses.values() if isinstance(losses, dict) else [losses]:
+        # A loss 'module:function' is code that runs on the workers, as a model is.
+        if ":" in loss and not any(fnmatchcase(loss, pattern) for pattern in policy.models):
+            problems.append(f"models: targets.loss {loss!r} matches none of {policy.models}")
+    return problems
 
 
 def model_problems(policy: RunPolicy, study: Study) -> list[str]:

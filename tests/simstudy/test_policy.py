@@ -293,3 +293,27 @@ def test_an_absolute_output_root_allows_folders_below_it(tmp_path: Path) -> None
     os.makedirs(tmp_path / "results")
     policy = RunPolicy(output_roots=[str(tmp_path / "results")])
     check_study(policy, study_of(output=str(tmp_path / "results" / "demo")))
+
+
+@pytest.mark.parametrize(
+    "study_path", ["examples/seir-calibration.yaml", "examples/seir-calibrate.yaml"]
+)
+def test_default_policy_allows_the_shipped_analysis_examples(
+    in_repo: Path, study_path: str
+) -> None:
+    check_study(RunPolicy(), load_study(study_path))
+
+
+def test_observed_data_outside_the_roots_and_foreign_loss_code_are_refused(in_repo: Path) -> None:
+    study = study_of(
+        targets={
+            "data": "/etc/passwd",
+            "loss": {"attack_rate": "os:system", "peak_day": "mse_of_mean"},
+        }
+    )
+    message = refusal(check_study, RunPolicy(), study)
+    assert "parameter_roots: targets.data /etc/passwd is outside" in message
+    assert "models: targets.loss 'os:system' matches none of" in message
+    assert "root:" not in message
+    allowed = RunPolicy(parameter_roots=["/etc"], models=["simstudy.*", "os:system"])
+    check_study(allowed, study)

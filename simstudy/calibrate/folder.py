@@ -1,0 +1,95 @@
+"""A calibration's output folder: its identity, its trials, and what may be resumed.
+
+```
+results/seir-calibrate/
+  calibration.json   the study, its identity, status and final summary
+  optuna.journal     Optuna's journal: every trial asked and told (one writer: the flow)
+  trials.parquet     every trial: parameters, loss, loss_se, replicates, round, state
+  ranking.parquet    the complete trials, best first
+  simulations/       the rounds' studies; _parts/ caches every finished replicate
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+
+from simstudy.calibrate.trials import TrialRecord
+from simstudy.errors import OutputDirError
+from simstudy.location import OutputStore
+from simstudy.results import LOCK_FILE, LOGS_DIR, read_table
+from simstudy.spec import Study
+
+CALIBRATION_FILE = "calibration.json"
+JOURNAL_FILE = "optuna.journal"
+TRIALS_FILE = "trials.parquet"
+SIMULATIONS_DIR = "simulations"
+RECORD_FIELDS = ("trial", "round", "param_id", "state", "loss", "loss_se", "replicates",
+                 "allocation")  # fmt: skip
+
+
+def calibration_id(study: Study) -> str:
+    """Return the identity of a calibration: its study (execution aside) and its targets."""
+    document = study.model_dump(mode="json", exclude={"execution", "output", "base_dir"})
+    if study.targets is not None:
+        # The data's bytes, not its path: other observations make another search.
+        document["observed"] = hashlib.blake2b(
+            study.resolve(study.targets.data).read_bytes()
+        ).hexdigest()
+    text = json.dumps(document, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
+
+
+def check_calibration_dir(store: OutputStore, identity: str, overwrite: bool) -> None:
+    """Raise `OutputDirError` unless the folder is new, or holds this very calibration."""
+    if overwrite:
+        return
+    if not store.exists(CALIBRATION_FILE):
+        if store.entries() - {LOCK_FILE, LOGS_DIR}:
+            raise OutputDirError(
+                f"output {store} is not empty and holds no calibration; choose another "
+                "output or pass --overwrite"
+            )
+        return
+    with store.fs.open(store.path(CALIBRATION_FILE), "rb") as handle:
+        found = json.load(handle)
+    if found.get("calibration_id") != identity:
+        raise OutputDirError(
+            f"output {store} holds another calibration ({found.get('name')!r}: its study, "
+            "bounds, settings or targets differ); choose another output, or pass "
+            "--overwrite to start the search over (finished replicates are still reused)"
+        )
+
+
+def read_records(store: OutputStore) -> dict[int, TrialRecord]:
+    """Return the trials recorded by an earlier run of this calibration (none if new)."""
+    if not store.exists(TRIALS_FILE):
+        return {}
+    records = {}
+    for row in read_table(store, TRIALS_FILE).to_pylist():
+        params = {k: v for k, v in row.items() if k not in RECORD_FIELDS}
+        record = TrialRecord(**{k: row[k] for k in RECORD_FIELDS}, params=params)
+        records[record.trial] = record
+    return records
+
+
+def trials_ranking(records: list[TrialRecord], names: list[str]) -> pa.Table:
+    """Return the complete trials best first, laid out as a study's ranking.parquet."""
+    ranked = sorted(
+        (r for r in records if r.state == "complete" and r.loss is not None),
+        key=lambda r: (r.loss, r.trial),
+    )
+    columns: dict[str, pa.Array] = {
+        "rank": pa.array(range(1, len(ranked) + 1), pa.int64()),
+        "param_id": pa.array([r.param_id for r in ranked], pa.string()),
+        "index": pa.array([r.trial for r in ranked], pa.int64()),  # the trial number
+        "status": pa.array(["ok"] * len(ranked), pa.string()),
+        "loss": pa.array([r.loss for r in ranked], pa.float64()),
+        "loss_se": pa.array([r.loss_se for r in ranked], pa.float64()),
+    }
+    for name in names:
+        columns[name] = pa.array([r.params.get(name) for r in ranked])
+    return pa.table(columns)

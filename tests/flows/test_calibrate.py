@@ -1,0 +1,157 @@
+"""Calibration end to end: seeded and layout-independent, failures told, adaptive, resumable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from flows.study import simulation_study
+from simstudy.calibrate.folder import JOURNAL_FILE, TRIALS_FILE
+from simstudy.identity import replicate_seed
+from tests.support.faulty import executions
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api_url")]
+
+REPO = Path(__file__).parents[2]
+SEED = 5
+
+
+def write_calibration(folder: Path, output: Path, *, target: str, **calibrate: Any) -> Path:
+    """Write a calibration of the faulty test model: y = 2a exactly, x is noise in [0, 1)."""
+    (folder / "observed.csv").write_text(f"output,value\n{target},{0.5 if target == 'x' else 3}\n")
+    settings = {"sampler": "random", "trials": 6, "parallel": 3, "seed": 2,
+                "replicates": {"min": 2, "max": 8}, **calibrate}  # fmt: skip
+    path = folder / "calibrate.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "calibrate",
+                "model": "tests.support.faulty:simulate",
+                "fixed": {"faults_file": str(folder / "faults.json"), "sleep_s": 0.0},
+                "parameters": {
+                    "sample": {
+                        "bounds": {"a": [0.0, 3.0], "behavior": {"choices": ["ok", "raise"]}}
+                    }
+                },
+                "calibrate": settings,
+                "targets": {"data": "observed.csv", "loss": "mse_of_mean"},
+                "seed": SEED,
+                "execution": {"retries": 0, "timeout_seconds": 20, "dask": {"n_workers": 2}},
+                "output": str(output),
+            }
+        )
+    )
+    (folder / "faults.json").write_text("{}")
+    return path
+
+
+def trials(output: Path) -> list[dict[str, Any]]:
+    return sorted(pq.read_table(output / TRIALS_FILE).to_pylist(), key=lambda r: r["trial"])
+
+
+@pytest.mark.timeout(420)
+def test_a_seeded_calibration_is_the_same_on_one_and_two_workers_and_tells_failures(
+    tmp_path: Path,
+) -> None:
+    path = write_calibration(tmp_path, tmp_path / "out", target="y")
+    results = []
+    for workers in (1, 2):
+        output = tmp_path / f"out-{workers}"
+        state = simulation_study(
+            study_path=str(path), output=str(output),
+            execution={"dask": {"n_workers": workers}}, return_state=True,
+        )  # fmt: skip
+        assert state.is_completed(), state.message
+        results.append(trials(output))
+    one, two = results
+    keys = ["trial", "round", "param_id", "state", "loss", "loss_se", "replicates", "a"]
+    assert [[r[k] for k in keys] for r in one] == [[r[k] for k in keys] for r in two]
+    assert len(one) == 6 and [r["round"] for r in one] == [1, 1, 1, 2, 2, 2]
+    failed = [r for r in one if r["behavior"] == "raise"]
+    complete = [r for r in one if r["behavior"] == "ok"]
+    assert failed and complete, "the seed should draw both behaviours"
+    assert all(r["state"] == "failed" and r["loss"] is None for r in failed)
+    assert all("replicates ok" in r["allocation"] for r in failed)  # the set's reason
+    for r in complete:  # y = 2a exactly: the loss is known, and no replicate noise
+        assert r["loss"] == pytest.approx((2 * r["a"] - 3) ** 2)
+        assert r["loss_se"] == 0.0
+        assert r["replicates"] == 2, "clearly ranked trials get no more replicates"
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "out-1" / JOURNAL_FILE)))
+    told = {t.number: t.state.name for t in optuna.load_study(
+        study_name="calibrate", storage=storage).trials}  # fmt: skip
+    assert told == {r["trial"]: "FAIL" if r in failed else "COMPLETE" for r in one}
+
+
+@pytest.mark.timeout(300)
+def test_trials_within_each_other_s_noise_get_more_replicates(tmp_path: Path) -> None:
+    # x is noise around 0.5 whatever a: every trial is within noise of the best one.
+    path = write_calibration(tmp_path, tmp_path / "out", target="x", trials=4, parallel=4)
+    state = simulation_study(study_path=str(path), return_state=True)
+    assert state.is_completed(), state.message
+    complete = [r for r in trials(tmp_path / "out") if r["state"] == "complete"]
+    assert complete
+    assert all(r["replicates"] == 8 for r in complete), [
+        (r["trial"], r["replicates"], r["allocation"]) for r in complete
+    ]
+    # Extending a trial ran only its new replicates: every seed ran once.
+    assert set(executions(tmp_path / "faults.json").values()) == {1}
+
+
+@pytest.mark.timeout(420)
+def test_a_calibration_killed_mid_round_resumes_without_repeating_finished_replicates(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
+    output = tmp_path / "out"
+    path = write_calibration(tmp_path, output, target="y", trials=6, parallel=3)
+    document = yaml.safe_load(path.read_text())
+    document["fixed"]["sleep_s"] = 0.3  # a round takes seconds: time to kill it inside one
+    path.write_text(yaml.safe_dump(document))
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
+    command = [sys.executable, "-m", "flows.cli", "run", str(path), "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    tree: set[int] = set()
+    deadline = time.monotonic() + 240
+    while not (output / TRIALS_FILE).exists():  # round 1 told: kill inside round 2
+        assert time.monotonic() < deadline and process.poll() is None, "round 1 never ended"
+        tree.update(p.pid for p in psutil.Process(process.pid).children(recursive=True))
+        time.sleep(0.1)
+    time.sleep(2.0)
+    tree.update(p.pid for p in psutil.Process(process.pid).children(recursive=True))
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    gone, alive = psutil.wait_procs([psutil.Process(p) for p in tree if psutil.pid_exists(p)],
+                                    timeout=30)  # fmt: skip
+    for leftover in alive:
+        leftover.kill()
+    assert not alive, "processes outlived the SIGKILLed calibration"
+    first = trials(output)
+    assert len(first) == 3
+
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = trials(output)
+    assert len(final) == 6 and [r["trial"] for r in final] == list(range(6))
+    assert [{k: r[k] for k in ("param_id", "loss")} for r in final[:3]] == [
+        {k: r[k] for k in ("param_id", "loss")} for r in first
+    ]
+    ran = executions(tmp_path / "faults.json")
+    for record in first:  # round 1 finished before the kill: none of it ran again
+        for replicate in range(record["replicates"]):
+            seed = replicate_seed(SEED, record["param_id"], replicate)
+            assert ran.get(seed) == 1, (record["trial"], replicate)
+    assert sum(n - 1 for n in ran.values()) <= 2 * 2, "only replicates in flight ran twice"
