@@ -20,7 +20,12 @@ from typing import Any
 from rich.console import Console
 
 from simstudy.analysis.targets import load_targets
-from simstudy.calibrate.folder import calibration_id, check_calibration_dir
+from simstudy.calibrate.folder import (
+    CALIBRATION_FILE,
+    calibration_id,
+    calibration_summary,
+    check_calibration_dir,
+)
 from simstudy.design import expand_parameters, sample_seed
 from simstudy.errors import OutputDirError, StudyError
 from simstudy.loading import load_study
@@ -29,7 +34,13 @@ from simstudy.locking import output_lock
 from simstudy.parts import PARTS_DIR, stored_replicates
 from simstudy.plan import plan_batches
 from simstudy.readiness import check_ready
-from simstudy.results import REPLICATES_FILE, REPORT_FILE, check_output_dir, study_id
+from simstudy.results import (
+    REPLICATES_FILE,
+    REPORT_FILE,
+    STUDY_FILE,
+    check_output_dir,
+    study_id,
+)
 from simstudy.spec import MAX_LOCAL_WORKERS, Study
 from simstudy.summary_table import ranking_summary, summary_table
 
@@ -81,11 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return validate_command(args.study)
         if args.command == "show":
-            store = OutputStore(args.output)
-            console.print(summary_table(store))
-            best = ranking_summary(store)
-            if best is not None:
-                console.print(best)
+            show_results(OutputStore(args.output), calibration=None)
             return EXIT_OK
         if args.command == "report":
             from simstudy.report import build_report  # matplotlib: only when a report is asked
@@ -168,6 +175,19 @@ def validate_command(path: str) -> int:
     return EXIT_OK
 
 
+def show_results(store: OutputStore, calibration: bool | None) -> None:
+    """Print a finished study's summary, or a calibration's; then the best sets by loss."""
+    if calibration is None:
+        calibration = store.exists(CALIBRATION_FILE) and not store.exists(STUDY_FILE)
+    if calibration:
+        console.print(calibration_summary(store), highlight=False)
+    else:
+        console.print(summary_table(store))
+    best = ranking_summary(store)
+    if best is not None:
+        console.print(best)
+
+
 def validate_calibration(study: Study) -> int:
     """Print a valid calibration: its search space, rounds, replicates and targets."""
     settings = study.calibrate
@@ -246,11 +266,8 @@ def run_command(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if interrupt.seen:
         raise KeyboardInterrupt
-    if store.exists(REPLICATES_FILE):
-        console.print(summary_table(store))
-        best = ranking_summary(store)
-        if best is not None:
-            console.print(best)
+    if store.exists(REPLICATES_FILE) or store.exists(CALIBRATION_FILE):
+        show_results(store, calibration=study.calibrate is not None)
     if store.exists(REPORT_FILE):
         console.print(f"report: {store.path(REPORT_FILE)}", highlight=False)
     elapsed = time.monotonic() - started

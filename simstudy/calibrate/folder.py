@@ -18,6 +18,7 @@ import json
 import pyarrow as pa
 
 from simstudy.calibrate.trials import TrialRecord
+from simstudy.display import format_number, format_parameters
 from simstudy.errors import OutputDirError
 from simstudy.location import OutputStore
 from simstudy.results import LOCK_FILE, LOGS_DIR, read_table
@@ -93,3 +94,29 @@ def trials_ranking(records: list[TrialRecord], names: list[str]) -> pa.Table:
     for name in names:
         columns[name] = pa.array([r.params.get(name) for r in ranked])
     return pa.table(columns)
+
+
+def calibration_summary(store: OutputStore) -> str:
+    """Return a finished calibration's headline from calibration.json, for the terminal."""
+    with store.fs.open(store.path(CALIBRATION_FILE), "rb") as handle:
+        document = json.load(handle)
+    lines = [f"calibration {document.get('name')}: {document.get('status')}"]
+    if "trials" in document:
+        lines.append(
+            f"{document['trials']} trials ({document['failed']} failed), "
+            f"{document['simulations']} simulations ({document['saved']} fewer than the "
+            "maximum replicates for every trial)"
+        )
+    best = document.get("best")
+    if best:
+        lines.append(
+            f"best trial {best['trial']} (round {best['round']}, {best['replicates']} "
+            f"replicates): loss {format_number(best['loss'])} +- "
+            f"{format_number(best['loss_se'])}, {format_parameters(best['params'])}"
+        )
+    importances = document.get("importances") or {}
+    if importances:
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
+        lines.append(f"parameter importances (Optuna): {shown}")
+    lines.append(f"output: {store}")
+    return "\n".join(lines)

@@ -18,6 +18,7 @@ import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from flows.cli import main
 from flows.study import simulation_study
 from simstudy.calibrate.folder import JOURNAL_FILE, TRIALS_FILE
 from simstudy.identity import replicate_seed
@@ -96,7 +97,9 @@ def test_a_seeded_calibration_is_the_same_on_one_and_two_workers_and_tells_failu
 
 
 @pytest.mark.timeout(300)
-def test_trials_within_each_other_s_noise_get_more_replicates(tmp_path: Path) -> None:
+def test_trials_within_each_other_s_noise_get_more_replicates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # x is noise around 0.5 whatever a: every trial is within noise of the best one.
     path = write_calibration(tmp_path, tmp_path / "out", target="x", trials=4, parallel=4)
     state = simulation_study(study_path=str(path), return_state=True)
@@ -108,6 +111,12 @@ def test_trials_within_each_other_s_noise_get_more_replicates(tmp_path: Path) ->
     ]
     # Extending a trial ran only its new replicates: every seed ran once.
     assert set(executions(tmp_path / "faults.json").values()) == {1}
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "out")]) == 0
+    shown = capsys.readouterr().out
+    assert "calibration calibrate: completed" in shown
+    assert f"best trial {min(complete, key=lambda r: r['loss'])['trial']} " in shown
+    assert "parameter sets by loss" in shown
 
 
 @pytest.mark.timeout(420)
