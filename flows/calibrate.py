@@ -55,6 +55,7 @@ from simstudy.location import OutputStore
 from simstudy.locking import output_lock
 from simstudy.results import (
     RANKING_FILE,
+    REPORT_FILE,
     now,
     read_table,
     write_json,
@@ -64,6 +65,8 @@ from simstudy.spec import Study
 
 BEST_TRIALS = 10
 """Trials in the table artifact of the best so far."""
+REPORT_TRIALS = 10
+"""Best trials whose fit to the targets the final report shows (simulations/report.html)."""
 
 
 def run_calibration(
@@ -127,8 +130,11 @@ class Calibration:
                     proposals = self.optimizer.ask(min(self.settings.parallel, remaining))
                 self._round(proposals, address)
                 update_progress_artifact(progress, self._percent())
+            report = self._report_best(address)
         self._write_outputs()
         message = self._final_message()
+        if report:
+            message += f"; the best trials' report: {report}"
         self.logger.info(message)
         self._write_document("completed", started)
         return Completed(message=message, data=self._summary())
@@ -165,6 +171,18 @@ class Calibration:
             self.optimizer.tell(proposal.number, record.loss, failed)
         self._write_outputs()
         self._log_round(number, len(proposals), stage)
+
+    def _report_best(self, address: str) -> str | None:
+        """Run the best trials again from the cache (nothing new runs) to report their fit."""
+        best = self._best()[:REPORT_TRIALS]
+        if not best:
+            return None
+        # Every one of them has at least this many replicates cached.
+        count = min(r.replicates for r in best)
+        study = self._round_study({r.param_id: r.params for r in best}, count, address)
+        calibration_round.with_options(flow_run_name="best-trials")(studies=[study], report=True)
+        folder = OutputStore(study.output_dir)
+        return folder.path(REPORT_FILE) if folder.exists(REPORT_FILE) else None
 
     def _simulate(self, replicates: dict[int, int], label: str, address: str) -> None:
         """Run trials with the given replicates, one study per replicate count; score them."""
@@ -293,10 +311,10 @@ def publish_best_trials(study: Study, rows: list[dict[str, str]], round_number: 
 
 # validate_parameters=False: the round's studies are built and validated by the calibration.
 @flow(name="calibration-round", validate_parameters=False)
-def calibration_round(studies: list[Study]) -> dict[str, dict[str, Any]]:
+def calibration_round(studies: list[Study], report: bool = False) -> dict[str, dict[str, Any]]:
     """Run some trials' studies (one per replicate count); return each set's loss by id/count."""
     logger = get_run_logger()
-    options = RunOptions(keep_other_parts=True, report=False)
+    options = RunOptions(keep_other_parts=True, report=report)
     scores: dict[str, dict[str, Any]] = {}
     for study in studies:
         state = run_study(study, logger, overwrite=True, options=options)

@@ -79,6 +79,22 @@ def test_failing_study_makes_watch_fail_and_names_the_error(served: Server, tmp_
     assert "RuntimeError: model failed on purpose" in summary
 
 
+@pytest.mark.timeout(400)
+def test_calibrate_deployment_runs_the_calibration_example(served: Server, tmp_path: Path) -> None:
+    output = tmp_path / "calibrate"
+    run = served.prefect(
+        "deployment", "run", "simulation-study/calibrate", "--param", f"output={output}",
+        "--watch", timeout=360,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    found = artifacts_of(served, flow_run_id(run.stdout))
+    assert found["state"].is_completed()  # type: ignore[attr-defined]
+    assert found["progress"].data == 100.0  # type: ignore[attr-defined]
+    assert '"rank": "1"' in found["table"].data  # type: ignore[attr-defined]
+    trials = pq.read_table(output / "trials.parquet").to_pylist()
+    assert len(trials) == 64 and all(t["state"] == "complete" for t in trials)
+
+
 @pytest.mark.timeout(120)
 def test_nightly_deployment_has_its_cron_schedule(served: Server) -> None:
     shown = served.prefect("deployment", "inspect", "simulation-study/nightly")
