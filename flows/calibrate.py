@@ -83,11 +83,15 @@ def run_calibration(
     identity = calibration_id(study)
     check_calibration_dir(store, identity, overwrite)
     with output_lock(store):
+        check_calibration_dir(store, identity, overwrite)  # another run may have come first
         if fresh or overwrite:
             for name in (JOURNAL_FILE, TRIALS_FILE, RANKING_FILE, CALIBRATION_FILE):
                 store.delete(name)
         if fresh:
             store.delete(SIMULATIONS_DIR)
+        if not store.exists(CALIBRATION_FILE):  # claimed before the journal is created
+            write_json(store, CALIBRATION_FILE, {"name": study.name, "calibration_id": identity,
+                                                 "status": "starting"})  # fmt: skip
         return Calibration(study, store, identity, logger).run()
 
 
@@ -103,6 +107,8 @@ class Calibration:
         self.logger = logger
         self.names = study.parameters.sample.names()
         self.records: dict[int, TrialRecord] = read_records(store)
+        self.stuck: set[int] = set()
+        """Trials whose extension failed: they keep their loss and replicates."""
         self.optimizer = Optimizer.open(
             store.local / JOURNAL_FILE,  # type: ignore[operator]  # local: checked above
             study.name,
@@ -132,12 +138,13 @@ class Calibration:
                 update_progress_artifact(progress, self._percent())
             report = self._report_best(address)
         self._write_outputs()
-        message = self._final_message()
+        summary = self._summary()
+        message = self._final_message(summary)
         if report:
             message += f"; the best trials' report: {report}"
         self.logger.info(message)
-        self._write_document("completed", started)
-        return Completed(message=message, data=self._summary())
+        self._write_document("completed", started, summary)
+        return Completed(message=message, data=summary)
 
     def _round(self, proposals: list[TrialProposal], address: str) -> None:
         number = max((r.round for r in self.records.values()), default=0) + 1
@@ -157,7 +164,9 @@ class Calibration:
             allocations = allocate(self._scores(), self.settings.min_replicates,
                                    self.settings.max_replicates)  # fmt: skip
             more = {
-                n: a for n, a in allocations.items() if a.replicates > self.records[n].replicates
+                n: a
+                for n, a in allocations.items()
+                if a.replicates > self.records[n].replicates and n not in self.stuck
             }
             self._note(allocations)
             if not more:
@@ -165,11 +174,13 @@ class Calibration:
             stage += 1
             self._simulate({n: a.replicates for n, a in more.items()},
                            f"{label}-more-{stage}", address)  # fmt: skip
+        # Recorded before told: a crash between the two reruns the round's untold trials
+        # from the cache, and no told trial is ever missing from trials.parquet.
+        self._write_outputs()
         for proposal in proposals:
             record = self.records[proposal.number]
             failed = None if record.state == "complete" else (record.allocation or "failed")
             self.optimizer.tell(proposal.number, record.loss, failed)
-        self._write_outputs()
         self._log_round(number, len(proposals), stage)
 
     def _report_best(self, address: str) -> str | None:
@@ -200,10 +211,17 @@ class Calibration:
             update: dict[str, Any] = {"replicates": count}
             if score is None or score["loss"] is None:
                 reason = (score or {}).get("reason") or "no loss: the round did not aggregate it"
-                update.update(state="failed", loss=None, loss_se=None, allocation=reason)
+                if record.state == "complete":
+                    # More replicates failed, not the trial: it keeps the loss it had, and is
+                    # not extended again (its failed replicates would fail again).
+                    self.stuck.add(number)
+                    update = {"allocation": f"kept at {record.replicates} replicates: "
+                              f"{count} failed ({reason})"}  # fmt: skip
+                else:
+                    update.update(state="failed", loss=None, loss_se=None, allocation=reason)
             else:
                 update.update(state="complete", loss=score["loss"], loss_se=score["loss_se"])
-            self.records[number] = record.model_copy(update=update)
+            self.records[number] = TrialRecord.model_validate({**record.model_dump(), **update})
 
     def _round_study(self, sets: dict[str, dict[str, Any]], count: int, address: str) -> Study:
         """Return the study of some trials at one replicate count, on the shared cluster."""
@@ -226,7 +244,7 @@ class Calibration:
     def _note(self, allocations: dict[int, Allocation]) -> None:
         for number, allocation in allocations.items():
             record = self.records[number]
-            if record.state == "complete":
+            if record.state == "complete" and number not in self.stuck:
                 self.records[number] = record.model_copy(update={"allocation": allocation.reason})
 
     def _best(self) -> list[TrialRecord]:
@@ -278,8 +296,7 @@ class Calibration:
             "importances": self.optimizer.importances(),
         }
 
-    def _final_message(self) -> str:
-        summary = self._summary()
+    def _final_message(self, summary: dict[str, Any]) -> str:
         best = summary["best"]
         lead = (
             f"best trial {best['trial']}: loss {format_number(best['loss'])} +- "
@@ -292,12 +309,13 @@ class Calibration:
             f"replicates for every trial); {lead}"
         )
 
-    def _write_document(self, status: str, started: str) -> None:
+    def _write_document(
+        self, status: str, started: str, summary: dict[str, Any] | None = None
+    ) -> None:
         write_json(self.store, CALIBRATION_FILE, {
             "name": self.study.name, "calibration_id": self.identity, "status": status,
             "study": self.study.model_dump(mode="json"), "started_at": started,
-            **({"finished_at": now().isoformat(), **self._summary()}
-               if status != "running" else {}),
+            **({"finished_at": now().isoformat(), **summary} if summary else {}),
         })  # fmt: skip
 
 

@@ -85,6 +85,14 @@ class ChoiceBound(SampleModel):
         repeated = [v for i, v in enumerate(values) if keys[i] in keys[:i]]
         if repeated:
             raise ValueError(f"choice {repeated[0]!r} appears more than once; list each once")
+        # A result column has one type: [1, "a"] could not be written as a parameter column.
+        kinds = {"boolean" if isinstance(v, bool) else "text" if isinstance(v, str) else "number"
+                 for v in values}  # fmt: skip
+        if len(kinds) > 1:
+            raise ValueError(
+                f"choices mix {' and '.join(sorted(kinds))} ({values}); give choices of one type "
+                "(write numbers as text, e.g. '1', to mix them with words)"
+            )
         return values
 
 

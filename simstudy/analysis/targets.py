@@ -168,11 +168,14 @@ def load_targets(study: Study) -> Targets | None:
     rows = _read_rows(path, where)
     outputs = _output_targets(rows, spec, where)
     problems = []
+    # A calibration's first runs of a trial have its smallest number of replicates.
+    fewest = study.calibrate.min_replicates if study.calibrate else study.replicates
+    field = "calibrate.replicates.min" if study.calibrate else "replicates"
     for target in outputs:
-        if target.loss in SPREAD_LOSSES and study.replicates < 2 and spec.dispersion is None:
+        if target.loss in SPREAD_LOSSES and fewest < 2 and spec.dispersion is None:
             problems.append(
                 f"targets.loss: {target.loss} (output {target.output!r}) needs the spread of "
-                f"at least 2 replicates, the study has {study.replicates}; raise replicates"
+                f"at least 2 replicates, the study has {fewest}; raise {field}"
                 + (" or give targets.dispersion" if target.loss == "negative_binomial" else "")
             )
     if problems:

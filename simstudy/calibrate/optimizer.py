@@ -66,6 +66,20 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
+def cut_torn_line(path: Path) -> None:
+    """Cut a journal back to its last complete line (a write a crash interrupted).
+
+    Optuna skips an unterminated last line when it reads, but appends the next line after
+    it: the two would then make one line it cannot parse, and the journal would never load.
+    """
+    if not path.exists():
+        return
+    with path.open("rb+") as journal:
+        data = journal.read()
+        if data and not data.endswith(b"\n"):
+            journal.truncate(data.rfind(b"\n") + 1)
+
+
 def build_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """Return the Optuna sampler called `name` in the study file, seeded with `seed`."""
     if name == "tpe":
@@ -130,6 +144,7 @@ class Optimizer:
                 "gives them the study's seed"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
+        cut_torn_line(path)
         storage = JournalStorage(JournalFileBackend(str(path)))
         study = optuna.create_study(
             storage=storage,

@@ -222,3 +222,38 @@ def test_memory_output_round_trip_and_resume(make_study: Callable[..., Study]) -
     assert {"study.json", "aggregates.parquet", "_parts"} <= store.entries()
     assert simulation_study(study=study, return_state=True).is_completed()
     assert read_study_json(store)["reused_replicates"] == 6
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("prefect_api_url")
+def test_changing_only_the_targets_or_the_loss_reuses_every_replicate(tmp_path: Path) -> None:
+    observed = tmp_path / "observed.csv"
+    observed.write_text("output,value\ny,3\n")
+    document = {
+        "name": "retarget",
+        "model": "tests.support.faulty:simulate",
+        "parameters": {"grid": {"a": [1.0, 2.0]}},
+        "replicates": 4,
+        "seed": 11,
+        "targets": {"data": "observed.csv", "loss": "mse_of_mean"},
+        "execution": {"dask": {"n_workers": 1}},
+        "output": str(tmp_path / "out"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert simulation_study(study_path=str(path), return_state=True).is_completed()
+    first = {
+        r["a"]: r["loss"] for r in pq.read_table(tmp_path / "out" / "ranking.parquet").to_pylist()
+    }
+    assert first == {1.0: pytest.approx(1.0), 2.0: pytest.approx(1.0)}  # y = 2a against 3
+
+    observed.write_text("output,value\ny,5\n")  # other data, another loss: same replicates
+    document["targets"]["loss"] = "mean_of_mse"
+    path.write_text(yaml.safe_dump(document))
+    assert simulation_study(study_path=str(path), return_state=True).is_completed()
+    study = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert study["reused_replicates"] == 8
+    second = {
+        r["a"]: r["loss"] for r in pq.read_table(tmp_path / "out" / "ranking.parquet").to_pylist()
+    }
+    assert second == {1.0: pytest.approx(9.0), 2.0: pytest.approx(1.0)}

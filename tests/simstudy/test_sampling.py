@@ -190,3 +190,11 @@ def test_a_dumped_study_validates_again(method: str) -> None:
     original = study(sample)
     assert type(original).model_validate_json(original.model_dump_json()) == original
     assert type(original).model_validate(original.model_dump(mode="json")) == original
+
+
+@pytest.mark.parametrize("choices", [[1, "a"], [True, 2], ["x", False]])
+def test_choices_of_mixed_types_are_refused(choices: list[Any]) -> None:
+    with pytest.raises(ValidationError, match="give choices of one type"):
+        SampleDesign.model_validate(
+            {"method": "random", "n": 4, "bounds": {"k": {"choices": choices}}}
+        )

@@ -185,3 +185,20 @@ def test_a_user_loss_module_that_does_not_exist_is_caught_before_anything_runs(
     with pytest.raises(StudyError, match="targets.loss: no module named 'no_such_module_here'"):
         check_ready(study, import_model=False)
     check_ready(study_with(tmp_path, "output,value\na,1\n", loss="json:dumps"), import_model=False)
+
+
+def test_a_calibration_s_spread_loss_needs_two_replicates_from_its_first_round(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "observed.csv").write_text("output,value\npeak,3\n")
+    study = validate_study(
+        {
+            "name": "c", "model": "simstudy.models.seir:simulate", "seed": 1,
+            "parameters": {"sample": {"bounds": {"beta": [0.1, 0.5]}}},
+            "calibrate": {"trials": 4, "replicates": {"min": 1, "max": 8}},
+            "targets": {"data": "observed.csv", "loss": "gaussian_nll"},
+            "base_dir": str(tmp_path),
+        }
+    )  # fmt: skip
+    with pytest.raises(StudyError, match=r"the study has 1; raise calibrate.replicates.min"):
+        load_targets(study)

@@ -168,3 +168,17 @@ def test_proposals_are_frozen() -> None:
     proposal = TrialProposal(0, {"beta": 0.2})
     with pytest.raises(AttributeError):
         proposal.number = 1  # type: ignore[misc]
+
+
+def test_a_torn_last_journal_line_is_cut_and_the_journal_keeps_loading(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.journal"
+    optimizer = Optimizer.open(path, "demo", settings(), SPACE)
+    for proposal in optimizer.ask(3):
+        optimizer.tell(proposal.number, loss(proposal.params), None)
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code": 4, "torn')  # a crash mid-write
+    reopened = Optimizer.open(path, "demo", settings(), SPACE)
+    assert path.read_bytes().startswith(whole) and b'"torn' not in path.read_bytes()
+    for proposal in reopened.ask(2):  # appended after a complete line: the journal still loads
+        reopened.tell(proposal.number, loss(proposal.params), None)
+    assert Optimizer.open(path, "demo", settings(), SPACE).told() == 5

@@ -18,7 +18,7 @@ def test_bounds_map_to_float_integer_and_categorical_distributions() -> None:
                 "gamma": {"low": 0.05, "high": 0.5, "log": True},
                 "days": {"low": 10, "high": 1000, "integer": True, "log": True},
                 "seats": {"low": 1, "high": 9, "integer": True},
-                "variant": {"choices": ["alpha", "delta", True, 2.5]},
+                "variant": {"choices": ["alpha", "delta", "omega"]},
             }
         }
     )
@@ -30,7 +30,7 @@ def test_bounds_map_to_float_integer_and_categorical_distributions() -> None:
     assert space["seats"] == IntDistribution(1, 9)
     days = space["days"]
     assert isinstance(days, IntDistribution) and isinstance(days.low, int)
-    assert space["variant"] == CategoricalDistribution(["alpha", "delta", True, 2.5])
+    assert space["variant"] == CategoricalDistribution(["alpha", "delta", "omega"])
 
 
 def test_trial_floats_are_rounded_as_sampled_designs_round_them() -> None:
