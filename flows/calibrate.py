@@ -55,7 +55,6 @@ from simstudy.location import OutputStore
 from simstudy.locking import output_lock
 from simstudy.results import (
     RANKING_FILE,
-    REPORT_FILE,
     now,
     read_table,
     write_json,
@@ -136,15 +135,30 @@ class Calibration:
                     proposals = self.optimizer.ask(min(self.settings.parallel, remaining))
                 self._round(proposals, address)
                 update_progress_artifact(progress, self._percent())
-            report = self._report_best(address)
+            self._report_best(address)
         self._write_outputs()
         summary = self._summary()
-        message = self._final_message(summary)
-        if report:
-            message += f"; the best trials' report: {report}"
-        self.logger.info(message)
         self._write_document("completed", started, summary)
+        message = self._final_message(summary)
+        report = self._report()
+        if report:
+            message += f"; report: {report}"
+        self.logger.info(message)
         return Completed(message=message, data=summary)
+
+    def _report(self) -> str | None:
+        """Write the calibration's report; a failure is logged and loses nothing."""
+        try:
+            # Imported here: matplotlib is needed only now.
+            from simstudy.report.calibration import build_calibration_report
+
+            return build_calibration_report(self.store)
+        except Exception as exc:
+            self.logger.exception(
+                "report not built (%s: %s); trials.parquet is written: rebuild it with "
+                "`simstudy report %s`", type(exc).__name__, exc, self.store,
+            )  # fmt: skip
+            return None
 
     def _round(self, proposals: list[TrialProposal], address: str) -> None:
         number = max((r.round for r in self.records.values()), default=0) + 1
@@ -183,17 +197,15 @@ class Calibration:
             self.optimizer.tell(proposal.number, record.loss, failed)
         self._log_round(number, len(proposals), stage)
 
-    def _report_best(self, address: str) -> str | None:
+    def _report_best(self, address: str) -> None:
         """Run the best trials again from the cache (nothing new runs) to report their fit."""
         best = self._best()[:REPORT_TRIALS]
         if not best:
-            return None
+            return
         # Every one of them has at least this many replicates cached.
         count = min(r.replicates for r in best)
         study = self._round_study({r.param_id: r.params for r in best}, count, address)
         calibration_round.with_options(flow_run_name="best-trials")(studies=[study], report=True)
-        folder = OutputStore(study.output_dir)
-        return folder.path(REPORT_FILE) if folder.exists(REPORT_FILE) else None
 
     def _simulate(self, replicates: dict[int, int], label: str, address: str) -> None:
         """Run trials with the given replicates, one study per replicate count; score them."""

@@ -95,9 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_results(OutputStore(args.output), calibration=None)
             return EXIT_OK
         if args.command == "report":
-            from simstudy.report import build_report  # matplotlib: only when a report is asked
+            # matplotlib is imported only when a report is asked for.
+            from simstudy.report import build_report
+            from simstudy.report.calibration import build_calibration_report
 
-            console.print(f"report: {build_report(OutputStore(args.output))}", highlight=False)
+            store = OutputStore(args.output)
+            calibration = store.exists(CALIBRATION_FILE) and not store.exists(STUDY_FILE)
+            built = build_calibration_report(store) if calibration else build_report(store)
+            console.print(f"report: {built}", highlight=False)
             return EXIT_OK
         return run_command(args)
     except (StudyError, OutputDirError) as exc:

@@ -136,6 +136,9 @@ def test_trials_within_each_other_s_noise_get_more_replicates(
     assert "calibration calibrate: completed" in shown
     assert f"best trial {min(complete, key=lambda r: r['loss'])['trial']} " in shown
     assert "parameter sets by loss" in shown
+    out = tmp_path / "out"
+    assert "calibration" in (out / "report.html").read_text()  # the search
+    assert "data:image/png" in (out / "simulations" / "report.html").read_text()  # the fit
 
 
 @pytest.mark.timeout(420)
