@@ -53,6 +53,7 @@ from simstudy.errors import StudyError
 from simstudy.identity import param_id
 from simstudy.location import OutputStore
 from simstudy.locking import output_lock
+from simstudy.readiness import check_ready
 from simstudy.results import (
     RANKING_FILE,
     now,
@@ -79,6 +80,7 @@ def run_calibration(
             [f"output: a calibration needs a local folder (Optuna's journal is a file), "
              f"not {store}"],
         )  # fmt: skip
+    check_ready(study, import_model=False)  # output, scheduler, model, targets: exit early
     identity = calibration_id(study)
     check_calibration_dir(store, identity, overwrite)
     with output_lock(store):
