@@ -88,6 +88,9 @@ def simulation_study(
 ) -> State[StudySummary]:
     """Run a simulation study on Dask: every replicate, every aggregate, the summary.
 
+    A study with `calibrate` runs as a sequential calibration instead (flows/calibrate.py):
+    rounds of trials, each a study of its own, in subflow runs named round-001, ...
+
     Args:
         study_path: Study file (YAML or JSON), relative to the working directory.
         study: The study itself, instead of a file.
