@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 from matplotlib.colors import LogNorm
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from simstudy.calibrate.folder import CALIBRATION_FILE, RECORD_FIELDS, TRIALS_FILE
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import OutputDirError
 from simstudy.location import OutputStore
-from simstudy.report.page import CSS, RANKED_ROWS, _e, _Figures, _table
-from simstudy.report.plots import LOG_COLOURS, MAX_PANELS, Plot, _figure, _png
+from simstudy.report import report_location
+from simstudy.report.page import RANKED_ROWS, _e, _Figures, _table, html_document
+from simstudy.report.plots import MAX_PANELS, Plot, _figure, _png, loss_norm, plain_ticks
 from simstudy.results import PLOTS_DIR, REPORT_FILE, read_table, write_text
 
 FAILED_TRIALS = 20
@@ -55,9 +55,7 @@ def build_calibration_report(store: OutputStore) -> str:
     for plot in plots:
         store.write_bytes(f"{PLOTS_DIR}/{plot.name}", plot.png)
     write_text(store, REPORT_FILE, calibration_page(document, trials, names, plots))
-    if store.local is not None:
-        return str(store.local / REPORT_FILE)
-    return f"{store.location.rstrip('/')}/{REPORT_FILE}"
+    return report_location(store)
 
 
 def search_progress(trials: list[dict[str, Any]]) -> Plot | None:
@@ -71,9 +69,9 @@ def search_progress(trials: list[dict[str, Any]]) -> Plot | None:
     ax.plot(numbers, losses, ".", color="0.6", label="trial")
     ax.step(numbers, np.minimum.accumulate(losses), where="post", color="tab:red",
             label="best so far")  # fmt: skip
-    if losses.min() > 0 and losses.max() > LOG_COLOURS * losses.min():
+    if loss_norm(losses) is not None:
         ax.set_yscale("log")
-        _plain_ticks(ax.yaxis)
+        plain_ticks(ax.yaxis)
     ax.set_xlabel("trial")
     ax.set_ylabel("loss")
     ax.legend(loc="best")
@@ -93,7 +91,7 @@ def trials_by_parameter(trials: list[dict[str, Any]], names: list[str]) -> Plot 
         return None
     figure, axes = _figure(panels=len(numeric))
     loss = np.array([t["loss"] for t in complete])
-    norm = _norm(loss)
+    norm = loss_norm(loss)
     scatter = None
     for ax, name in zip(axes, numeric, strict=False):
         x = [t["trial"] for t in complete]
@@ -119,7 +117,7 @@ def trials_by_pair(trials: list[dict[str, Any]], names: list[str]) -> Plot | Non
     figure, axes = _figure(panels=len(pairs))
     ordered = sorted(complete, key=lambda t: t["loss"], reverse=True)  # best drawn last
     loss = np.array([t["loss"] for t in ordered])
-    norm = _norm(loss)
+    norm = loss_norm(loss)
     scatter = None
     for ax, (a, b) in zip(axes, pairs, strict=False):
         scatter = ax.scatter([t[a] for t in ordered], [t[b] for t in ordered], c=loss,
@@ -200,23 +198,11 @@ def calibration_page(
             "<h2>Failed trials</h2>",
             _table(["trial", "round", *names, "allocation"], failed, "Why they failed"),
         ]
-    body = "\n".join(sections)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "img-src data:; style-src 'unsafe-inline'\">"
-        f"<title>{name}: calibration</title><style>{CSS}</style></head>\n"
-        f"<body>\n{body}\n</body></html>\n"
-    )
+    return html_document(f"{name}: calibration", sections)
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _norm(loss: np.ndarray) -> LogNorm | None:
-    # Losses far from the data dwarf the rest: a log scale shows the valley.
-    return LogNorm() if loss.min() > 0 and loss.max() > LOG_COLOURS * loss.min() else None
 
 
 def _colorbar(figure: Any, axes: list[Any], scatter: Any, norm: LogNorm | None) -> None:
@@ -224,10 +210,4 @@ def _colorbar(figure: Any, axes: list[Any], scatter: Any, norm: LogNorm | None) 
         return
     bar = figure.colorbar(scatter, ax=axes, shrink=0.8,
                           label="loss (log scale)" if norm is not None else "loss")  # fmt: skip
-    _plain_ticks(bar.ax.yaxis)
-
-
-def _plain_ticks(axis: Any) -> None:
-    # Math text is off (names are the user's), so log ticks are written as plain numbers.
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(NullFormatter())
+    plain_ticks(bar.ax.yaxis)

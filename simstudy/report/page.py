@@ -71,13 +71,18 @@ def render_page(data: ReportData, plots: Sequence[Plot], sensitivity: Sequence[P
         f'<p class="note">Files: {_e(str(data.store))}. Built by simstudy '
         f"{_e(data.study.get('versions', {}).get('simstudy', ''))}.</p>",
     ]
+    return html_document(f"{name}: results", sections)
+
+
+def html_document(title: str, sections: Sequence[str]) -> str:
+    """Return a whole page of the (escaped) title and the non-empty HTML sections."""
     body = "\n".join(section for section in sections if section)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         # No script, no network: the page is a document, safe to open from anywhere.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "img-src data:; style-src 'unsafe-inline'\">"
-        f"<title>{name}: results</title><style>{CSS}</style></head>\n"
+        f"<title>{title}</title><style>{CSS}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )
 

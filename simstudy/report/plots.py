@@ -257,16 +257,15 @@ def loss_pairs(data: ReportData) -> Plot | None:
     shown = pairs[:MAX_PANELS]
     figure, axes = _figure(panels=len(shown))
     loss = np.array([losses[pid] for pid in best])
-    # Losses far from the data dwarf the rest: a log scale shows the valley among the best.
-    logarithmic = bool(loss.min() > 0 and loss.max() > LOG_COLOURS * loss.min())
+    norm = loss_norm(loss)
+    logarithmic = norm is not None
     scatter = None
     for ax, (a, b) in zip(axes, shown, strict=False):
         if others:
             ax.plot(*_xy(data, others, a, b), ".", color="0.8", markersize=3)
         x, y = _xy(data, best, a, b)
         scatter = ax.scatter(
-            x[::-1], y[::-1], c=loss[::-1], cmap="viridis_r", s=14,
-            norm=LogNorm() if logarithmic else None,
+            x[::-1], y[::-1], c=loss[::-1], cmap="viridis_r", s=14, norm=norm,
         )  # fmt: skip
         ax.plot(x[0], y[0], "*", color="tab:red", markersize=11)
         ax.set_xlabel(a)
@@ -275,9 +274,7 @@ def loss_pairs(data: ReportData) -> Plot | None:
         bar = figure.colorbar(
             scatter, ax=axes, label="loss (log scale)" if logarithmic else "loss", shrink=0.8
         )
-        # Math text is off (names are the user's), so log ticks are plain numbers.
-        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        bar.ax.yaxis.set_minor_formatter(NullFormatter())
+        plain_ticks(bar.ax.yaxis)
     caption = (
         f"The {len(best)} best parameter sets for each pair of varied parameters, coloured by "
         "loss (yellow is best"
@@ -426,6 +423,18 @@ def _xy(data: ReportData, ids: list[str], a: str, b: str) -> tuple[np.ndarray, n
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def loss_norm(loss: np.ndarray) -> LogNorm | None:
+    """Return a log colour scale for losses spanning more than `LOG_COLOURS` times, else None."""
+    # Losses far from the data dwarf the rest: a log scale shows the valley among the best.
+    return LogNorm() if loss.min() > 0 and loss.max() > LOG_COLOURS * loss.min() else None
+
+
+def plain_ticks(axis: Any) -> None:
+    """Write an axis's ticks as plain numbers (math text is off: names are the user's)."""
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _log_scale(values: np.ndarray) -> bool:
