@@ -136,7 +136,7 @@ class Calibration:
                         break
                     proposals = self.optimizer.ask(min(self.settings.parallel, remaining))
                 self._round(proposals, address)
-                update_progress_artifact(progress, self._percent())
+                notify(publish_progress, progress, self._percent())
             self._report_best(address)
         self._write_outputs()
         summary = self._summary()
@@ -331,6 +331,11 @@ class Calibration:
             "study": self.study.model_dump(mode="json"), "started_at": started,
             **({"finished_at": now().isoformat(), **summary} if summary else {}),
         })  # fmt: skip
+
+
+def publish_progress(artifact: UUID, percent: float) -> None:
+    """Update the progress artifact of trials told."""
+    update_progress_artifact(artifact, percent)
 
 
 def publish_best_trials(study: Study, rows: list[dict[str, str]], round_number: int) -> None:
