@@ -36,9 +36,16 @@ from simstudy.aggregate import (
     without_rows,
 )
 from simstudy.analysis.targets import Targets
-from simstudy.batch import BatchResult, lost_replicate, statistics_only, summarize_batch
+from simstudy.batch import (
+    BatchResult,
+    batch_records,
+    lost_replicate,
+    statistics_only,
+    summarize_batch,
+)
 from simstudy.columns import records_from_bytes
 from simstudy.design import ParameterSet
+from simstudy.parts import PartWriter
 from simstudy.plan import Batch, aggregation_groups, plan_runs, run_label
 from simstudy.records import ReplicateRecord
 from simstudy.reruns import LostRun, contiguous_ranges, plan_rerun
@@ -122,8 +129,14 @@ class BatchProgress:
     failed_before_start: int = 0  # runs whose task raised before any replicate started
     lost_before_start: int = 0  # runs whose worker died before they began
     merged: bool = False  # a replicate's records of two executions were merged
+    provisional: set[int] = field(default_factory=set)  # ok records whose outputs may be lost
+    redone: dict[int, int] = field(default_factory=dict)  # replicate -> attempts run again
     finished: bool = False  # every replicate has its final record
     result: BatchResult | None = None  # kept (without outputs) until its set is aggregated
+
+    def other_executions(self, execution: str | None) -> bool:
+        """Return whether records of another execution than `execution` were seen."""
+        return any(ids - {execution} for ids in self.executions.values())
 
     def missing(self, piece: Batch) -> list[int]:
         """Return the replicates of `piece` without a record."""
@@ -177,6 +190,9 @@ class StudyOrchestrator:
     on_aggregate: Callable[[list[ParameterSetAggregate]], None] | None = None
     """Called with the aggregates of each aggregation group (consecutive sets)."""
     reused: dict[int, BatchResult] = field(default_factory=dict)
+    worker_parts: PartWriter | None = None
+    """Set when workers write the part files: first runs get a part to write, and the
+    flow receives records without outputs."""
     targets: Targets | None = None
     """Observed data, read once by the flow: every aggregation gets the same small object."""
     tracker: StudyTracker = field(init=False)
@@ -261,33 +277,58 @@ class StudyOrchestrator:
                     self._early_starts.setdefault(key, []).append(started)
             # A record is a result wherever it comes from, even a run already lost.
             records = message.get("records")
+            provisional = bool(message.get("provisional"))
+            execution = message.get("execution")
             for record in records_from_bytes(records, arrays=True) if records else ():
                 progress = self._progress_of(record.param_id, record.replicate)
                 if progress is not None and not progress.finished:
-                    self._accept(progress, record, message.get("execution"), message.get("key"))
+                    self._accept(progress, record, execution, message.get("key"), provisional)
 
     def _accept(
-        self, progress: BatchProgress, record: ReplicateRecord, execution: str | None, key: Any
+        self,
+        progress: BatchProgress,
+        record: ReplicateRecord,
+        execution: str | None,
+        key: Any,
+        provisional: bool = False,
     ) -> None:
-        """Keep a replicate's record; a second execution of it adds its attempts (lock held)."""
+        """Keep a replicate's record; a second execution of it adds its attempts (lock held).
+
+        A `provisional` record (ok, its outputs in a part its worker has not written yet)
+        never replaces one whose outputs are known, and is replaced by any such one.
+        """
         replicate = record.replicate
+        provisional = provisional and record.status == "ok"
         seen = progress.executions.setdefault(replicate, set())
         existing = progress.records.get(replicate)
+        was_provisional = replicate in progress.provisional
+        attempts: int | None = None
         if existing is None or execution is None:
-            progress.records[replicate] = record
+            new_wins = True
         elif execution in seen:
             # The same execution again (its result after its streamed record): the result
             # wins (a batch's own checks may fail a replicate), the executions counted stay.
+            new_wins = was_provisional or not provisional
             attempts = max(existing.attempts, record.attempts)
-            progress.records[replicate] = record.model_copy(update={"attempts": attempts})
         else:
             # Dask ran its task again (its result was lost with a worker before the flow
-            # fetched it): both executions count; an ok result wins over a failed one.
+            # fetched it): both executions count; a record with its outputs wins over a
+            # provisional one, an ok one over a failed one.
             prior = self._priors.get(str(key), {}).get((record.param_id, replicate), 0)
-            kept = record if existing.status != "ok" and record.status == "ok" else existing
+            if provisional != was_provisional:
+                new_wins = was_provisional
+            else:
+                new_wins = existing.status != "ok" and record.status == "ok"
             attempts = existing.attempts + record.attempts - prior
-            progress.records[replicate] = kept.model_copy(update={"attempts": attempts})
             progress.merged = True
+        kept = record if new_wins else cast(ReplicateRecord, existing)
+        if attempts is not None:
+            kept = kept.model_copy(update={"attempts": attempts})
+        progress.records[replicate] = kept
+        if provisional if new_wins else was_provisional:
+            progress.provisional.add(replicate)
+        else:
+            progress.provisional.discard(replicate)
         if execution is not None:
             seen.add(execution)
         self.tracker.replicate_finished(record.param_id, replicate, record.status)
@@ -373,6 +414,9 @@ class StudyOrchestrator:
                             for _, piece in run.pieces
                         ],
                         "careful": run.careful,
+                        "part": None
+                        if self.worker_parts is None or run.careful
+                        else self.worker_parts.target(run.pieces[0][0]),
                     },
                 )
                 for run, prior in zip(runs, priors, strict=True)
@@ -392,11 +436,13 @@ class StudyOrchestrator:
 
     def _prior_attempts(self, run: BatchRun) -> dict[tuple[str, int], int]:
         """Return (param_id, replicate) -> executions lost earlier, for the run's replicates."""
-        priors = {}
+        priors: dict[tuple[str, int], int] = {}
         for index, piece in run.pieces:
-            for r, n in self._progress[index].lost_executions.items():
-                if piece.start <= r < piece.stop:
-                    priors[(piece.param_id, r)] = n
+            progress = self._progress[index]
+            for lost in (progress.lost_executions, progress.redone):
+                for r, n in lost.items():
+                    if piece.start <= r < piece.stop:
+                        priors[(piece.param_id, r)] = priors.get((piece.param_id, r), 0) + n
         return priors
 
     def _watch(self, future: PrefectDaskFuture[Any]) -> None:
@@ -427,18 +473,38 @@ class StudyOrchestrator:
             self._rerun_unfinished(run, exc)
         else:
             assert results is not None
+            if results and results[0].part is not None and not self._whole_run(run, results):
+                # The flow needs the outputs of some of its batches: its part is not kept.
+                results = cast(PartWriter, self.worker_parts).read_back(results)
             with self._lock:
-                for (index, _), result in zip(run.pieces, results, strict=True):
+                for (index, piece), result in zip(run.pieces, results, strict=True):
                     progress = self._progress[index]
-                    if not progress.finished:
-                        for record in result.records:
-                            self._accept(progress, record, result.execution, run.key)
+                    if progress.finished:
+                        continue
+                    # The usual case, a whole batch run once, is written from the result's
+                    # columns as they came; otherwise records are assembled one by one.
+                    whole = piece == progress.batch and not progress.other_executions(
+                        result.execution
+                    )
+                    for record in result.records if whole else batch_records(result):
+                        self._accept(progress, record, result.execution, run.key)
         for position, (index, piece) in enumerate(run.pieces):
             progress = self._progress[index]
-            if len(progress.records) == progress.batch.size and not progress.finished:
+            complete = len(progress.records) == progress.batch.size and not progress.provisional
+            if complete and not progress.finished:
                 whole = results is not None and piece == progress.batch and not progress.merged
                 self._finish_batch(index, results[position] if whole and results else None)
         self._hand_on_finished()
+
+    def _whole_run(self, run: BatchRun, results: list[BatchResult]) -> bool:
+        """Return whether every batch of the run is taken whole from its result."""
+        with self._lock:
+            return all(
+                piece == self._progress[index].batch
+                and not self._progress[index].finished
+                and not self._progress[index].other_executions(result.execution)
+                for (index, piece), result in zip(run.pieces, results, strict=True)
+            )
 
     def _hand_on_finished(self) -> None:
         """Pass the batches just finished to `on_batches`, in runs contiguous in the plan."""
@@ -475,9 +541,37 @@ class StudyOrchestrator:
             charged = True
             lost = LostRun(missing, started, run.careful, worker_lost(exc))
             reruns.extend((index, a, b) for a, b in self._plan_rerun(index, lost, reason))
+        reruns = self._with_provisional(run, reruns)
         if reruns:  # reruns go ahead of first runs
             pieces = [(i, self._piece(i, a, b)) for i, a, b in reruns]
             self._pending.appendleft(BatchRun(pieces, careful=True))
+
+    def _with_provisional(
+        self, run: BatchRun, reruns: list[tuple[int, int, int]]
+    ) -> list[tuple[int, int, int]]:
+        """Add the lost run's provisional replicates to its reruns (uncharged): they finished,
+        but their outputs were to be written with the run's part, which is lost."""
+        if self.worker_parts is None:
+            return reruns
+        again: dict[int, set[int]] = {}
+        for index, start, stop in reruns:
+            again.setdefault(index, set()).update(range(start, stop))
+        with self._lock:
+            for index, piece in run.pieces:
+                progress = self._progress[index]
+                for replicate in sorted(progress.provisional):
+                    if piece.start <= replicate < piece.stop:
+                        progress.provisional.discard(replicate)
+                        attempts = progress.records.pop(replicate).attempts
+                        # They did run: the rerun's record counts these attempts too.
+                        progress.redone[replicate] = attempts
+                        self.tracker.replicate_unfinished(piece.param_id, replicate)
+                        again.setdefault(index, set()).add(replicate)
+        return [
+            (index, start, stop)
+            for index, replicates in sorted(again.items())
+            for start, stop in contiguous_ranges(sorted(replicates))
+        ]
 
     def _plan_rerun(self, index: int, lost: LostRun, reason: str) -> list[tuple[int, int]]:
         """Charge one batch's lost run; give up or isolate its replicates; return the rest."""
@@ -683,12 +777,19 @@ class StudyOrchestrator:
         if not abandoned:
             return StudyOutcome(aggregates, self._summarize(aggregates), stall_report)
         with self._lock:  # replicates of unfinished batches that did finish are kept too
-            unfinished = [
-                (i, p.batch, summarize_batch(piece, [p.records[r] for r in sorted(p.records)]))
+            kept = [
+                (i, p.batch, [p.records[r] for r in sorted(p.records) if r not in p.provisional])
                 for i, p in enumerate(self._progress)
-                if not p.finished and p.records
+                if not p.finished
+            ]
+            unfinished = [
+                (i, batch, summarize_batch(piece, records))
+                for i, batch, records in kept
+                if records
                 for piece in [
-                    p.batch.model_copy(update={"start": min(p.records), "stop": max(p.records) + 1})
+                    batch.model_copy(
+                        update={"start": records[0].replicate, "stop": records[-1].replicate + 1}
+                    )
                 ]
             ]
         summary = summarize_study(aggregates)

@@ -53,6 +53,7 @@ from simstudy.fingerprint import model_fingerprint
 from simstudy.loading import resolve_study
 from simstudy.location import OutputStore
 from simstudy.locking import output_lock
+from simstudy.memory import return_freed_memory
 from simstudy.parts import PARTS_DIR, PartWriter, read_parts
 from simstudy.plan import Batch, plan_batches
 from simstudy.policy import check_request, check_study
@@ -102,6 +103,7 @@ def simulation_study(
         fresh: Discard finished replicates of an earlier run instead of resuming.
     """
     logger = get_run_logger()
+    return_freed_memory()
     overrides = {
         "output": output,
         "replicates": replicates,
@@ -205,6 +207,7 @@ def _run_study(
             on_stall=lambda report: publish_stall_report(study, report, store, logger),
             on_batches=lambda finished: keep_finished(finished, parts, first_failures),
             reused=reused,
+            worker_parts=parts if study.execution.part_files == "workers" else None,
             targets=targets,
         )
         try:

@@ -7,8 +7,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from simstudy.columns import (
+    outputs_table,
+    records_table,
+    table_from_bytes,
+    table_records,
+    table_to_bytes,
+    with_outputs,
+)
 from simstudy.identity import replicate_seed
 from simstudy.plan import Batch
 from simstudy.records import ReplicateRecord, is_series, output_kinds
@@ -43,6 +52,42 @@ class BatchResult(BaseModel):
         description="Id of the task execution that produced it: a task Dask ran again "
         "(its result was lost with a worker) gets a new one, so no execution goes uncounted.",
     )
+    outputs: bytes | None = Field(
+        default=None,
+        description="The records' outputs as one Arrow IPC stream (a column per output, a "
+        "row per record, in order) when the batch travels as columns; its records then "
+        "carry no outputs.",
+    )
+    part: str | None = Field(
+        default=None,
+        description="The part file (name in the output) its worker wrote the batch to, when "
+        "workers write parts; its records then carry no outputs and `outputs` is None.",
+    )
+
+
+def as_columns(result: BatchResult) -> BatchResult:
+    """Return the batch with its outputs as Arrow columns and its records without them.
+
+    A task's result leaves the worker this way: one buffer per output instead of an
+    object per replicate, and the flow writes it to a part file without decoding it.
+    """
+    records = [record.model_copy(update={"outputs": {}}) for record in result.records]
+    data = table_to_bytes(outputs_table(result.records))
+    return result.model_copy(update={"records": records, "outputs": data})
+
+
+def batch_table(result: BatchResult) -> pa.Table:
+    """Return the batch's records and outputs as one table (see `simstudy.columns`)."""
+    if result.outputs is None:
+        return records_table(result.records)
+    return with_outputs(result.records, table_from_bytes(result.outputs))
+
+
+def batch_records(result: BatchResult) -> list[ReplicateRecord]:
+    """Return the batch's records with their outputs (series as arrays)."""
+    if result.outputs is None:
+        return result.records
+    return table_records(batch_table(result), arrays=True)
 
 
 def statistics_only(result: BatchResult) -> BatchResult:
@@ -53,7 +98,7 @@ def statistics_only(result: BatchResult) -> BatchResult:
     still walks every record of an aggregation's arguments (1,000 sets x 40 replicates:
     a fifth of the flow's time went into submitting aggregations).
     """
-    return result.model_copy(update={"records": []})
+    return result.model_copy(update={"records": [], "outputs": None, "part": None})
 
 
 def run_batch(

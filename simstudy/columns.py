@@ -45,10 +45,7 @@ TIMESERIES_SCHEMA = pa.schema(
 
 def records_table(records: list[ReplicateRecord]) -> pa.Table:
     """Return the records as one table: record fields, then one column per output."""
-    columns: dict[str, Any] = {
-        name: pa.array([getattr(r, name) for r in records], type=kind)
-        for name, kind in RECORD_COLUMNS
-    }
+    columns = _record_columns(records)
     names = sorted({name for r in records for name in r.outputs})
     for name in names:
         values = [r.outputs.get(name) for r in records]
@@ -57,6 +54,13 @@ def records_table(records: list[ReplicateRecord]) -> pa.Table:
             values = [v if is_series(v) else None for v in values]
         columns[OUTPUT_PREFIX + name] = pa.array(values, SERIES_TYPE if series else pa.float64())
     return pa.table(columns)
+
+
+def _record_columns(records: list[ReplicateRecord]) -> dict[str, Any]:
+    return {
+        name: pa.array([getattr(r, name) for r in records], type=kind)
+        for name, kind in RECORD_COLUMNS
+    }
 
 
 def table_records(table: pa.Table, arrays: bool = False) -> list[ReplicateRecord]:
@@ -82,16 +86,62 @@ def table_records(table: pa.Table, arrays: bool = False) -> list[ReplicateRecord
 
 def records_to_bytes(records: list[ReplicateRecord]) -> bytes:
     """Return the records as one Arrow IPC stream: compact for a message, no object per value."""
+    return table_to_bytes(records_table(records))
+
+
+def records_from_bytes(data: bytes, arrays: bool = False) -> list[ReplicateRecord]:
+    """Return the records of an Arrow IPC stream written by `records_to_bytes`."""
+    return table_records(table_from_bytes(data), arrays)
+
+
+def table_to_bytes(table: pa.Table) -> bytes:
+    """Return a table as one Arrow IPC stream."""
     sink = pa.BufferOutputStream()
-    table = records_table(records)
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue().to_pybytes())
 
 
-def records_from_bytes(data: bytes, arrays: bool = False) -> list[ReplicateRecord]:
-    """Return the records of an Arrow IPC stream written by `records_to_bytes`."""
-    return table_records(pa.ipc.open_stream(pa.py_buffer(data)).read_all(), arrays)
+def table_from_bytes(data: bytes) -> pa.Table:
+    """Return the table of an Arrow IPC stream written by `table_to_bytes`."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def outputs_table(records: list[ReplicateRecord]) -> pa.Table:
+    """Return the records' output columns only (one row per record, in order)."""
+    table = records_table(records)
+    return table.drop_columns([name for name, _ in RECORD_COLUMNS])
+
+
+def with_outputs(records: list[ReplicateRecord], outputs: pa.Table) -> pa.Table:
+    """Return the records' table (their own fields) with the given output columns."""
+    columns = _record_columns(records)
+    columns.update((name, outputs.column(name)) for name in outputs.column_names)
+    return pa.table(columns)
+
+
+def concat_record_tables(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate records tables whose outputs may differ, as `records_table` would.
+
+    An output missing from a table is null there; a scalar where another table has a
+    series is left out (null), as in the result files.
+    """
+    kinds: dict[str, pa.DataType] = {}
+    for table in tables:
+        for field in table.schema:
+            if field.name.startswith(OUTPUT_PREFIX) and kinds.get(field.name) != SERIES_TYPE:
+                kinds[field.name] = SERIES_TYPE if pa.types.is_list(field.type) else pa.float64()
+    schema = pa.schema([*RECORD_COLUMNS, *sorted(kinds.items())])
+    aligned = []
+    for table in tables:
+        columns = [
+            table.column(name)
+            if name in table.column_names and table.schema.field(name).type == kind
+            else pa.nulls(table.num_rows, kind)
+            for name, kind in zip(schema.names, schema.types, strict=True)
+        ]
+        aligned.append(pa.Table.from_arrays(columns, schema=schema))
+    return pa.concat_tables(aligned)
 
 
 def _series_arrays(column: pa.ChunkedArray) -> list[np.ndarray | None]:
@@ -100,9 +150,9 @@ def _series_arrays(column: pa.ChunkedArray) -> list[np.ndarray | None]:
     offsets = series.offsets.to_numpy()
     flat = series.values.to_numpy(zero_copy_only=False)
     valid = series.is_valid().to_numpy(zero_copy_only=False)
-    return [
-        flat[offsets[i] : offsets[i + 1]].copy() if valid[i] else None for i in range(len(series))
-    ]
+    # Views of one buffer, not a copy each: thousands of 3 KB allocations a second
+    # fragmented the flow's heap; the buffer goes when the last of its records does.
+    return [flat[offsets[i] : offsets[i + 1]] if valid[i] else None for i in range(len(series))]
 
 
 def scalar_outputs(schema: pa.Schema) -> list[str]:

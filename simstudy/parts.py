@@ -22,9 +22,16 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
 
-from simstudy.batch import BatchResult, summarize_batch
-from simstudy.columns import RECORD_COLUMNS, records_table, table_records
+from simstudy.batch import BatchResult, batch_table, summarize_batch
+from simstudy.columns import (
+    OUTPUT_PREFIX,
+    RECORD_COLUMNS,
+    concat_record_tables,
+    table_records,
+    table_to_bytes,
+)
 from simstudy.fingerprint import replicate_cache_key
 from simstudy.location import OutputStore
 from simstudy.plan import Batch
@@ -36,6 +43,32 @@ logger = logging.getLogger(__name__)
 
 PART_SCHEMA = pa.schema([*RECORD_COLUMNS, (CACHE_KEY, pa.string())])
 """The columns every part has; one column per model output follows them."""
+
+
+class PartTarget(BaseModel):
+    """Where a worker writes the part file of a run it finished (workers write parts)."""
+
+    location: str = Field(description="The study's output: a folder or an fsspec URL.")
+    fingerprint: str = Field(description="The model's fingerprint, for the cache keys.")
+    prefix: str = Field(description="The part's name without its execution suffix.")
+
+    def write(self, results: list[BatchResult], execution: str) -> str:
+        """Write the run's batches as one part file; return its name in the output."""
+        name = f"{self.prefix}-{execution[:8]}.parquet"
+        write_table(OutputStore(self.location), name, part_table(results, self.fingerprint))
+        return name
+
+
+def part_table(results: list[BatchResult], fingerprint: str) -> pa.Table:
+    """Return the batches' records and outputs as a part: with each replicate's cache key."""
+    table = concat_record_tables([batch_table(result) for result in results])
+    keys = [
+        replicate_cache_key(fingerprint, param_id, seed)
+        for param_id, seed in zip(
+            table.column("param_id").to_pylist(), table.column("seed").to_pylist(), strict=True
+        )
+    ]
+    return table.add_column(len(RECORD_COLUMNS), CACHE_KEY, pa.array(keys, pa.string()))
 
 
 class PartWriter:
@@ -50,15 +83,46 @@ class PartWriter:
         self.written: list[tuple[int, str]] = []  # (first batch index, part name)
 
     def write(self, batches: list[tuple[int, Batch, BatchResult]]) -> None:
-        """Write batches contiguous in the plan (given in order) as one part file."""
-        first = batches[0][0]
-        records = [record for _, _, result in batches for record in result.records]
-        table = records_table(records)
-        keys = [replicate_cache_key(self.fingerprint, r.param_id, r.seed) for r in records]
-        table = table.add_column(len(RECORD_COLUMNS), CACHE_KEY, pa.array(keys, pa.string()))
-        name = f"{PARTS_DIR}/{first:07d}-{self.token}.parquet"
-        write_table(self.store, name, table)
-        self.written.append((first, name))
+        """Write batches contiguous in the plan (given in order) as one part file.
+
+        Batches a worker already wrote (`BatchResult.part`) are only remembered: the
+        orchestrator hands them on whole, every batch of that part and nothing else.
+        """
+        own = [(index, result) for index, _, result in batches if result.part is None]
+        known = {name for _, name in self.written}
+        for index, _, result in batches:
+            if result.part is not None and result.part not in known:
+                known.add(result.part)
+                self.written.append((index, result.part))
+        if own:
+            assert len(own) == len(batches), "a part holds batches of one writer"
+            name = f"{PARTS_DIR}/{own[0][0]:07d}-{self.token}.parquet"
+            write_table(self.store, name, part_table([r for _, r in own], self.fingerprint))
+            self.written.append((own[0][0], name))
+
+    def target(self, first: int) -> PartTarget:
+        """Return where a worker writes the part of a run whose first planned batch is `first`."""
+        prefix = f"{PARTS_DIR}/{first:07d}-{self.token}-w"
+        return PartTarget(location=self.store.location, fingerprint=self.fingerprint, prefix=prefix)
+
+    def read_back(self, results: list[BatchResult]) -> list[BatchResult]:
+        """Return a worker-written run's batches with their outputs, read from its part."""
+        table = read_table(self.store, str(results[0].part))
+        outputs = [name for name in table.column_names if name.startswith(OUTPUT_PREFIX)]
+        backed = []
+        for result in results:
+            rows = table.filter(
+                pc.and_(
+                    pc.equal(table.column("param_id"), result.param_id),
+                    pc.and_(
+                        pc.greater_equal(table.column("replicate"), result.start),
+                        pc.less(table.column("replicate"), result.stop),
+                    ),
+                )
+            ).sort_by("replicate")
+            data = table_to_bytes(rows.select(outputs))
+            backed.append(result.model_copy(update={"outputs": data, "part": None}))
+        return backed
 
     def in_plan_order(self) -> list[str]:
         """Return the parts written, in plan order (they hold disjoint batches)."""

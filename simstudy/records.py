@@ -106,17 +106,3 @@ def output_kinds(outputs: Mapping[str, OutputValue]) -> dict[str, str]:
 def is_series(value: Any) -> bool:
     """Return whether an output value is a series (a list, or an array in the flow)."""
     return isinstance(value, list | np.ndarray)
-
-
-def compact_outputs(record: ReplicateRecord) -> ReplicateRecord:
-    """Return the record with its series as float64 arrays: one object, not one per point.
-
-    Used where many records wait in memory (the flow) or travel (a task's result): a
-    365-point series is ~3 KB as an array, ~12 KB as a list of Python floats, and a flow
-    holding thousands of lists fragments its heap.
-    """
-    outputs = {
-        name: np.asarray(value, dtype=np.float64) if isinstance(value, list) else value
-        for name, value in record.outputs.items()
-    }
-    return record.model_copy(update={"outputs": outputs})

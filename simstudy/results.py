@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import platform
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -267,8 +268,10 @@ def write_results(
         for name in parts:
             table = _refuse(read_table(store, name), refused)
             replicates.write_table(replicates_view(table, schema))
-            long = timeseries_view(table)
-            if long is not None:
+            for rows in series_slices(table):
+                long = timeseries_view(rows)
+                if long is None:
+                    continue  # no series here (or only failed replicates)
                 if series is None:
                     handle = files.enter_context(store.open_write(TIMESERIES_FILE))
                     series = pq.ParquetWriter(handle, long.schema)
@@ -280,6 +283,24 @@ def write_results(
     ):
         if aggregate_table is not None:
             write_table(store, file_name, aggregate_table)
+
+
+SERIES_POINTS_PER_WRITE = 65_536
+"""Time points turned into long rows at once: the long form repeats each replicate's ids on
+every point (a 2,500-replicate part of 365-point series was ~450 MB at once, in one piece)."""
+
+
+def series_slices(table: pa.Table) -> Iterator[pa.Table]:
+    """Yield the part's rows in slices of about `SERIES_POINTS_PER_WRITE` series points."""
+    points = sum(
+        pc.sum(pc.list_value_length(table.column(field.name))).as_py() or 0
+        for field in table.schema
+        if field.name.startswith(OUTPUT_PREFIX) and pa.types.is_list(field.type)
+    )
+    per_row = max(1, points // max(1, table.num_rows))
+    step = max(1, SERIES_POINTS_PER_WRITE // per_row)
+    for start in range(0, max(1, table.num_rows), step):
+        yield table.slice(start, step)
 
 
 def _refuse(table: pa.Table, refused: dict[str, str]) -> pa.Table:

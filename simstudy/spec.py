@@ -365,6 +365,13 @@ class Execution(StudyModel):
         "least 128 MiB): a model over it fails its replicate saying so. Process and "
         "subprocess runners only. Default: none (the worker's memory_limit still applies).",
     )
+    part_files: Literal["flow", "workers"] = Field(
+        default="flow",
+        description="Who writes the part files of finished batches: 'flow' (the workers "
+        "send every output to the flow) or 'workers' (each worker writes its runs' parts "
+        "straight to the output, which every worker must reach, and the flow receives "
+        "statistics and record fields only). See README, 'Storage'.",
+    )
     max_resubmits: int = Field(
         default=2,
         ge=0,
@@ -613,6 +620,12 @@ class Study(StudyModel):
                     f"parameters.sample.bounds and fixed both set {overlap}: a parameter is "
                     "either fixed or sampled; remove it from one of them"
                 )
+        if self.execution.part_files == "workers" and (self.output or "").startswith("memory:"):
+            raise ValueError(
+                "execution.part_files is 'workers' but output is a memory:// URL, which each "
+                "process has its own of: the flow would not see the workers' parts; use a "
+                "folder, a file:// or a shared URL (s3://...), or part_files: flow"
+            )
         return self
 
     @model_validator(mode="after")

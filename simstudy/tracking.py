@@ -61,6 +61,11 @@ class StudyTracker:
                 self._finished[key] = status
                 self._last_progress = time.monotonic()
 
+    def replicate_unfinished(self, param_id: str, replicate: int) -> None:
+        """Forget a finished replicate that will run again (its outputs were lost)."""
+        with self._lock:
+            self._finished.pop((param_id, replicate), None)
+
     def batch_finished(self, batch: Batch) -> None:
         """Fold a finished batch's replicates into counts: memory per batch, not per replicate."""
         with self._lock:

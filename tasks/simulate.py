@@ -15,10 +15,11 @@ import distributed
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
-from simstudy.batch import BatchResult, run_batch
+from simstudy.batch import BatchResult, as_columns, run_batch
 from simstudy.columns import records_to_bytes
+from simstudy.parts import PartTarget
 from simstudy.plan import Batch
-from simstudy.records import ReplicateRecord, compact_outputs
+from simstudy.records import ReplicateRecord
 from simstudy.spec import Study
 
 OUTER_TIMEOUT_MARGIN_SECONDS = 60.0
@@ -63,7 +64,9 @@ ACKNOWLEDGED_REPORT_SECONDS = 0.25
 (~1-2 ms, under 1% of its time): if its worker dies next, its result is not lost with it."""
 
 
-def replicate_reporter(topic: str | None, careful: bool = False) -> ReplicateReporter | None:
+def replicate_reporter(
+    topic: str | None, careful: bool = False, with_outputs: bool = True
+) -> ReplicateReporter | None:
     """Return a callback sending finished replicates' records to the flow as Dask events."""
     if topic is None:
         return None
@@ -71,7 +74,7 @@ def replicate_reporter(topic: str | None, careful: bool = False) -> ReplicateRep
         worker = distributed.get_worker()
     except ValueError:
         return None
-    return ReplicateReporter(worker, topic, careful=careful)
+    return ReplicateReporter(worker, topic, careful=careful, with_outputs=with_outputs)
 
 
 class ReplicateReporter:
@@ -90,11 +93,15 @@ class ReplicateReporter:
         topic: str,
         interval: float = PROGRESS_EVENT_SECONDS,
         careful: bool = False,
+        with_outputs: bool = True,
     ):
         self.worker = worker
         self.topic = topic
         self.interval = interval
         self.careful = careful
+        # Without outputs (the worker writes its part), a record is provisional: the flow
+        # counts it, and runs it again if the run is lost before its part is written.
+        self.with_outputs = with_outputs
         self.execution = uuid.uuid4().hex
         # The flow maps a start to the run reporting it; records carry their own identity.
         self.key = str(worker.get_current_task())
@@ -143,7 +150,11 @@ class ReplicateReporter:
         # Records travel as one Arrow buffer: as Python objects, a 365-point series is 365
         # floats decoded again by the scheduler and the client (~0.7 GB of the flow
         # process's peak for 100 x 1,000 such replicates).
-        return {"key": self.key, "execution": self.execution, "records": records_to_bytes(records)}
+        if not self.with_outputs:
+            records = [record.model_copy(update={"outputs": {}}) for record in records]
+        data = records_to_bytes(records)
+        message = {"key": self.key, "execution": self.execution, "records": data}
+        return message if self.with_outputs else {**message, "provisional": True}
 
     def _send_now(self, message: dict[str, Any]) -> None:
         # Client.log_event waits for the scheduler's reply; the deadline keeps a lost
@@ -170,13 +181,15 @@ def simulate_batch(
     progress_topic: str | None = None,
     prior_attempts: list[dict[int, int]] | None = None,
     careful: bool = False,
+    part: PartTarget | None = None,
 ) -> list[BatchResult]:
     """Run batches of replicates (one task run) on this worker, reporting each finished one.
 
     `label` names the task run (see `simstudy.plan.run_label`); `prior_attempts` has one
-    mapping per batch.
+    mapping per batch. With a `part`, the worker writes the run's records and outputs to
+    that part file and returns the records without outputs: the flow gets statistics.
     """
-    reporter = replicate_reporter(progress_topic, careful)
+    reporter = replicate_reporter(progress_topic, careful, with_outputs=part is None)
     execution = reporter.execution if reporter is not None else uuid.uuid4().hex
     worker = current_worker()
     results = []
@@ -194,8 +207,10 @@ def simulate_batch(
             prior_attempts=prior,
         )
         result.execution = execution
-        result.records = [compact_outputs(record) for record in result.records]
-        results.append(result)
+        results.append(as_columns(result))
+    if part is not None:
+        name = part.write(results, execution)
+        results = [r.model_copy(update={"outputs": None, "part": name}) for r in results]
     return results
 
 

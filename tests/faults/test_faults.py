@@ -22,6 +22,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.study import simulation_study
 from simstudy.spec import Study
+from tests.support.faulty import executions
 from tests.support.outputs import FaultyStudy, rows_by_replicate
 
 pytestmark = [
@@ -83,8 +84,9 @@ def test_always_hanging_replicate_is_tolerated_below_min_success(faulty_study: F
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("part_files", ["flow", "workers"])
 def test_sigkilled_worker_loses_and_duplicates_nothing(
-    faulty_study: FaultyStudy, cluster: tuple[LocalCluster, Client]
+    faulty_study: FaultyStudy, cluster: tuple[LocalCluster, Client], part_files: str
 ) -> None:
     local, client = cluster
     study, ids = faulty_study(
@@ -92,7 +94,11 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(
         parameters={"grid": {"a": [1.0, 2.0, 3.0, 4.0]}},
         replicates=12,
         fixed={"sleep_s": 0.25},
-        execution={"batch_size": 3, "dask": {"address": local.scheduler_address}},
+        execution={
+            "batch_size": 3,
+            "part_files": part_files,
+            "dask": {"address": local.scheduler_address},
+        },
     )
     killed: list[float] = []
 
@@ -122,6 +128,16 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(
     rows = rows_by_replicate(study)
     assert set(rows) == {(pid, r) for pid in ids for r in range(12)}
     assert {r["status"] for r in rows.values()} == {"ok"}
+    # Each replicate's attempts count its executions: with parts written by the workers,
+    # those the killed run had finished ran again (their part was lost with it).
+    ran = executions(study.fixed["faults_file"])
+    assert {key: row["attempts"] for key, row in rows.items()} == {
+        key: ran[row["seed"]] for key, row in rows.items()
+    }
+    # Every replicate has its own outputs, in design order.
+    in_order = sorted(rows, key=lambda key: (ids.index(key[0]), key[1]))
+    table = pq.read_table(Path(study.output_dir) / "replicates.parquet")
+    assert table.column("x").to_pylist() == [(rows[k]["seed"] % 1000) / 1000.0 for k in in_order]
 
 
 @pytest.mark.timeout(120)

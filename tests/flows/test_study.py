@@ -107,7 +107,7 @@ def test_hung_and_chatty_replicates_cannot_freeze_the_study(
     assert sum(r["status"] == "ok" for r in rows.values()) == 7
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_same_study_same_results_on_any_layout_and_batch_size(
     make_study: Callable[..., Study], tmp_path: Path
 ) -> None:
@@ -116,6 +116,8 @@ def test_same_study_same_results_on_any_layout_and_batch_size(
         # Runs of 3 over sets of 5 replicates: two of the four runs hold two sets each.
         {"batch_size": 3, "dask": {"n_workers": 2, "threads_per_worker": 2}},
         {"batch_size": "auto", "dask": {"n_workers": 2}},  # one run holds the whole study
+        # Workers write their runs' parts; the flow gets statistics and record fields.
+        {"batch_size": 3, "part_files": "workers", "dask": {"n_workers": 2}},
     ]
     files = []
     for i, execution in enumerate(layouts):

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from simstudy.batch import run_batch
+from simstudy.batch import as_columns, batch_records, batch_table, run_batch
+from simstudy.columns import concat_record_tables, records_table
 from simstudy.design import expand_parameters
 from simstudy.fingerprint import model_fingerprint
 from simstudy.location import OutputStore
@@ -123,3 +124,41 @@ def test_command_model_fingerprint_covers_the_program(
     before = model_fingerprint(study)
     program.write_text("print('{\"x\": 1}')\n")
     assert model_fingerprint(study) != before
+
+
+def test_a_part_a_worker_wrote_is_kept_whole_or_read_back(study: Study, tmp_path: Path) -> None:
+    batches = plan_batches(study, expand_parameters(study))[:2]
+    results = [as_columns(run_batch(study, b, "w", tmp_path)) for b in batches]
+    writer = PartWriter(OutputStore(tmp_path), model_fingerprint(study))
+    name = writer.target(0).write(results, execution="e" * 32)
+    sent = [r.model_copy(update={"outputs": None, "part": name}) for r in results]
+    # Only statistics and record fields travel: the outputs are in the part.
+    assert all(r.outputs is None and all(not rec.outputs for rec in r.records) for r in sent)
+    # Read back, each batch has its own outputs again, as if it had never left.
+    for original, again in zip(results, writer.read_back(sent), strict=True):
+        assert again.part is None
+        assert batch_table(again).equals(batch_table(original))
+        assert [r.outputs["x"] for r in batch_records(again)] == [
+            r.outputs["x"] for r in batch_records(original)
+        ]
+    writer.write([(0, batches[0], sent[0]), (1, batches[1], sent[1])])
+    assert writer.in_plan_order() == [name]  # remembered once, not written again
+    stored = read_parts(OutputStore(tmp_path), model_fingerprint(study))
+    assert sorted(stored.index) == sorted(
+        (b.param_id, r) for b in batches for r in range(b.start, b.stop)
+    )
+
+
+def test_parts_of_batches_with_other_outputs_have_every_column(
+    study: Study, tmp_path: Path
+) -> None:
+    batch = plan_batches(study, expand_parameters(study))[0]
+    result = run_batch(study, batch, "w", tmp_path)
+    scalar_only = [r.model_copy(update={"outputs": {"x": 1.0, "z": 2.0}}) for r in result.records]
+    failed = [r.model_copy(update={"status": "failed", "outputs": {}}) for r in result.records]
+    tables = [batch_table(as_columns(result))]
+    tables += [records_table(scalar_only), records_table(failed)]
+    table = concat_record_tables(tables)
+    assert table.column_names[-4:] == ["output:series", "output:x", "output:y", "output:z"]
+    assert table.column("output:x").to_pylist()[-2 * batch.size :: batch.size] == [1.0, None]
+    assert table.column("output:series").null_count == 2 * batch.size

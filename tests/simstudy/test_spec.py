@@ -98,6 +98,17 @@ def test_thread_runner_warns_that_it_cannot_time_out() -> None:
         validate_study(with_change("execution.runner", "thread"))
 
 
+def test_workers_cannot_write_parts_to_a_memory_url_only_the_flow_sees() -> None:
+    document = with_change("execution.part_files", "workers") | {"output": "memory://demo"}
+    with pytest.raises(StudyError, match="part_files is 'workers' but output is a memory://"):
+        validate_study(document)
+    assert validate_study(document | {"output": "file:///tmp/demo"}).execution.part_files == (
+        "workers"
+    )
+    with pytest.raises(StudyError, match="part_files"):
+        validate_study(with_change("execution.part_files", "scheduler"))
+
+
 def test_fixed_and_varying_overlap_is_refused() -> None:
     with pytest.raises(StudyError, match="parameters.grid and fixed both set"):
         validate_study(VALID | {"fixed": {"beta": 0.1}})

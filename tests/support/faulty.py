@@ -132,5 +132,5 @@ def simulate(params: dict[str, Any], seed: int) -> dict[str, Any]:
     return {
         "x": (seed % 1000) / 1000.0,
         "y": a * 2.0,
-        "series": [a * t + (seed % 7) for t in range(5)],
+        "series": [a * t + (seed % 7) for t in range(int(params.get("series_points", 5)))],
     }

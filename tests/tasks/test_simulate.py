@@ -22,9 +22,10 @@ def report_on_worker(
     duration_s: float = 0.0,
     careful: bool = False,
     topic: str = TOPIC,
+    with_outputs: bool = True,
 ) -> None:
     """Report `replicates` finished replicates at once, then block like a hung replicate."""
-    reporter = replicate_reporter(topic, careful=careful)
+    reporter = replicate_reporter(topic, careful=careful, with_outputs=with_outputs)
     assert reporter is not None
     for r in range(replicates):
         reporter.started("p", r)
@@ -98,6 +99,25 @@ def test_records_leave_at_once_when_acknowledged(client: Client, how: str) -> No
         assert len([e for e in events if "records" in e]) == 3
         starts = [e["started"] for e in events if "started" in e]
         assert starts == ([0, 1, 2] if careful else [0])
+    finally:
+        client.unsubscribe_topic(topic)
+
+
+@pytest.mark.timeout(60)
+def test_records_of_a_run_that_writes_its_part_travel_without_outputs(client: Client) -> None:
+    events: list[dict[str, Any]] = []
+    topic = f"{TOPIC}-part"
+    client.subscribe_topic(topic, lambda event: events.append(event[1]))
+    try:
+        client.submit(report_on_worker, 3, 0.0, 0.3, False, topic, False, pure=False).result()
+        deadline = time.monotonic() + 2
+        while len(reported(events)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Counted by the flow, but provisional: the outputs go to the run's part file.
+        sent = [e for e in events if "records" in e]
+        assert reported(events) == [0, 1, 2]
+        assert all(e["provisional"] for e in sent)
+        assert all(r.outputs == {} for e in sent for r in records_from_bytes(e["records"]))
     finally:
         client.unsubscribe_topic(topic)
 
