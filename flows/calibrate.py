@@ -31,7 +31,7 @@ from prefect.artifacts import (
 from prefect.states import Completed, State
 
 from flows.artifacts import artifact_key
-from flows.cluster import study_task_runner
+from flows.cluster import started_task_runner
 from flows.orchestrator import notify
 from flows.study import RunLogger, RunOptions, run_study
 from simstudy.calibrate.adaptive import Allocation, TrialScore, allocate, simulations_saved
@@ -125,9 +125,10 @@ class Calibration:
             progress=self._percent(), key=artifact_key(self.study, "calibration-progress"),
             description=f"Trials told of {self.settings.trials}",
         ))  # fmt: skip
-        with study_task_runner(self.study.execution.dask) as runner:
+        with started_task_runner(self.study.execution.dask) as runner:
             # One cluster for every round: each round's studies reach it by address.
-            address = self.study.execution.dask.address or runner.client.scheduler.address
+            scheduler = cast(Any, runner.client.scheduler)
+            address = str(self.study.execution.dask.address or scheduler.address)
             while True:
                 proposals = self.optimizer.pending()  # a round a crash interrupted
                 if not proposals:

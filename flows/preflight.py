@@ -19,6 +19,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from flows.watchdog import silent_workers
 from simstudy import __version__ as simstudy_version
 from simstudy.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
+from simstudy.memory import return_freed_memory
 from simstudy.readiness import command_problem, local_output_problem, remote_hosts
 from simstudy.runners import make_runner
 from simstudy.runners.process import STARTUP_TIMEOUT_SECONDS, ProcessRunner
@@ -51,6 +52,9 @@ class StudyWorkerPlugin(WorkerPlugin):
 
     def setup(self, worker: distributed.Worker) -> None:
         """Check the model on this worker and start its model processes."""
+        # Workers handle a large buffer per run (its outputs as columns, a set's values):
+        # without this, a long-lived worker's resident memory grew with every study.
+        return_freed_memory()
         self.report = {
             **versions(),
             "problem": model_problem(self.study, self.log_dir, worker.state.nthreads),

@@ -37,7 +37,7 @@ from flows.artifacts import (
     publish_summary,
     summary_markdown,
 )
-from flows.cluster import study_task_runner
+from flows.cluster import started_task_runner
 from flows.orchestrator import StudyOrchestrator, StudyOutcome, notify
 from flows.preflight import preflight, remove_study_plugin
 from flows.progress import publish
@@ -172,7 +172,7 @@ def _run_study(
     if flow_run_id:
         tag_flow_run(UUID(flow_run_id), study_tag(study.name))
     wall_started = time.monotonic()
-    with study_task_runner(study.execution.dask) as runner, ExitStack() as leaving:
+    with started_task_runner(study.execution.dask) as runner, ExitStack() as leaving:
         client = runner.client
         plugin_name = f"simstudy-{identity[:12]}"
         threads = preflight(client, study, plugin_name, log_dir)  # removes it if it fails

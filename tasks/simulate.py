@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import distributed
@@ -136,7 +138,7 @@ class ReplicateReporter:
             delay = max(0.0, self._last_flush + self.interval - time.monotonic())
         # The flush runs on the worker's event loop, so a replicate that hangs after this
         # one cannot hold back the report of the ones already finished.
-        self.worker.loop.add_callback(self.worker.loop.call_later, delay, self._flush)
+        outside_task(self.worker.loop.add_callback, self.worker.loop.call_later, delay, self._flush)
 
     def _flush(self) -> None:
         with self._lock:
@@ -162,12 +164,25 @@ class ReplicateReporter:
         with contextlib.suppress(Exception):
             client = distributed.get_client()
             assert client.scheduler is not None
-            client.sync(
+            outside_task(
+                client.sync,
                 client.scheduler.log_event,
                 topic=self.topic,
                 msg=message,
                 callback_timeout=CAREFUL_EVENT_TIMEOUT_SECONDS,
             )
+
+
+def outside_task(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call `function` in an empty context, so what it schedules does not hold the task's.
+
+    A callback or timer scheduled on the worker's event loop keeps the context it was
+    scheduled from; the task's context holds its Prefect transaction, and through it the
+    task's result. A deadline's timer stays in the loop after it is cancelled, until it is
+    due: each run's result (its outputs, a set's values) stayed 30 s on the worker,
+    measured as ~30 MB more worker memory per 20 x 200-replicate study of 365-point series.
+    """
+    return contextvars.Context().run(function, *args, **kwargs)
 
 
 # Caching is off: the default policy would hash every argument of every task run, and a

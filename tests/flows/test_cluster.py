@@ -17,15 +17,18 @@ from simstudy.spec import DaskSettings, Study
 PROFILER = "distributed.worker.profile.enabled"
 ALLOWED_FAILURES = "distributed.scheduler.allowed-failures"
 TICK = "distributed.admin.tick.interval"
+LOG_LENGTH = "distributed.admin.low-level-log-length"
 
 
 def test_quiet_config_leaves_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert quiet_cluster_config() == {PROFILER: False, TICK: "500ms", ALLOWED_FAILURES: 0}
+    logs = {LOG_LENGTH: 10}
+    assert quiet_cluster_config() == {PROFILER: False, TICK: "500ms", ALLOWED_FAILURES: 0, **logs}
     with dask.config.set({TICK: "100ms"}):
-        assert quiet_cluster_config() == {PROFILER: False, ALLOWED_FAILURES: 0}
+        assert quiet_cluster_config() == {PROFILER: False, ALLOWED_FAILURES: 0, **logs}
     # Asking for the default explicitly keeps it too.
     monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "3")
+    monkeypatch.setenv("DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH", "1000")
     assert quiet_cluster_config() == {TICK: "500ms"}
 
 
