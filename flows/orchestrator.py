@@ -29,11 +29,11 @@ from flows.submission import submit_task
 from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report
 from simstudy.aggregate import (
     ParameterSetAggregate,
+    SetOutcomes,
     StudySummary,
     failed_aggregate,
     reconcile_outputs,
     summarize_study,
-    without_rows,
 )
 from simstudy.analysis.targets import Targets
 from simstudy.batch import (
@@ -755,8 +755,8 @@ class StudyOrchestrator:
 
     def _summarize(self, aggregates: list[ParameterSetAggregate]) -> StudySummary:
         """Run the study summary task; past its deadline (or if it fails), summarise here."""
-        slim = [without_rows(aggregate) for aggregate in aggregates]
-        future = submit_task(self.runner, summarize_study_task, {"aggregates": slim})
+        outcomes = SetOutcomes.of(aggregates)
+        future = submit_task(self.runner, summarize_study_task, {"aggregates": outcomes})
         try:
             return cast(StudySummary, future.result(timeout=SUMMARY_SECONDS))
         except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -258,6 +259,29 @@ def without_rows(aggregate: ParameterSetAggregate) -> ParameterSetAggregate:
     """
     series = [row for row in aggregate.series if row.get("t") == 0]
     return aggregate.model_copy(update={"series": series})
+
+
+class SetOutcomes(BaseModel):
+    """Parameter-set aggregates in one opaque buffer, the study summary task's input.
+
+    Prefect walks a task's arguments object by object, when it is submitted and again on
+    the worker: 10,000 aggregates took 11.8 s to reach the summary task; one buffer is
+    one object.
+    """
+
+    # Pickled by the flow for its own task: Dask pickles every task argument anyway.
+    data: bytes = Field(description="The aggregates (one row per output), pickled.")
+
+    @classmethod
+    def of(cls, aggregates: list[ParameterSetAggregate]) -> SetOutcomes:
+        """Pack aggregates, without their statistics rows (see `without_rows`)."""
+        slim = [without_rows(aggregate) for aggregate in aggregates]
+        return cls(data=pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def aggregates(self) -> list[ParameterSetAggregate]:
+        """Return the aggregates packed by `of`."""
+        aggregates: list[ParameterSetAggregate] = pickle.loads(self.data)
+        return aggregates
 
 
 def summarize_study(aggregates: list[ParameterSetAggregate]) -> StudySummary:

@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from simstudy.aggregate import (
     ParameterSetAggregate,
+    SetOutcomes,
     StudySummary,
     aggregate_parameter_set,
     summarize_study,
@@ -37,6 +38,6 @@ def aggregate_parameter_sets_task(
 
 
 @task(name="summarize-study", cache_policy=NO_CACHE, persist_result=False)
-def summarize_study_task(aggregates: list[ParameterSetAggregate]) -> StudySummary:
+def summarize_study_task(aggregates: SetOutcomes) -> StudySummary:
     """Combine the parameter-set aggregates into the study's outcome."""
-    return summarize_study(aggregates)
+    return summarize_study(aggregates.aggregates())

@@ -9,6 +9,7 @@ import pytest
 
 from simstudy.aggregate import (
     ParameterSetAggregate,
+    SetOutcomes,
     aggregate_parameter_set,
     reconcile_outputs,
     summarize_study,
@@ -205,3 +206,7 @@ def test_the_summary_task_needs_one_row_per_output() -> None:
     assert [len(a.series) for a in slim] == [1, 1, 0]
     assert summarize_study(slim) == summarize_study(aggregates)  # the odd set is named in both
     assert summarize_study(slim).failed_sets.keys() == {"2"}
+    # The summary task gets them as one buffer, rows left out, and summarises the same.
+    packed = SetOutcomes.of(aggregates)
+    assert packed.aggregates() == slim
+    assert summarize_study(packed.aggregates()) == summarize_study(aggregates)
