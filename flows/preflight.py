@@ -52,8 +52,8 @@ class StudyWorkerPlugin(WorkerPlugin):
 
     def setup(self, worker: distributed.Worker) -> None:
         """Check the model on this worker and start its model processes."""
-        # Workers handle a large buffer per run (its outputs as columns, a set's values):
-        # without this, a long-lived worker's resident memory grew with every study.
+        # Workers handle a large buffer per run (its outputs as columns, a set's values),
+        # as the flow does: freed ones go back to the system (see simstudy/memory.py).
         return_freed_memory()
         self.report = {
             **versions(),

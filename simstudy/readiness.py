@@ -267,7 +267,8 @@ def local_output_problem(location: str, workers: str) -> str | None:
         return None
     return (
         f"output: {path} is a folder on this host's {fstype or 'local'} filesystem, but "
-        f"{workers} run on other hosts and write model logs under it; use a shared "
+        f"{workers} run on other hosts and write model logs under it (and part files, "
+        "with execution.part_files: workers); use a shared "
         "fsspec URL (e.g. s3://bucket/prefix) or a folder on a filesystem every host "
         "mounts (NFS, Lustre, GPFS, CephFS, ...)"
     )
