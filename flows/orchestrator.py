@@ -772,6 +772,9 @@ class StudyOrchestrator:
         if not abandoned:
             return StudyOutcome(aggregates, self._summarize(aggregates), stall_report)
         with self._lock:  # replicates of unfinished batches that did finish are kept too
+            for p in self._progress:
+                for replicate in p.provisional:  # their outputs never reached a part
+                    self.tracker.replicate_unfinished(p.batch.param_id, replicate)
             kept = [
                 (i, p.batch, [p.records[r] for r in sorted(p.records) if r not in p.provisional])
                 for i, p in enumerate(self._progress)
