@@ -233,6 +233,11 @@ class StudyOrchestrator:
         largest = max((run.size for run in self._pending), default=1)
         self._simulate = configured_simulate_batch(self.study, largest)
         self._limit = self.study.execution.batches_in_flight(self.worker_threads)
+        # The loop waits for a result only as long as the stall watch allows: a result
+        # held by a worker that was stopped just after its run had blocked it for 60 s
+        # with a 10 s stall timeout. A run whose records all streamed in then finishes
+        # from them; the others run again.
+        self._result_seconds = min(RESULT_SECONDS, self.study.execution.stall_timeout())
         self._max_resubmits = self.study.execution.max_resubmits
 
     def run(self) -> StudyOutcome:
@@ -457,12 +462,12 @@ class StudyOrchestrator:
             return  # finished by other runs meanwhile
         results: list[BatchResult] | None = None
         try:
-            results = run.future.result(timeout=RESULT_SECONDS)
+            results = run.future.result(timeout=self._result_seconds)
         except KeyboardInterrupt:
             raise
         except TimeoutError:
             self._abandoned[run.future.task_run_id] = run.label
-            self._rerun_unfinished(run, ResultNotFetched(RESULT_SECONDS))
+            self._rerun_unfinished(run, ResultNotFetched(self._result_seconds))
         except BaseException as exc:  # a lost worker, an error outside the model
             self._abandoned[run.future.task_run_id] = run.label
             self._rerun_unfinished(run, exc)
@@ -683,7 +688,7 @@ class StudyOrchestrator:
         future = group.run
         assert future is not None
         try:
-            aggregates: list[ParameterSetAggregate] = future.result(timeout=RESULT_SECONDS)
+            aggregates: list[ParameterSetAggregate] = future.result(timeout=self._result_seconds)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
