@@ -19,7 +19,6 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import LogNorm
 
 from simstudy.calibrate.folder import CALIBRATION_FILE, RECORD_FIELDS, TRIALS_FILE
 from simstudy.display import format_number, format_parameters
@@ -27,7 +26,16 @@ from simstudy.errors import OutputDirError
 from simstudy.location import OutputStore
 from simstudy.report import report_location
 from simstudy.report.page import RANKED_ROWS, _e, _Figures, _table, html_document
-from simstudy.report.plots import MAX_PANELS, Plot, _figure, _png, loss_norm, plain_ticks
+from simstudy.report.plots import (
+    MAX_PANELS,
+    Plot,
+    _figure,
+    _is_number,
+    _png,
+    loss_colorbar,
+    loss_norm,
+    plain_ticks,
+)
 from simstudy.results import PLOTS_DIR, REPORT_FILE, read_table, write_text
 
 FAILED_TRIALS = 20
@@ -60,7 +68,7 @@ def build_calibration_report(store: OutputStore) -> str:
 
 def search_progress(trials: list[dict[str, Any]]) -> Plot | None:
     """Draw every complete trial's loss by trial number, and the best loss so far."""
-    complete = [t for t in trials if t["state"] == "complete" and t["loss"] is not None]
+    complete = _complete(trials)
     if not complete:
         return None
     figure, (ax,) = _figure()
@@ -85,8 +93,8 @@ def search_progress(trials: list[dict[str, Any]]) -> Plot | None:
 
 def trials_by_parameter(trials: list[dict[str, Any]], names: list[str]) -> Plot | None:
     """Draw where the trials went in each parameter, by trial number, coloured by loss."""
-    complete = [t for t in trials if t["state"] == "complete" and t["loss"] is not None]
-    numeric = [n for n in names if all(_number(t.get(n)) for t in complete)][:MAX_PANELS]
+    complete = _complete(trials)
+    numeric = _numeric(names, complete)[:MAX_PANELS]
     if not complete or not numeric:
         return None
     figure, axes = _figure(panels=len(numeric))
@@ -99,7 +107,7 @@ def trials_by_parameter(trials: list[dict[str, Any]], names: list[str]) -> Plot 
         scatter = ax.scatter(x, y, c=loss, cmap="viridis_r", s=12, norm=norm)
         ax.set_xlabel("trial")
         ax.set_ylabel(name)
-    _colorbar(figure, axes, scatter, norm)
+    loss_colorbar(figure, axes, scatter, norm)
     caption = (
         "Each parameter of every complete trial by trial number, coloured by loss (yellow is "
         "best): a search that learns concentrates its later trials where the loss is low."
@@ -109,9 +117,8 @@ def trials_by_parameter(trials: list[dict[str, Any]], names: list[str]) -> Plot 
 
 def trials_by_pair(trials: list[dict[str, Any]], names: list[str]) -> Plot | None:
     """Draw every complete trial in each pair of numeric parameters, coloured by loss."""
-    complete = [t for t in trials if t["state"] == "complete" and t["loss"] is not None]
-    numeric = [n for n in names if all(_number(t.get(n)) for t in complete)]
-    pairs = list(combinations(numeric, 2))[:MAX_PANELS]
+    complete = _complete(trials)
+    pairs = list(combinations(_numeric(names, complete), 2))[:MAX_PANELS]
     if not complete or not pairs:
         return None
     figure, axes = _figure(panels=len(pairs))
@@ -125,7 +132,7 @@ def trials_by_pair(trials: list[dict[str, Any]], names: list[str]) -> Plot | Non
         ax.plot(ordered[-1][a], ordered[-1][b], "*", color="tab:red", markersize=11)
         ax.set_xlabel(a)
         ax.set_ylabel(b)
-    _colorbar(figure, axes, scatter, norm)
+    loss_colorbar(figure, axes, scatter, norm)
     caption = (
         "Every complete trial in each pair of numeric parameters, coloured by loss (yellow is "
         "best); the red star is the best trial. Parameters that trade off (beta and gamma of "
@@ -177,10 +184,7 @@ def calibration_page(
         '<p>The fit of the ten best trials to the targets: <a href="simulations/report.html">'
         "simulations/report.html</a>.</p>"
     )
-    ranked = sorted(
-        (t for t in trials if t["state"] == "complete" and t["loss"] is not None),
-        key=lambda t: (t["loss"], t["trial"]),
-    )[:RANKED_ROWS]
+    ranked = sorted(_complete(trials), key=lambda t: (t["loss"], t["trial"]))[:RANKED_ROWS]
     columns = ["trial", "round", "loss", "loss_se", "replicates", *names, "allocation"]
     failed = [t for t in trials if t["state"] == "failed"][:FAILED_TRIALS]
     numbered = _Figures()
@@ -201,13 +205,15 @@ def calibration_page(
     return html_document(f"{name}: calibration", sections)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _complete(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the trials that have a loss, in their order."""
+    return [t for t in trials if t["state"] == "complete" and t["loss"] is not None]
 
 
-def _colorbar(figure: Any, axes: list[Any], scatter: Any, norm: LogNorm | None) -> None:
-    if scatter is None:
-        return
-    bar = figure.colorbar(scatter, ax=axes, shrink=0.8,
-                          label="loss (log scale)" if norm is not None else "loss")  # fmt: skip
-    plain_ticks(bar.ax.yaxis)
+def _numeric(names: list[str], trials: list[dict[str, Any]]) -> list[str]:
+    """Return the parameters that are a finite number in every one of the trials."""
+    return [
+        name
+        for name in names
+        if all(_is_number(t.get(name)) and math.isfinite(t[name]) for t in trials)
+    ]

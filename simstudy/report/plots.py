@@ -270,11 +270,7 @@ def loss_pairs(data: ReportData) -> Plot | None:
         ax.plot(x[0], y[0], "*", color="tab:red", markersize=11)
         ax.set_xlabel(a)
         ax.set_ylabel(b)
-    if scatter is not None:
-        bar = figure.colorbar(
-            scatter, ax=axes, label="loss (log scale)" if logarithmic else "loss", shrink=0.8
-        )
-        plain_ticks(bar.ax.yaxis)
+    loss_colorbar(figure, axes, scatter, norm)
     caption = (
         f"The {len(best)} best parameter sets for each pair of varied parameters, coloured by "
         "loss (yellow is best"
@@ -429,6 +425,15 @@ def loss_norm(loss: np.ndarray) -> LogNorm | None:
     """Return a log colour scale for losses spanning more than `LOG_COLOURS` times, else None."""
     # Losses far from the data dwarf the rest: a log scale shows the valley among the best.
     return LogNorm() if loss.min() > 0 and loss.max() > LOG_COLOURS * loss.min() else None
+
+
+def loss_colorbar(figure: Any, axes: Any, scatter: Any, norm: LogNorm | None) -> None:
+    """Add the colour bar of a loss scatter (`norm` from `loss_norm`), ticks plain numbers."""
+    if scatter is None:
+        return
+    label = "loss (log scale)" if norm is not None else "loss"
+    bar = figure.colorbar(scatter, ax=axes, label=label, shrink=0.8)
+    plain_ticks(bar.ax.yaxis)
 
 
 def plain_ticks(axis: Any) -> None:
