@@ -483,9 +483,7 @@ class StudyOrchestrator:
                         continue
                     # The usual case, a whole batch run once, is written from the result's
                     # columns as they came; otherwise records are assembled one by one.
-                    whole = piece == progress.batch and not progress.other_executions(
-                        result.execution
-                    )
+                    whole = self._taken_whole(index, piece, result)
                     for record in result.records if whole else batch_records(result):
                         self._accept(progress, record, result.execution, run.key)
         for position, (index, piece) in enumerate(run.pieces):
@@ -500,11 +498,15 @@ class StudyOrchestrator:
         """Return whether every batch of the run is taken whole from its result."""
         with self._lock:
             return all(
-                piece == self._progress[index].batch
-                and not self._progress[index].finished
-                and not self._progress[index].other_executions(result.execution)
+                not self._progress[index].finished and self._taken_whole(index, piece, result)
                 for (index, piece), result in zip(run.pieces, results, strict=True)
             )
+
+    def _taken_whole(self, index: int, piece: Batch, result: BatchResult) -> bool:
+        """Return whether a batch is taken as its result has it (lock held): the run covered
+        all of it, and no other execution of its replicates was seen."""
+        progress = self._progress[index]
+        return piece == progress.batch and not progress.other_executions(result.execution)
 
     def _hand_on_finished(self) -> None:
         """Pass the batches just finished to `on_batches`, in runs contiguous in the plan."""
