@@ -44,7 +44,7 @@ QUIET_CLUSTER_CONFIG: dict[str, Any] = {
     # Every connection keeps its last N messages for debugging, a scheduler its last N
     # transitions and events; at 1,000 the messages held every task's arguments: a set's
     # statistics, a run's outputs. Measured on a long-lived scheduler, 20 x 200-replicate
-    # studies of 365-point series: +25 MB a study, and in the flow process the client
+    # studies of 365-point series: +29 MiB a study, and in the flow process the client
     # kept its last 1,000 submissions.
     "distributed.admin.low-level-log-length": 10,
 }
