@@ -12,7 +12,14 @@ SHOWN_VALUE_CHARS = 60
 """Longest value echoed in a problem: enough to recognise a typo, too short to dump a file."""
 
 
-class StudyError(ValueError):
+class SimstudyError(Exception):
+    """Root of every error a user can cause: the front ends print its message, no traceback."""
+
+    exit_code = 2
+    """The command line's exit code for it: 2, bad input (a study, a folder, a journal)."""
+
+
+class StudyError(SimstudyError, ValueError):
     """An invalid study: the message lists each problem as 'field: what is wrong'."""
 
     def __init__(self, source: str, problems: list[str]):
@@ -48,5 +55,9 @@ def shown_input(item: ErrorDetails) -> str:
     return f" (got {text})"
 
 
-class OutputDirError(RuntimeError):
+class OutputDirError(SimstudyError, RuntimeError):
     """The output folder belongs to another study or cannot be used."""
+
+
+class JournalError(SimstudyError, RuntimeError):
+    """A calibration's Optuna journal that cannot be used as it is: the message says why."""
