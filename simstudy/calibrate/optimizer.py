@@ -21,6 +21,10 @@ is locked", optuna issue 820), while the journal is an append-only log that a re
 replays, so a crash loses at most the line being written. One process (the calibration's
 flow) writes it.
 
+Crashes: a torn last line is cut; a trial a kill left without all its parameters is told
+failed, never run; any other damage raises `JournalError`, naming the file and the way out.
+`told_trials`, `asked` and `tell_once` let the driver reconcile its records with the journal.
+
 Determinism: a seeded Optuna sampler is deterministic given the same history only within
 one process, because its random state advances with every ask. A resume opens the journal
 in a new process, so each ask gets a sampler seeded from (seed, trial number)
@@ -31,6 +35,7 @@ its position in the sequence is kept in the journal.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -46,11 +51,21 @@ from optuna.trial import TrialState
 
 from simstudy.calibrate.space import trial_params
 from simstudy.calibrate.spec import CalibrateSettings
+from simstudy.errors import JournalError
 
 logger = logging.getLogger(__name__)
 
 FAILED_REASON_ATTR = "failed_reason"
 """User attribute of a failed trial: why it has no loss."""
+
+INTERRUPTED_REASON = "interrupted before its parameters were recorded; a new trial is asked instead"
+"""Failed reason of a trial a crash left without a value for every parameter."""
+
+START_OVER = (
+    "move the journal away and run with --overwrite to start the search over; finished "
+    "replicates are reused"
+)
+"""What to do with a journal that cannot be loaded."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,33 @@ def cut_torn_line(path: Path) -> None:
         data = journal.read()
         if data and not data.endswith(b"\n"):
             journal.truncate(data.rfind(b"\n") + 1)
+
+
+def check_journal_lines(path: Path) -> None:
+    """Raise `JournalError` naming the first line of the journal that is not JSON."""
+    # Optuna raises a bare JSONDecodeError that names neither the file nor the line (and
+    # silently skips a bad last line, until the next append makes it fatal).
+    if not path.exists():
+        return
+    with path.open("rb") as journal:
+        for number, line in enumerate(journal, start=1):
+            problem = _json_problem(line)
+            if problem is not None:
+                raise JournalError(
+                    f"the Optuna journal {path} is damaged: line {number} is not JSON "
+                    f"({problem}): {START_OVER}"
+                )
+
+
+def _json_problem(line: bytes) -> str | None:
+    """Return why `line` is not JSON, or None if it is."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"{exc.msg} at character {exc.colno}"
+    except UnicodeDecodeError:
+        return "it holds bytes that are not UTF-8 text"
+    return None
 
 
 def build_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -116,6 +158,7 @@ class Optimizer:
         storage: JournalStorage,
         settings: CalibrateSettings,
         space: dict[str, BaseDistribution],
+        path: Path | None = None,
     ):
         if settings.seed is None:
             raise ValueError(
@@ -127,6 +170,7 @@ class Optimizer:
         self._settings = settings
         self._seed: int = settings.seed
         self._space = space
+        self._path = path
         self._study_id = storage.get_study_id_from_name(study.study_name)
 
     @classmethod
@@ -137,7 +181,11 @@ class Optimizer:
         settings: CalibrateSettings,
         space: dict[str, BaseDistribution],
     ) -> Optimizer:
-        """Return the optimizer of the journal at `path`: created, or loaded with its trials."""
+        """Return the optimizer of the journal at `path`: created, or loaded with its trials.
+
+        Raises `JournalError` if the journal cannot be loaded; trials a crash left without
+        all their parameters are told failed.
+        """
         if settings.seed is None:
             raise ValueError(
                 "calibrate.seed is not set: validate the settings within a Study, which "
@@ -145,15 +193,25 @@ class Optimizer:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         cut_torn_line(path)
-        storage = JournalStorage(JournalFileBackend(str(path)))
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction="minimize",
-            sampler=build_sampler(settings.sampler, settings.seed),
-            load_if_exists=True,
-        )
-        return cls(study, storage, settings, space)
+        check_journal_lines(path)
+        sampler = build_sampler(settings.sampler, settings.seed)
+        try:
+            storage = JournalStorage(JournalFileBackend(str(path)))
+            study = optuna.create_study(
+                storage=storage,
+                study_name=name,
+                direction="minimize",
+                sampler=sampler,
+                load_if_exists=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - any replay failure is the journal's
+            raise JournalError(
+                f"the Optuna journal {path} cannot be loaded ({type(exc).__name__}: {exc}): "
+                f"{START_OVER}"
+            ) from exc
+        optimizer = cls(study, storage, settings, space, path)
+        optimizer._fail_interrupted()
+        return optimizer
 
     @property
     def study(self) -> optuna.Study:
@@ -162,8 +220,26 @@ class Optimizer:
 
     def pending(self) -> list[TrialProposal]:
         """Return the trials asked but never told (a round that crashed), by number."""
+        # A trial without all its parameters would run the model on the fixed ones only.
+        self._fail_interrupted()
+        return [_proposal(trial) for trial in self._running()]
+
+    def _running(self) -> list[optuna.trial.FrozenTrial]:
+        """Return the RUNNING trials, by number."""
         running = self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return [_proposal(trial) for trial in sorted(running, key=lambda t: t.number)]
+        return sorted(running, key=lambda t: t.number)
+
+    def _fail_interrupted(self) -> None:
+        """Tell failed each RUNNING trial without a value for every parameter of the space."""
+        # Optuna writes a trial's creation and each parameter as separate journal lines, and
+        # one process writes the journal: a partial trial is one a crash cut short.
+        for trial in self._running():
+            missing = sorted(set(self._space) - set(trial.params))
+            if missing:
+                logger.warning(
+                    "trial %d lacks parameter(s) %s: %s", trial.number, missing, INTERRUPTED_REASON
+                )
+                self.tell(trial.number, None, INTERRUPTED_REASON)
 
     def ask(self, n: int) -> list[TrialProposal]:
         """Return `n` new trials, numbered on from the last one asked."""
@@ -191,10 +267,45 @@ class Optimizer:
         self._storage.set_trial_user_attr(trial_id, FAILED_REASON_ATTR, reason)
         self._study.tell(number, state=TrialState.FAIL)
 
+    def tell_once(self, number: int, loss: float | None, failed_reason: str | None) -> bool:
+        """Tell trial `number` as `tell` does if it is still RUNNING; False if already told."""
+        # A kill between recording a trial's result and telling Optuna leaves it RUNNING; a
+        # kill after the tell leaves it told, and Optuna refuses a second tell.
+        trial = self._trial(number)
+        if trial.state != TrialState.RUNNING:
+            return False
+        self.tell(number, loss, failed_reason)
+        return True
+
+    def _trial(self, number: int) -> optuna.trial.FrozenTrial:
+        """Return trial `number`, or raise `JournalError` if the journal has no such trial."""
+        trials = self._study.get_trials(deepcopy=False)  # by number, as Optuna numbers them
+        if not 0 <= number < len(trials):
+            where = f"the Optuna journal {self._path}" if self._path else "the Optuna journal"
+            raise JournalError(
+                f"trial {number} is not in {where} ({len(trials)} trial(s) asked): the journal "
+                f"is not the one the calibration recorded its trials with; {START_OVER}"
+            )
+        return trials[number]
+
     def told(self) -> int:
         """Return how many trials were told (complete or failed)."""
         states = (TrialState.COMPLETE, TrialState.FAIL)
         return len(self._study.get_trials(deepcopy=False, states=states))
+
+    def told_trials(self) -> dict[int, tuple[float | None, str | None]]:
+        """Return number -> (loss, failed reason) of each complete or failed trial."""
+        told: dict[int, tuple[float | None, str | None]] = {}
+        for trial in self._study.get_trials(deepcopy=False):
+            if trial.state == TrialState.COMPLETE:
+                told[trial.number] = (trial.value, None)
+            elif trial.state == TrialState.FAIL:
+                told[trial.number] = (None, trial.user_attrs.get(FAILED_REASON_ATTR))
+        return told
+
+    def asked(self) -> int:
+        """Return how many trials were asked so far, in any state."""
+        return len(self._study.get_trials(deepcopy=False))
 
     def importances(self) -> dict[str, float]:
         """Return Optuna's parameter importances (empty with fewer than 2 complete trials)."""

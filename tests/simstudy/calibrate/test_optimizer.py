@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -18,8 +19,14 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from simstudy.calibrate.optimizer import FAILED_REASON_ATTR, Optimizer, TrialProposal
+from simstudy.calibrate.optimizer import (
+    FAILED_REASON_ATTR,
+    INTERRUPTED_REASON,
+    Optimizer,
+    TrialProposal,
+)
 from simstudy.calibrate.spec import CalibrateSettings, Sampler
+from simstudy.errors import JournalError
 from simstudy.sampling import round_significant
 
 SPACE: dict[str, BaseDistribution] = {
@@ -182,3 +189,134 @@ def test_a_torn_last_journal_line_is_cut_and_the_journal_keeps_loading(tmp_path:
     for proposal in reopened.ask(2):  # appended after a complete line: the journal still loads
         reopened.tell(proposal.number, loss(proposal.params), None)
     assert Optimizer.open(path, "demo", settings(), SPACE).told() == 5
+
+
+CREATE_TRIAL = 4
+"""Optuna's journal op code for a new trial (the params follow as separate lines)."""
+
+
+def cut_after_create_trial(path: Path, params_kept: int) -> None:
+    """Cut the journal after the last trial's create line and `params_kept` lines: a kill."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    created = max(i for i, line in enumerate(lines) if json.loads(line)["op_code"] == CREATE_TRIAL)
+    path.write_bytes(b"".join(lines[: created + 1 + params_kept]))
+
+
+@pytest.mark.parametrize("params_kept", [0, 1])
+def test_a_trial_killed_before_its_parameters_is_failed_and_a_new_one_asked(
+    tmp_path: Path, params_kept: int
+) -> None:
+    path = tmp_path / "optuna.journal"
+    optimizer = Optimizer.open(path, "demo", settings(), SPACE)
+    done, pending = optimizer.ask(2)
+    optimizer.tell(done.number, loss(done.params), None)
+    (killed,) = optimizer.ask(1)
+    cut_after_create_trial(path, params_kept)
+    reopened = Optimizer.open(path, "demo", settings(), SPACE)
+    assert reopened.pending() == [pending]  # a whole trial is still run; the cut one is not
+    trial = reopened.study.get_trials()[killed.number]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs[FAILED_REASON_ATTR] == INTERRUPTED_REASON
+    (new,) = reopened.ask(1)
+    assert new.number == killed.number + 1 and set(new.params) == set(SPACE)
+    assert Optimizer.open(path, "demo", settings(), SPACE).asked() == 4
+
+
+def test_a_journal_of_only_a_killed_trial_has_nothing_pending(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.journal"
+    Optimizer.open(path, "demo", settings(), SPACE).ask(1)
+    cut_after_create_trial(path, 0)
+    reopened = Optimizer.open(path, "demo", settings(), SPACE)
+    assert reopened.pending() == []
+    assert reopened.told_trials() == {0: (None, INTERRUPTED_REASON)}
+    (new,) = reopened.ask(1)
+    assert new.number == 1 and set(new.params) == set(SPACE)
+
+
+def journal_of_two_told_trials(path: Path) -> list[bytes]:
+    """Write a journal with two told trials; return its lines."""
+    optimizer = Optimizer.open(path, "demo", settings(), SPACE)
+    for proposal in optimizer.ask(2):
+        optimizer.tell(proposal.number, loss(proposal.params), None)
+    return path.read_bytes().splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("at", [3, None], ids=["middle", "last"])
+def test_a_line_that_is_not_json_is_named_with_its_file_and_what_to_do(
+    tmp_path: Path, at: int | None
+) -> None:
+    path = tmp_path / "optuna.journal"
+    lines = journal_of_two_told_trials(path)
+    at = len(lines) + 1 if at is None else at
+    lines.insert(at - 1, b"garbage\n")  # a complete line: not a torn write, which is cut
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(JournalError) as raised:
+        Optimizer.open(path, "demo", settings(), SPACE)
+    message = str(raised.value)
+    assert str(path) in message and f"line {at} is not JSON" in message
+    assert "move the journal away and run with --overwrite" in message
+
+
+def test_bytes_that_are_not_text_are_named_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.journal"
+    lines = journal_of_two_told_trials(path)
+    lines.insert(1, b"\xff\xfe\xfa{\n")
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(JournalError, match="line 2 is not JSON"):
+        Optimizer.open(path, "demo", settings(), SPACE)
+
+
+@pytest.mark.parametrize("line", [b'{"op_code": 99}\n', b'{"foo": 1}\n', b"[1, 2]\n"])
+def test_a_journal_optuna_cannot_replay_is_a_journal_error_naming_the_file(
+    tmp_path: Path, line: bytes
+) -> None:
+    path = tmp_path / "optuna.journal"
+    path.write_bytes(b"".join(journal_of_two_told_trials(path)) + line)
+    with pytest.raises(JournalError) as raised:
+        Optimizer.open(path, "demo", settings(), SPACE)
+    message = str(raised.value)
+    assert f"the Optuna journal {path} cannot be loaded" in message
+    assert "run with --overwrite" in message
+    assert raised.value.__cause__ is not None  # Optuna's own error stays in the chain
+
+
+def test_told_trials_and_asked_follow_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.journal"
+    optimizer = Optimizer.open(path, "demo", settings(), SPACE)
+    assert optimizer.told_trials() == {} and optimizer.asked() == 0
+    a, b, c, _ = optimizer.ask(4)
+    optimizer.tell(a.number, 1.5, None)
+    optimizer.tell(b.number, None, "every replicate failed")
+    optimizer.tell(c.number, math.inf, None)
+    expected = {0: (1.5, None), 1: (None, "every replicate failed"), 2: (None, "its loss is inf")}
+    assert optimizer.told_trials() == expected and optimizer.asked() == 4
+    reopened = Optimizer.open(path, "demo", settings(), SPACE)
+    assert reopened.told_trials() == expected and reopened.asked() == 4
+
+
+def test_tell_once_tells_a_running_trial_and_refuses_a_told_one(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.journal"
+    optimizer = Optimizer.open(path, "demo", settings(), SPACE)
+    a, b = optimizer.ask(2)
+    assert optimizer.tell_once(a.number, 2.0, None) is True
+    assert optimizer.tell_once(a.number, 3.0, None) is False
+    # A kill after the driver recorded trial b but before it told Optuna: the resume tells
+    # b once, and a second resume finds both told.
+    reopened = Optimizer.open(path, "demo", settings(), SPACE)
+    assert reopened.tell_once(a.number, 2.0, None) is False
+    assert reopened.tell_once(b.number, None, "every replicate failed") is True
+    again = Optimizer.open(path, "demo", settings(), SPACE)
+    assert again.tell_once(b.number, None, "every replicate failed") is False
+    assert again.told_trials() == {0: (2.0, None), 1: (None, "every replicate failed")}
+    assert again.pending() == []
+
+
+@pytest.mark.parametrize("number", [2, -1])
+def test_tell_once_of_a_trial_the_journal_lacks_names_the_journal(
+    tmp_path: Path, number: int
+) -> None:
+    path = tmp_path / "optuna.journal"
+    optimizer = Optimizer.open(path, "demo", settings(), SPACE)
+    optimizer.ask(2)
+    with pytest.raises(JournalError, match=f"trial {number} is not in the Optuna journal"):
+        optimizer.tell_once(number, 1.0, None)
