@@ -43,6 +43,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from simstudy.errors import SimstudyError
 from simstudy.runners import reaper
 
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -86,8 +87,10 @@ finally:
 """
 
 
-class ApiStartError(RuntimeError):
-    """The local Prefect API did not become healthy."""
+class ApiStartError(SimstudyError, RuntimeError):
+    """The Prefect API cannot be started or reached: exit code 3, the environment."""
+
+    exit_code = 3
 
 
 def free_port() -> int:

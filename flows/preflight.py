@@ -19,22 +19,38 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from flows.watchdog import silent_workers
 from simstudy import __version__ as simstudy_version
 from simstudy.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
+from simstudy.errors import SimstudyError
 from simstudy.memory import return_freed_memory
 from simstudy.readiness import command_problem, local_output_problem, remote_hosts
 from simstudy.runners import make_runner
 from simstudy.runners.process import STARTUP_TIMEOUT_SECONDS, ProcessRunner
+from simstudy.source_digest import source_digest
 from simstudy.spec import CommandModel, Study
 
 logger = logging.getLogger(__name__)
 
 
-class PreflightError(RuntimeError):
+class PreflightError(SimstudyError, RuntimeError):
     """The cluster cannot run this study; the message says why and where."""
+
+    exit_code = 3
+    """The command line's exit code for it: 3, the environment (not the study)."""
+
+
+SOURCE_MISMATCH = (
+    "runs different simstudy code than the flow process (same version {version}, other "
+    "source files): install the same checkout on the flow's host and every worker"
+)
 
 
 def versions() -> dict[str, str]:
     """Return the versions every worker must share with the flow process."""
-    return {"python": platform.python_version(), "simstudy": simstudy_version}
+    # The version string is the same across commits; the source digest tells them apart.
+    return {
+        "python": platform.python_version(),
+        "simstudy": simstudy_version,
+        "simstudy_source": source_digest(),
+    }
 
 
 class StudyWorkerPlugin(WorkerPlugin):
@@ -178,10 +194,23 @@ def check_output_reachable(output: str, workers: dict[str, Any]) -> None:
 def report_problems(report: dict[str, Any], expected: dict[str, str]) -> list[str]:
     """Return what keeps a worker from running the study: its model, its versions."""
     problems = [str(report["problem"])] if report.get("problem") else []
-    for name, version in expected.items():
-        if report.get(name) not in (None, version):
-            problems.append(f"{name} {report.get(name)}, flow process has {version}")
-    return problems
+    if "python" not in report:  # no versions at all: the plugin is missing, said above
+        return problems
+    found = (version_problem(name, report, expected) for name in expected)
+    return problems + [problem for problem in found if problem]
+
+
+def version_problem(name: str, report: dict[str, Any], expected: dict[str, str]) -> str | None:
+    """Return how a worker's `name` differs from the flow process's, or None."""
+    if report.get(name) == expected[name]:
+        return None
+    if name != "simstudy_source":
+        return f"{name} {report.get(name)}, flow process has {expected[name]}"
+    # A worker whose code predates the digest reports none: other code too. Another
+    # version string is said once, by its own line.
+    if report.get("simstudy") != expected.get("simstudy"):
+        return None
+    return SOURCE_MISMATCH.format(version=expected.get("simstudy"))
 
 
 def check_worker_reports(reports: dict[str, dict[str, Any]]) -> None:

@@ -23,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from simstudy.errors import SimstudyError
+
 ParamValue = int | float | str | bool
 
 SEED_BITS = 63
 """Seeds fit a signed 64-bit integer, so they survive Parquet and most C APIs."""
 
 
-class ParameterValueError(ValueError):
+class ParameterValueError(SimstudyError, ValueError):
     """A parameter value that cannot take part in a canonical identity."""
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from simstudy.errors import StudyError, validation_problems
+from simstudy.errors import SimstudyError, StudyError, validation_problems
 from simstudy.spec import MAX_STUDY_FILE_BYTES, MAX_YAML_NODES, Study
 
 # libyaml when PyYAML was built with it: the pure-Python parser is ~10x slower.
@@ -53,7 +53,7 @@ StudyYamlLoader = study_yaml_loader(_SafeLoader)
 """The loader of study files: libyaml's safe loader if available, with YAML 1.2 floats."""
 
 
-class DocumentTooLarge(ValueError):
+class DocumentTooLarge(SimstudyError, ValueError):
     """A YAML document whose aliases expand beyond `MAX_YAML_NODES` nodes, or into a cycle."""
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from simstudy.errors import SimstudyError
 from simstudy.spec import MAX_SERIES_LENGTH
 
 Status = Literal["ok", "failed", "timed_out"]
@@ -17,7 +18,7 @@ OutputValue = float | list[float]
 OUTPUT_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
-class OutputError(ValueError):
+class OutputError(SimstudyError, ValueError):
     """A model's return value breaks the model contract."""
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from scipy import special
 
 from simstudy.analysis.targets import BUILTIN_LOSSES, OutputTarget, Targets
+from simstudy.errors import SimstudyError
 from simstudy.stats import Partial
 
 FLOOR = 1e-6
@@ -56,7 +57,7 @@ MEAN_ONLY_LOSSES = frozenset({"mse_of_mean", "poisson", "binomial"})
 """Built-in losses of the replicate mean alone (no spread)."""
 
 
-class LossError(ValueError):
+class LossError(SimstudyError, ValueError):
     """A set's loss cannot be computed: the message says why and what to fix."""
 
 

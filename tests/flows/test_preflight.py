@@ -14,8 +14,11 @@ from flows.preflight import (
     check_resources,
     check_worker_reports,
     model_problem,
+    versions,
 )
 from simstudy import __version__
+from simstudy.errors import SimstudyError
+from simstudy.source_digest import source_digest
 from simstudy.spec import Study
 
 
@@ -27,12 +30,57 @@ def test_missing_resource_names_it_and_the_workers() -> None:
 
 
 def test_version_mismatch_and_model_problems_are_errors() -> None:
-    good = {"python": platform.python_version(), "simstudy": __version__, "problem": None}
+    good = {**versions(), "problem": None}
     check_worker_reports({"tcp://a": good})
     with pytest.raises(PreflightError, match="tcp://b: python 3.0.0, flow process has"):
         check_worker_reports({"tcp://a": good, "tcp://b": {**good, "python": "3.0.0"}})
     with pytest.raises(PreflightError, match="tcp://a: cannot load model"):
         check_worker_reports({"tcp://a": {**good, "problem": "cannot load model 'x:y'"}})
+
+
+def test_versions_name_python_simstudy_and_its_source() -> None:
+    assert versions() == {
+        "python": platform.python_version(),
+        "simstudy": __version__,
+        "simstudy_source": source_digest(),
+    }
+
+
+def test_a_worker_running_other_simstudy_code_of_the_same_version_is_refused() -> None:
+    good = {**versions(), "problem": None}
+    other_code = {**good, "simstudy_source": "0" * 32}
+    with pytest.raises(PreflightError) as caught:
+        check_worker_reports({"tcp://a": good, "tcp://b": other_code})
+    message = str(caught.value)
+    assert "tcp://a" not in message
+    assert (
+        f"tcp://b: runs different simstudy code than the flow process (same version {__version__}"
+        in message
+    )
+    assert "install the same checkout on the flow's host and every worker" in message
+    # A worker whose code predates the digest reports none: refused the same way.
+    older = {key: value for key, value in good.items() if key != "simstudy_source"}
+    with pytest.raises(PreflightError, match="tcp://c: runs different simstudy code"):
+        check_worker_reports({"tcp://c": older})
+
+
+def test_another_version_string_is_said_once() -> None:
+    other = {**versions(), "simstudy": "0.0.1", "simstudy_source": "0" * 32, "problem": None}
+    with pytest.raises(PreflightError) as caught:
+        check_worker_reports({"tcp://a": other})
+    assert f"tcp://a: simstudy 0.0.1, flow process has {__version__}" in str(caught.value)
+    assert "different simstudy code" not in str(caught.value)
+
+
+def test_a_worker_without_the_plugin_is_named_once() -> None:
+    with pytest.raises(PreflightError) as caught:
+        check_worker_reports({"tcp://a": {"problem": "simstudy worker plugin missing"}})
+    assert str(caught.value).count("\n  - ") == 1
+
+
+def test_a_preflight_refusal_is_a_user_error_of_the_environment() -> None:
+    assert issubclass(PreflightError, SimstudyError) and issubclass(PreflightError, RuntimeError)
+    assert PreflightError.exit_code == 3
 
 
 def test_workers_on_other_hosts_need_a_shared_output(tmp_path: Path) -> None:
