@@ -1,72 +1,81 @@
-"""Sequential calibration: rounds of trials asked from Optuna, run as studies, told their loss.
+"""A calibration on one engine: trials asked as capacity frees, told as their set completes.
 
 ```python
 >>> from flows.study import simulation_study
 >>> state = simulation_study(study_path="examples/seir-calibrate.yaml", return_state=True)
 ```
 
-A study with `calibrate` runs here instead of as one study. Each round asks Optuna for
-`parallel` trials and runs them with `replicates.min` replicates through the same path as
-a study (batches, runners, timeouts, retries, aggregation with the loss), as a subflow run
-named `round-003`. Trials whose loss is still competitive with the best trial's then get
-twice the replicates (subflow runs `round-003-more-1`, ...), up to `replicates.max`, and
-the round's trials are told their losses. Every round shares one cache of finished
-replicates (`simulations/_parts`), so a trial given more replicates runs only the new
-ones, and a rerun after a crash reuses every finished replicate and continues from the
-last told trial (Optuna's journal file, `optuna.journal`).
+A study with `calibrate` runs here. One cluster, one `StudyOrchestrator` and this one
+flow run: the search (`simstudy.calibrate.search.Search`, plain code) drives the
+orchestrator through the engine protocol, adding a trial's set as soon as a slot frees and
+more replicates to competitive trials, interleaved. Every finished replicate goes to one
+cache (`simulations/_parts`), written once; a rerun after a crash reuses it, and resumes
+the search from Optuna's journal and the trial log. The Prefect UI shows one flow run
+whose artifacts update as trials are told: progress, the best so far, the ten best.
+At the end, the ten best trials are run again from the cache (nothing new runs) into
+`simulations/`, for the report of their fit.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
 from typing import Any, cast
 from uuid import UUID
 
-from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.states import Completed, State
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
 
 from flows.artifacts import artifact_key
 from flows.cluster import started_task_runner
-from flows.orchestrator import notify
-from flows.study import RunLogger, RunOptions, run_study
-from simstudy.calibrate.adaptive import Allocation, TrialScore, allocate, simulations_saved
+from flows.orchestrator import StudyOrchestrator, notify
+from flows.preflight import preflight, remove_study_plugin
+from flows.study_run import (
+    RunLogger,
+    RunOptions,
+    crash_abandoned_task_runs,
+    publish_stall_report,
+    run_study,
+)
+from flows.task_settings import task_settings_context
+from simstudy.analysis.targets import load_targets
+from simstudy.calibrate.adaptive import simulations_saved
 from simstudy.calibrate.folder import (
     CALIBRATION_FILE,
     JOURNAL_FILE,
     SIMULATIONS_DIR,
+    TRIAL_LOG_FILE,
     TRIALS_FILE,
     calibration_id,
     check_calibration_dir,
-    read_records,
+    check_search_state,
     trials_ranking,
 )
-from simstudy.calibrate.optimizer import Optimizer, TrialProposal
-from simstudy.calibrate.space import search_space, trial_params
-from simstudy.calibrate.trials import TrialRecord, trials_table
+from simstudy.calibrate.optimizer import Optimizer
+from simstudy.calibrate.search import Search, allocations_of
+from simstudy.calibrate.space import search_space
+from simstudy.calibrate.trials import TrialLog, trials_table
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import StudyError
-from simstudy.identity import param_id
+from simstudy.fingerprint import model_fingerprint
 from simstudy.location import OutputStore
 from simstudy.locking import output_lock
+from simstudy.parts import PartWriter, read_parts
 from simstudy.readiness import check_ready
-from simstudy.results import (
-    RANKING_FILE,
-    now,
-    read_table,
-    write_json,
-    write_table,
-)
+from simstudy.results import RANKING_FILE, now, write_json, write_table
 from simstudy.spec import Study
 
 BEST_TRIALS = 10
 """Trials in the table artifact of the best so far."""
 REPORT_TRIALS = 10
 """Best trials whose fit to the targets the final report shows (simulations/report.html)."""
+PUBLISH_SECONDS = 2.0
+"""Least time between two updates of the artifacts and trials.parquet while trials are
+told: a told trial every few milliseconds must not become an API call each."""
 
 
 def run_calibration(
@@ -86,67 +95,111 @@ def run_calibration(
     with output_lock(store):
         check_calibration_dir(store, identity, overwrite)  # another run may have come first
         if fresh or overwrite:
-            for name in (JOURNAL_FILE, TRIALS_FILE, RANKING_FILE, CALIBRATION_FILE):
+            for name in (JOURNAL_FILE, TRIAL_LOG_FILE, TRIALS_FILE, RANKING_FILE):
                 store.delete(name)
+            store.delete(CALIBRATION_FILE)
         if fresh:
             store.delete(SIMULATIONS_DIR)
+        check_search_state(store)  # a journal without its trial log, or the other way round
         if not store.exists(CALIBRATION_FILE):  # claimed before the journal is created
             write_json(store, CALIBRATION_FILE, {"name": study.name, "calibration_id": identity,
                                                  "status": "starting"})  # fmt: skip
         return Calibration(study, store, identity, logger).run()
 
 
+def engine_study(study: Study, store: OutputStore) -> Study:
+    """Return the study the engine runs trials as: the calibration's, in `simulations/`."""
+    assert study.calibrate is not None and store.local is not None
+    document = study.model_dump(mode="json", exclude={"calibrate"})
+    document["parameters"] = {"list": [{}]}  # trials come from the search, not a design
+    document["output"] = str(store.local / SIMULATIONS_DIR)
+    # Batches of replicates.min keep earlier replicates reusable when a trial doubles.
+    document["execution"]["batch_size"] = study.calibrate.min_replicates
+    return Study.model_validate(document)
+
+
 class Calibration:
-    """The rounds of one calibration: ask, simulate, give more replicates, tell."""
+    """One calibration run: its search, its engine, its files and artifacts."""
 
     def __init__(self, study: Study, store: OutputStore, identity: str, logger: RunLogger):
         assert study.calibrate is not None and study.parameters.sample is not None
+        assert store.local is not None  # checked by run_calibration
         self.study = study
         self.settings = study.calibrate
         self.store = store
         self.identity = identity
         self.logger = logger
         self.names = study.parameters.sample.names()
-        self.records: dict[int, TrialRecord] = read_records(store)
-        self.stuck: set[int] = set()
-        """Trials whose extension failed: they keep their loss and replicates."""
-        self.optimizer = Optimizer.open(
-            store.local / JOURNAL_FILE,  # type: ignore[operator]  # local: checked above
-            study.name,
-            self.settings,
+        optimizer = Optimizer.open(
+            store.local / JOURNAL_FILE, study.name, self.settings,
             search_space(study.parameters.sample),
-        )
+        )  # fmt: skip
+        self.search = Search(
+            self.settings, study.fixed, optimizer, TrialLog(store.local / TRIAL_LOG_FILE),
+            on_change=self._publish,
+        )  # fmt: skip
+        self._published = 0.0
+        self._progress: UUID | None = None
 
     def run(self) -> State[Any]:
-        """Run rounds until every trial is told; return the calibration's final state."""
+        """Run the search until every trial is told; return the calibration's final state."""
         started = now().isoformat()
         self._write_document("running", started)
-        progress = cast(UUID, create_progress_artifact(
+        self._progress = cast(UUID, create_progress_artifact(
             progress=self._percent(), key=artifact_key(self.study, "calibration-progress"),
             description=f"Trials told of {self.settings.trials}",
         ))  # fmt: skip
-        with started_task_runner(self.study.execution.dask) as runner:
-            # One cluster for every round: each round's studies reach it by address.
-            scheduler = cast(Any, runner.client.scheduler)
-            address = str(self.study.execution.dask.address or scheduler.address)
-            while True:
-                proposals = self.optimizer.pending()  # a round a crash interrupted
-                if not proposals:
-                    remaining = self.settings.trials - self.optimizer.told()
-                    if remaining <= 0:
-                        break
-                    proposals = self.optimizer.ask(min(self.settings.parallel, remaining))
-                self._round(proposals, address)
-                notify(publish_progress, progress, self._percent())
-            self._report_best(address)
+        study = engine_study(self.study, self.store)
+        simulations = OutputStore(study.output_dir)
+        log_dir = str(simulations.local_log_dir(study.name))
+        flow_run_id = flow_run.get_id()
+        with started_task_runner(study.execution.dask) as runner:
+            client = runner.client
+            plugin_name = f"simstudy-{self.identity[:12]}"
+            threads = preflight(client, study, plugin_name, log_dir)
+            fingerprint = model_fingerprint(study)
+            parts = PartWriter(simulations, fingerprint)
+            orchestrator = StudyOrchestrator(
+                runner=runner, client=client, study=study, sets=[], batches=[],
+                log_dir=log_dir, worker_threads=threads,
+                progress_topic=f"simstudy-calibration-{flow_run_id or self.identity}",
+                on_progress=lambda _: None,
+                on_stall=lambda report: publish_stall_report(
+                    self.study, report, self.store, self.logger),
+                on_batches=parts.write, targets=load_targets(study), driver=self.search,
+                stored=read_parts(simulations, fingerprint),
+                driver_batch_size=self.settings.min_replicates,
+            )  # fmt: skip
+            try:
+                with task_settings_context(client):
+                    outcome = orchestrator.run()
+            finally:
+                if flow_run_id:
+                    notify(crash_abandoned_task_runs, orchestrator.abandoned_task_runs(),
+                           self.logger)  # fmt: skip
+                if study.execution.dask.address:
+                    remove_study_plugin(client, plugin_name)
+            address = str(study.execution.dask.address or cast(Any, client.scheduler).address)
+            if not outcome.abandoned:
+                self._report_best(address)
         self._write_outputs()
+        self._publish(self.search, force=True)
         summary = self._summary()
-        self._write_document("completed", started, summary)
+        stalled = outcome.abandoned and outcome.stall_report is not None
+        self._write_document("stalled" if stalled else "completed", started, summary)
         message = self._final_message(summary)
+        if stalled:
+            assert outcome.stall_report is not None
+            message = (
+                f"{outcome.stall_report.headline()}; the trials not told run again when the "
+                f"same command is run again. {message}"
+            )
         report = self._report()
         if report:
             message += f"; report: {report}"
         self.logger.info(message)
+        if stalled or summary["best"] is None:
+            return Failed(message=message, data=summary)
         return Completed(message=message, data=summary)
 
     def _report(self) -> str | None:
@@ -163,152 +216,67 @@ class Calibration:
             )  # fmt: skip
             return None
 
-    def _round(self, proposals: list[TrialProposal], address: str) -> None:
-        number = max((r.round for r in self.records.values()), default=0) + 1
-        label = f"round-{number:03d}"
-        for proposal in proposals:
-            params = trial_params(proposal.params)
-            full = {**self.study.fixed, **params}
-            self.records[proposal.number] = TrialRecord(
-                trial=proposal.number, round=number, param_id=param_id(full),
-                state="pending", replicates=self.settings.min_replicates,
-                allocation="new trial", params=params,
-            )  # fmt: skip
-        new = {p.number: self.settings.min_replicates for p in proposals}
-        self._simulate(new, label, address)
-        stage = 0
-        while True:
-            allocations = allocate(self._scores(), self.settings.min_replicates,
-                                   self.settings.max_replicates)  # fmt: skip
-            more = {
-                n: a
-                for n, a in allocations.items()
-                if a.replicates > self.records[n].replicates and n not in self.stuck
-            }
-            self._note(allocations)
-            if not more:
-                break
-            stage += 1
-            self._simulate({n: a.replicates for n, a in more.items()},
-                           f"{label}-more-{stage}", address)  # fmt: skip
-        # Recorded before told: a crash between the two reruns the round's untold trials
-        # from the cache, and no told trial is ever missing from trials.parquet.
-        self._write_outputs()
-        for proposal in proposals:
-            record = self.records[proposal.number]
-            failed = None if record.state == "complete" else (record.allocation or "failed")
-            self.optimizer.tell(proposal.number, record.loss, failed)
-        self._log_round(number, len(proposals), stage)
-
     def _report_best(self, address: str) -> None:
         """Run the best trials again from the cache (nothing new runs) to report their fit."""
-        best = self._best()[:REPORT_TRIALS]
+        best = self.search.best()[:REPORT_TRIALS]
         if not best:
             return
         # Every one of them has at least this many replicates cached.
         count = min(r.replicates for r in best)
-        study = self._round_study({r.param_id: r.params for r in best}, count, address)
-        calibration_round.with_options(flow_run_name="best-trials")(studies=[study], report=True)
-
-    def _simulate(self, replicates: dict[int, int], label: str, address: str) -> None:
-        """Run trials with the given replicates, one study per replicate count; score them."""
-        by_count: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-        for number, count in replicates.items():
-            record = self.records[number]
-            by_count[count][record.param_id] = record.params  # a repeated trial runs once
-        scores = calibration_round.with_options(flow_run_name=label)(
-            studies=[self._round_study(sets, count, address)
-                     for count, sets in sorted(by_count.items())],
-        )  # fmt: skip
-        for number, count in replicates.items():
-            record = self.records[number]
-            score = scores.get(f"{record.param_id}/{count}")
-            update: dict[str, Any] = {"replicates": count}
-            if score is None or score["loss"] is None:
-                reason = (score or {}).get("reason") or "no loss: the round did not aggregate it"
-                if record.state == "complete":
-                    # More replicates failed, not the trial: it keeps the loss it had, and is
-                    # not extended again (its failed replicates would fail again).
-                    self.stuck.add(number)
-                    update = {"allocation": f"kept at {record.replicates} replicates: "
-                              f"{count} failed ({reason})"}  # fmt: skip
-                else:
-                    update.update(state="failed", loss=None, loss_se=None, allocation=reason)
-            else:
-                update.update(state="complete", loss=score["loss"], loss_se=score["loss_se"])
-            self.records[number] = TrialRecord.model_validate({**record.model_dump(), **update})
-
-    def _round_study(self, sets: dict[str, dict[str, Any]], count: int, address: str) -> Study:
-        """Return the study of some trials at one replicate count, on the shared cluster."""
-        document = self.study.model_dump(mode="json", exclude={"calibrate"})
-        document["parameters"] = {"list": list(sets.values())}
+        document = engine_study(self.study, self.store).model_dump(mode="json")
+        document["parameters"] = {"list": [r.params for r in best]}
         document["replicates"] = count
-        document["output"] = str(self.store.local / SIMULATIONS_DIR)  # type: ignore[operator]
-        # Batches of replicates.min keep earlier replicates reusable when a trial doubles.
-        document["execution"]["batch_size"] = self.settings.min_replicates
         document["execution"]["dask"] = {"address": address}
-        return Study.model_validate(document)
+        options = RunOptions(keep_other_parts=True, report=True, keep_written_parts=False)
+        state = run_study(Study.model_validate(document), self.logger, overwrite=True,
+                          options=options)  # fmt: skip
+        if state.is_failed():
+            self.logger.warning("the best trials' study: %s", state.message)
 
-    def _scores(self) -> list[TrialScore]:
-        return [
-            TrialScore(number=r.trial, loss=r.loss if r.state == "complete" else None,
-                       loss_se=r.loss_se, replicates=r.replicates)
-            for r in self.records.values()
-        ]  # fmt: skip
-
-    def _note(self, allocations: dict[int, Allocation]) -> None:
-        for number, allocation in allocations.items():
-            record = self.records[number]
-            if record.state == "complete" and number not in self.stuck:
-                self.records[number] = record.model_copy(update={"allocation": allocation.reason})
-
-    def _best(self) -> list[TrialRecord]:
-        complete = [
-            r for r in self.records.values() if r.state == "complete" and r.loss is not None
-        ]
-        return sorted(complete, key=lambda r: (r.loss, r.trial))
-
-    def _log_round(self, number: int, trials: int, stages: int) -> None:
-        best = self._best()
-        lead = (
-            f"best loss so far {format_number(best[0].loss)} +- {format_number(best[0].loss_se)}"
-            f" (trial {best[0].trial}, {best[0].replicates} replicates: "
-            f"{format_parameters(best[0].params)})"
-            if best else "no trial has a loss yet"
-        )  # fmt: skip
-        self.logger.info(
-            "round %03d: %d trials, %d rounds of more replicates; %s; %d/%d trials told",
-            number, trials, stages, lead, self.optimizer.told(), self.settings.trials,
-        )  # fmt: skip
+    def _publish(self, search: Search, force: bool = False) -> None:
+        """Update trials.parquet and the artifacts, at most every PUBLISH_SECONDS."""
+        if not force and time.monotonic() - self._published < PUBLISH_SECONDS:
+            return
+        self._published = time.monotonic()
+        notify(self._write_outputs)
+        if self._progress is not None:
+            notify(publish_progress, self._progress, self._percent())
+        best = search.best()
         rows = [
             {"rank": str(i + 1), "trial": str(r.trial), "loss": format_number(r.loss),
              "loss_se": format_number(r.loss_se), "replicates": str(r.replicates),
              **{name: format_number(r.params.get(name)) for name in self.names}}
             for i, r in enumerate(best[:BEST_TRIALS])
         ]  # fmt: skip
-        notify(publish_best_trials, self.study, rows, number)
+        told = search.optimizer.told()
+        lead = (
+            f"best loss so far {format_number(best[0].loss)} +- {format_number(best[0].loss_se)}"
+            f" (trial {best[0].trial}, {best[0].replicates} replicates: "
+            f"{format_parameters(best[0].params)})"
+            if best else "no trial has a loss yet"
+        )  # fmt: skip
+        self.logger.info("%d/%d trials told, %d simulations; %s", told, self.settings.trials,
+                         search.simulations(), lead)  # fmt: skip
+        notify(publish_best_trials, self.study, rows, told, search.simulations())
 
     def _write_outputs(self) -> None:
-        records = sorted(self.records.values(), key=lambda r: r.trial)
+        records = sorted(self.search.records.values(), key=lambda r: r.trial)
         write_table(self.store, TRIALS_FILE, trials_table(records, self.names))
         write_table(self.store, RANKING_FILE, trials_ranking(records, self.names))
 
     def _percent(self) -> float:
-        return 100.0 * self.optimizer.told() / self.settings.trials
+        return 100.0 * self.search.optimizer.told() / self.settings.trials
 
     def _summary(self) -> dict[str, Any]:
-        best = self._best()
-        complete = [r for r in self.records.values() if r.state == "complete"]
+        records = list(self.search.records.values())
+        best = self.search.best()
         return {
-            "trials": len(self.records),
-            "failed": sum(r.state == "failed" for r in self.records.values()),
-            "simulations": sum(r.replicates for r in self.records.values()),
-            "saved": simulations_saved(
-                {r.trial: Allocation(r.replicates, r.allocation or "") for r in complete},
-                self.settings.max_replicates,
-            ),
+            "trials": len(records),
+            "failed": sum(r.state == "failed" for r in records),
+            "simulations": self.search.simulations(),
+            "saved": simulations_saved(allocations_of(records), self.settings.max_replicates),
             "best": best[0].model_dump(mode="json") if best else None,
-            "importances": self.optimizer.importances(),
+            "importances": self.search.optimizer.importances(),
         }
 
     def _final_message(self, summary: dict[str, Any]) -> str:
@@ -316,7 +284,7 @@ class Calibration:
         lead = (
             f"best trial {best['trial']}: loss {format_number(best['loss'])} +- "
             f"{format_number(best['loss_se'])} ({format_parameters(best['params'])})"
-            if best else "no trial has a loss"
+            if best else "no trial has a loss: see trials.parquet's allocation for why"
         )  # fmt: skip
         return (
             f"{summary['trials']} trials ({summary['failed']} failed), {summary['simulations']} "
@@ -334,37 +302,16 @@ class Calibration:
         })  # fmt: skip
 
 
-def publish_progress(artifact: UUID, percent: float) -> None:
-    """Update the progress artifact of trials told."""
-    update_progress_artifact(artifact, percent)
-
-
-def publish_best_trials(study: Study, rows: list[dict[str, str]], round_number: int) -> None:
+def publish_best_trials(
+    study: Study, rows: list[dict[str, str]], told: int, simulations: int
+) -> None:
     """Create (or update) the table artifact of the best trials so far."""
     create_table_artifact(
         table=rows, key=artifact_key(study, "best-trials"),
-        description=f"Best {len(rows)} trials after round {round_number}",
+        description=f"Best {len(rows)} trials after {told} told ({simulations} simulations)",
     )  # fmt: skip
 
 
-# validate_parameters=False: the round's studies are built and validated by the calibration.
-@flow(name="calibration-round", validate_parameters=False)
-def calibration_round(studies: list[Study], report: bool = False) -> dict[str, dict[str, Any]]:
-    """Run some trials' studies (one per replicate count); return each set's loss by id/count."""
-    logger = get_run_logger()
-    options = RunOptions(keep_other_parts=True, report=report)
-    scores: dict[str, dict[str, Any]] = {}
-    for study in studies:
-        state = run_study(study, logger, overwrite=True, options=options)
-        failed = getattr(state.data, "failed_sets", None) or {}
-        store = OutputStore(study.output_dir)
-        if not store.exists(RANKING_FILE):
-            continue
-        for row in read_table(store, RANKING_FILE).to_pylist():
-            reasons = failed.get(row["param_id"])
-            scores[f"{row['param_id']}/{study.replicates}"] = {
-                "loss": row["loss"] if row["status"] == "ok" else None,
-                "loss_se": row["loss_se"],
-                "reason": "; ".join(reasons) if reasons else None,
-            }
-    return scores
+def publish_progress(artifact: UUID, percent: float) -> None:
+    """Update the progress artifact of trials told."""
+    update_progress_artifact(artifact, percent)

@@ -1,23 +1,29 @@
 """The `simstudy` command: run, validate, show, report, schema.
 
-Exit codes: 0 success, 1 the study failed, 2 invalid input (nothing was started),
-130 interrupted.
+Exit codes: 0 success, 1 the study failed, 2 invalid input (a study, an output folder, a
+journal: nothing was started), 3 the environment (a Prefect API that cannot be started or
+reached, a cluster that cannot run the study: preflight), 130 interrupted. Every error a
+user can cause (`SimstudyError`) prints as `error: ...` with its exit code, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from simstudy.analysis.targets import load_targets
 from simstudy.calibrate.folder import (
@@ -27,7 +33,7 @@ from simstudy.calibrate.folder import (
     check_calibration_dir,
 )
 from simstudy.design import expand_parameters, sample_seed
-from simstudy.errors import OutputDirError, StudyError
+from simstudy.errors import OutputDirError, SimstudyError, StudyError
 from simstudy.loading import load_study
 from simstudy.location import OutputStore
 from simstudy.locking import output_lock
@@ -44,7 +50,9 @@ from simstudy.results import (
 from simstudy.spec import MAX_LOCAL_WORKERS, Study
 from simstudy.summary_table import ranking_summary, summary_table
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+API_ANSWER_SECONDS = 5.0
+"""How long a run waits for the Prefect API at PREFECT_API_URL to answer (one starting up)."""
 SHOWN_SAMPLED_SETS = 10
 """Parameter sets `validate` lists of a sampled design (all of a grid, list or file)."""
 
@@ -92,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return validate_command(args.study)
         if args.command == "show":
-            show_results(OutputStore(args.output), calibration=None)
+            show_results(output_folder(args.output), calibration=None)
             return EXIT_OK
         if args.command == "report":
             # matplotlib is imported only when a report is asked for.
@@ -105,9 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"report: {built}", highlight=False)
             return EXIT_OK
         return run_command(args)
-    except (StudyError, OutputDirError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        return EXIT_INVALID
+    except SimstudyError as exc:
+        # escape: a message quoting '[...]' (a list, an errno) is no console markup.
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return exc.exit_code
     except KeyboardInterrupt:
         console.print(
             f"[yellow]interrupted[/yellow]: running replicates were stopped. {_kept(args)}"
@@ -121,7 +130,7 @@ def _kept(args: argparse.Namespace) -> str:
         return ""
     try:
         store = OutputStore(load_study(args.study, cli_overrides(args)).output_dir)
-    except (StudyError, OutputDirError, ImportError):
+    except (SimstudyError, ImportError):
         return ""
     kept = stored_replicates(store)
     return (
@@ -193,6 +202,17 @@ def show_results(store: OutputStore, calibration: bool | None) -> None:
         console.print(best)
 
 
+def output_folder(path: str) -> OutputStore:
+    """Return the output folder of a study or calibration, or raise `OutputDirError`."""
+    store = OutputStore(path)
+    if store.is_file_location() or not (store.exists(STUDY_FILE) or store.exists(CALIBRATION_FILE)):
+        raise OutputDirError(
+            f"{store} is not a simstudy output folder (it has no {STUDY_FILE} nor "
+            f"{CALIBRATION_FILE}): give the output folder of a study"
+        )
+    return store
+
+
 def validate_calibration(study: Study) -> int:
     """Print a valid calibration: its search space, rounds, replicates and targets."""
     settings = study.calibrate
@@ -240,6 +260,58 @@ def checked_study(args: argparse.Namespace) -> tuple[Study, OutputStore]:
     return study, store
 
 
+def check_api_url(timeout: float = API_ANSWER_SECONDS) -> None:
+    """Raise `ApiStartError` unless the Prefect API at PREFECT_API_URL (if set) answers."""
+    from flows.api import ApiStartError  # Prefect is imported only for a run
+
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=min(timeout, 2)):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers: what it answers (a key it wants) is Prefect's to say
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+        if time.monotonic() >= deadline:
+            raise ApiStartError(
+                f"the Prefect API at PREFECT_API_URL={url} does not answer ({reason}) after "
+                f"{timeout:g} s: start that server (`prefect server start`), or unset "
+                "PREFECT_API_URL to run on a temporary local API"
+            )
+        time.sleep(0.5)
+
+
+class QuietUserErrors(logging.Filter):
+    """Keep console log lines of a user error (with its traceback) out: `main` prints it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for a record carrying a `SimstudyError`."""
+        return not (record.exc_info and isinstance(record.exc_info[1], SimstudyError))
+
+
+def quiet_user_errors_on_console() -> None:
+    """Filter the console handlers of Prefect's logging (set up once Prefect is imported)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, QuietUserErrors) for f in handler.filters
+        ):
+            handler.addFilter(QuietUserErrors())
+
+
+def raise_user_error(state: Any) -> None:
+    """Raise the `SimstudyError` that failed a flow run, if one did (a preflight refusal)."""
+    if state.is_failed():
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, SimstudyError):
+            raise error
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Validate, then run the study on one local Prefect API and a Dask cluster."""
     study, store = checked_study(args)
@@ -256,6 +328,8 @@ def run_command(args: argparse.Namespace) -> int:
     from flows.progress_bar import progress_bar
     from flows.study import simulation_study
 
+    quiet_user_errors_on_console()
+    check_api_url()
     started = time.monotonic()
     STOP_REQUESTED.clear()
     interrupt = InterruptFlag(STOP_REQUESTED)
@@ -271,6 +345,7 @@ def run_command(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if interrupt.seen:
         raise KeyboardInterrupt
+    raise_user_error(state)
     if store.exists(REPLICATES_FILE) or store.exists(CALIBRATION_FILE):
         show_results(store, calibration=study.calibrate is not None)
     if store.exists(REPORT_FILE):

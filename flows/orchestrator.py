@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
@@ -34,6 +34,7 @@ from simstudy.aggregate import (
     failed_aggregate,
     reconcile_outputs,
     summarize_study,
+    without_rows,
 )
 from simstudy.analysis.targets import Targets
 from simstudy.batch import (
@@ -45,7 +46,8 @@ from simstudy.batch import (
 )
 from simstudy.columns import records_from_bytes
 from simstudy.design import ParameterSet
-from simstudy.parts import PartWriter
+from simstudy.engine import Driver, SetOutcome
+from simstudy.parts import PartWriter, StoredReplicates
 from simstudy.plan import Batch, aggregation_groups, plan_runs, run_label
 from simstudy.records import ReplicateRecord
 from simstudy.reruns import LostRun, contiguous_ranges, plan_rerun
@@ -151,6 +153,8 @@ class SetProgress:
     batch_indices: list[int]
     group: int = 0  # its aggregation group
     aggregate: ParameterSetAggregate | None = None
+    open: bool = False  # a driver may extend it: its batch statistics stay after aggregation
+    replicates: int = 0  # replicates planned so far (a driver's sets; 0: the study's)
 
 
 @dataclass
@@ -195,6 +199,12 @@ class StudyOrchestrator:
     flow receives records without outputs."""
     targets: Targets | None = None
     """Observed data, read once by the flow: every aggregation gets the same small object."""
+    driver: Driver | None = None
+    """Adds work while the run goes on (a calibration); None: the given sets are all."""
+    stored: StoredReplicates | None = None
+    """Finished replicates of earlier runs that a driver's sets reuse (the part cache)."""
+    driver_batch_size: int = 1
+    """Replicates per batch of a driver's sets: extensions keep earlier batches reusable."""
     tracker: StudyTracker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -226,11 +236,14 @@ class StudyOrchestrator:
             if pieces:
                 self._pending.append(BatchRun(pieces, careful=False))
         self._just_finished: list[tuple[int, Batch, BatchResult]] = []
+        self._outcomes: list[SetOutcome] = []  # for the driver, at the loop's next turn
+        self._not_written: set[int] = set()  # reused batches of a driver's sets: in parts already
+        self._awaited: set[str] = set()  # a driver's sets whose outcome has not come yet
         for index, result in sorted(reused.items()):
             self._finish_batch(index, result, reused=True)
         self._hand_on_finished()
         self.tracker.reused = sum(result.stop - result.start for result in reused.values())
-        largest = max((run.size for run in self._pending), default=1)
+        largest = max([run.size for run in self._pending] + [self.driver_batch_size])
         self._simulate = configured_simulate_batch(self.study, largest)
         self._limit = self.study.execution.batches_in_flight(self.worker_threads)
         # The loop waits for a result only as long as the stall watch allows: a result
@@ -342,15 +355,118 @@ class StudyOrchestrator:
                 return self._progress[index]
         return None
 
+    # The engine protocol (simstudy/engine.py): the driver calls these from the loop's thread.
+
+    def add_sets(self, sets: Sequence[ParameterSet], replicates: int) -> None:
+        """Run `replicates` replicates of each new set; its outcome goes to the driver."""
+        for parameter_set in sets:
+            if parameter_set.param_id in self._set_index:
+                raise ValueError(
+                    f"parameter set {parameter_set.param_id[:12]} was added already: extend it"
+                )
+            set_index = len(self.sets)
+            self.sets.append(parameter_set)
+            self._set_index[parameter_set.param_id] = set_index
+            self._sets.append(SetProgress(parameter_set, [], group=len(self._groups), open=True))
+            self._groups.append(GroupProgress(range(set_index, set_index + 1)))
+            self.tracker.add_set(parameter_set.param_id)
+            self._plan_set(set_index, 0, replicates)
+
+    def extend(self, param_id: str, replicates: int) -> None:
+        """Give a set `replicates` replicates in all; its new outcome covers every one."""
+        state = self._sets[self._set_index[param_id]]
+        group = self._groups[state.group]
+        if not state.open or not group.done or replicates <= state.replicates:
+            raise ValueError(
+                f"parameter set {param_id[:12]} cannot get {replicates} replicates: it has "
+                f"{state.replicates}, and only a set with an outcome and not closed is extended"
+            )
+        group.done = False
+        state.aggregate = None
+        self.tracker.aggregate_reopened(param_id)
+        self._plan_set(self._set_index[param_id], state.replicates, replicates)
+
+    def close(self, param_id: str) -> None:
+        """Forget a set's batch statistics once aggregated: it gets no more replicates."""
+        state = self._sets[self._set_index[param_id]]
+        state.open = False
+        if self._groups[state.group].done:
+            for index in state.batch_indices:
+                self._progress[index].result = None
+
+    def capacity(self) -> int:
+        """Return the worker threads the study started with."""
+        return max(1, self.worker_threads)
+
+    def in_flight(self) -> int:
+        """Return the driver's sets whose outcome has not come yet."""
+        return len(self._awaited)
+
+    def _plan_set(self, set_index: int, start: int, stop: int) -> None:
+        """Queue replicates [start, stop) of a driver's set, reusing what the cache holds."""
+        state = self._sets[set_index]
+        parameter_set = state.parameter_set
+        for begin in range(start, stop, self.driver_batch_size):
+            batch = Batch(
+                param_id=parameter_set.param_id,
+                params=parameter_set.params,
+                start=begin,
+                stop=min(begin + self.driver_batch_size, stop),
+                set_index=set_index,
+            )
+            index = len(self.batches)
+            self.batches.append(batch)
+            self._progress.append(BatchProgress(batch))
+            state.batch_indices.append(index)
+            self.tracker.add_batch(batch)
+            reused = self.stored.reusable_batch(batch) if self.stored is not None else None
+            if reused is None:
+                self._pending.append(BatchRun([(index, batch)], careful=False))
+                continue
+            self._not_written.add(index)  # its replicates are in the cache's parts already
+            self.tracker.reused += batch.size
+            self._finish_batch(index, reused, reused=True)
+        state.replicates = stop
+        self._awaited.add(parameter_set.param_id)
+        self._hand_on_finished()
+        self._aggregate_if_complete(state.group)
+
+    def _done(self) -> bool:
+        """Return whether every group is aggregated and the driver wants nothing more."""
+        if not all(group.done for group in self._groups):
+            return False
+        if self.driver is None or self.driver.finished():
+            return True
+        # Idle, and the driver has not finished: it must add work now, or it never will.
+        self.driver.on_outcomes(self, [])
+        if all(group.done for group in self._groups) and not self.driver.finished():
+            raise RuntimeError(
+                f"{type(self.driver).__name__} neither finished nor added work while the "
+                "engine was idle"
+            )
+        return self.driver.finished() and all(group.done for group in self._groups)
+
+    def _hand_outcomes(self) -> bool:
+        """Give the driver the outcomes that came since its last turn; return whether any."""
+        if self.driver is None or not self._outcomes:
+            return False
+        outcomes, self._outcomes = self._outcomes, []
+        self.driver.on_outcomes(self, outcomes)
+        return True
+
     def _loop(self) -> StudyOutcome:
         execution = self.study.execution
         watch = StallWatch(execution.stall_timeout(), execution.on_stall)
         last_snapshot: TrackerSnapshot | None = None
-        while not all(group.done for group in self._groups):
+        if self.driver is not None:
+            self.driver.start(self)
+        while not self._done():
             if STOP_REQUESTED.is_set():
                 raise KeyboardInterrupt
             self._submit_runs()
             finished = self._collect_finished()
+            if self._hand_outcomes():
+                continue  # the driver's new work is submitted at once
             snapshot = self.tracker.snapshot()
             if snapshot != last_snapshot:
                 notify(self.on_progress, snapshot)
@@ -511,6 +627,9 @@ class StudyOrchestrator:
     def _hand_on_finished(self) -> None:
         """Pass the batches just finished to `on_batches`, in runs contiguous in the plan."""
         finished, self._just_finished = sorted(self._just_finished, key=lambda f: f[0]), []
+        if self._not_written:
+            finished = [item for item in finished if item[0] not in self._not_written]
+            self._not_written.clear()
         groups: list[list[tuple[int, Batch, BatchResult]]] = []
         for item in finished:
             if groups and groups[-1][-1][0] + 1 == item[0]:
@@ -674,7 +793,9 @@ class StudyOrchestrator:
                 {
                     "parameter_sets": [self.sets[s] for s in group.set_indices],
                     "batches": batches,
-                    "replicates": self.study.replicates,
+                    "replicates": [
+                        self._sets[s].replicates or self.study.replicates for s in group.set_indices
+                    ],  # fmt: skip
                     "min_success_fraction": execution.min_success_fraction,
                     "quantiles": self.study.aggregate.quantiles,
                     "targets": self.targets,
@@ -711,9 +832,16 @@ class StudyOrchestrator:
         for set_index, aggregate in zip(group.set_indices, aggregates, strict=True):
             state = self._sets[set_index]
             state.aggregate = aggregate
-            for index in state.batch_indices:
-                self._progress[index].result = None  # aggregated: nothing left to keep
+            if not state.open:
+                for index in state.batch_indices:
+                    self._progress[index].result = None  # aggregated: nothing left to keep
             self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
+            if self.driver is not None and aggregate.param_id in self._awaited:
+                self._awaited.discard(aggregate.param_id)
+                self._outcomes.append(set_outcome(aggregate))
+                # Its rows are in no result file of a driver's run: only the outcome stays,
+                # so 10,000 trials of a 365-point series do not pile up in the flow.
+                state.aggregate = without_rows(aggregate)
         if self.on_aggregate is not None:
             notify(self.on_aggregate, aggregates)
 
@@ -777,7 +905,9 @@ class StudyOrchestrator:
         # Sets whose outputs differ from the study's fail here, before any file is written.
         aggregates = reconcile_outputs([s.aggregate for s in self._sets if s.aggregate is not None])
         if not abandoned:
-            return StudyOutcome(aggregates, self._summarize(aggregates), stall_report)
+            # A driver's sets were told one by one: no study summary task over thousands.
+            summary = summarize_study(aggregates) if self.driver else self._summarize(aggregates)
+            return StudyOutcome(aggregates, summary, stall_report)
         with self._lock:  # replicates of unfinished batches that did finish are kept too
             for p in self._progress:
                 for replicate in p.provisional:  # their outputs never reached a part
@@ -827,6 +957,19 @@ def forget_topic(dask_scheduler: Any, topic: str) -> None:
     topics = _topics(dask_scheduler)
     if topics is not None:
         topics.pop(topic, None)
+
+
+def set_outcome(aggregate: ParameterSetAggregate) -> SetOutcome:
+    """Return what a driver learns of an aggregated set."""
+    return SetOutcome(
+        param_id=aggregate.param_id,
+        status=aggregate.status,
+        replicates=sum(aggregate.counts.values()),
+        loss=aggregate.loss,
+        loss_se=aggregate.loss_se,
+        loss_bias=aggregate.loss_bias,
+        reasons=list(aggregate.reasons),
+    )
 
 
 def aggregation_name(parameter_set: ParameterSet) -> str:

@@ -52,6 +52,12 @@ class ParameterSetAggregate(BaseModel):
     target_losses: dict[str, float] = Field(
         default_factory=dict, description="Loss of each target output; they sum to loss."
     )
+    loss_bias: float | None = Field(
+        default=None,
+        description="How much the loss of this many replicates' mean exceeds, on average, its "
+        "limit with infinitely many (None: unknown for the loss); loss - loss_bias compares "
+        "sets with different replicate counts.",
+    )
 
 
 class StudySummary(BaseModel):
@@ -134,6 +140,7 @@ def aggregate_parameter_set(
         losses = {
             "loss": found.loss,
             "loss_se": found.loss_se,
+            "loss_bias": found.loss_bias,
             "target_losses": found.target_losses,
         }
     return ParameterSetAggregate(status="ok", scalars=scalars, series=series, **base, **losses)

@@ -49,9 +49,28 @@ class StudyTracker:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        # Copies: a driver adds sets and batches while the study runs (add_set, add_batch).
+        self.batches = list(self.batches)
+        self.param_ids = list(self.param_ids)
         self._batches_of: dict[str, list[Batch]] = {}
         for batch in self.batches:
             self._batches_of.setdefault(batch.param_id, []).append(batch)
+
+    def add_set(self, param_id: str) -> None:
+        """Count a set a driver added while the study runs."""
+        with self._lock:
+            self.param_ids.append(param_id)
+
+    def add_batch(self, batch: Batch) -> None:
+        """Count a batch a driver added while the study runs."""
+        with self._lock:
+            self.batches.append(batch)
+            self._batches_of.setdefault(batch.param_id, []).append(batch)
+
+    def aggregate_reopened(self, param_id: str) -> None:
+        """Forget a set's aggregation: it got more replicates and is aggregated again."""
+        with self._lock:
+            self._aggregated.pop(param_id, None)
 
     def replicate_finished(self, param_id: str, replicate: int, status: str) -> None:
         """Record one finished replicate (a repeat report of the same one is ignored)."""

@@ -23,17 +23,21 @@ from simstudy.design import ParameterSet
 def aggregate_parameter_sets_task(
     parameter_sets: list[ParameterSet],
     batches: list[list[BatchResult]],
-    replicates: int,
+    replicates: int | list[int],
     min_success_fraction: float,
     quantiles: list[float],
     targets: Targets | None = None,
 ) -> list[ParameterSetAggregate]:
-    """Merge the batch statistics of a group of parameter sets, each on its own, with its loss."""
+    """Merge the batch statistics of a group of parameter sets, each on its own, with its loss.
+
+    `replicates` is every set's count, or one count per set (a calibration's sets differ).
+    """
+    counts = replicates if isinstance(replicates, list) else [replicates] * len(parameter_sets)
     return [
         aggregate_parameter_set(
-            parameter_set, set_batches, replicates, min_success_fraction, quantiles, targets
+            parameter_set, set_batches, count, min_success_fraction, quantiles, targets
         )
-        for parameter_set, set_batches in zip(parameter_sets, batches, strict=True)
+        for parameter_set, set_batches, count in zip(parameter_sets, batches, counts, strict=True)
     ]
 
 

@@ -68,6 +68,9 @@ class SetLoss:
     loss: float
     loss_se: float | None
     target_losses: dict[str, float]
+    loss_bias: float | None = None
+    """How much the loss's expectation exceeds its limit at infinitely many replicates
+    (`replicate_bias`); None where that is not known (a loss of the spread, a user loss)."""
 
 
 def set_loss(
@@ -81,7 +84,43 @@ def set_loss(
         for target in targets.outputs
     }
     total = float(sum(losses.values()))
-    return SetLoss(total, _standard_error(partials, targets, param_id), losses)
+    biases = [replicate_bias(t, partials[t.output], targets) for t in targets.outputs]
+    bias = None if any(b is None for b in biases) else float(sum(b or 0.0 for b in biases))
+    return SetLoss(total, _standard_error(partials, targets, param_id), losses, bias)
+
+
+UNBIASED_LOSSES = frozenset({"mean_of_mse"})
+"""Built-in losses whose expectation does not depend on the number of replicates."""
+
+
+def replicate_bias(target: OutputTarget, partial: Partial, targets: Targets) -> float | None:
+    """Return the leading term by which an output's loss of a mean of n replicates is high.
+
+    The mean m of n replicates scatters around the true mean mu with variance s^2 / n, so
+    a loss l(m) of it is, to second order, l(mu) + l''(mu) s^2 / (2 n) on average: a trial
+    with more replicates looks better by construction. Subtracting this term (l'' taken
+    numerically; for poisson it is o / m^2, about s^2 / (2 n m) near a fit) compares
+    trials at different replicate counts like with like. None where the loss depends on the
+    spread itself (gaussian_nll, an estimated dispersion) or is the user's.
+    """
+    if target.loss in UNBIASED_LOSSES:
+        return 0.0
+    fixed_size = target.loss == "negative_binomial" and targets.dispersion is not None
+    if target.loss not in MEAN_ONLY_LOSSES and not fixed_size:
+        return None
+    mean, variance, count = _point_stats(partial, target)
+    if np.any(count < 2):
+        return None  # no spread to tell the scatter of the mean
+    step = np.maximum(np.abs(mean) * 1e-3, 1e-6)
+
+    # Central second difference: the built-in losses are smooth in the mean (their floors
+    # matter only where the replicates are all 0, and then s^2 is 0 too).
+    def at(mean_at: np.ndarray) -> np.ndarray:
+        return point_losses(target.loss, target, mean_at, variance, count, targets.dispersion)
+
+    curvature = (at(mean + step) - 2 * at(mean) + at(mean - step)) / step**2
+    bias = np.sum(target.weight * 0.5 * curvature * variance / count)
+    return float(bias) if math.isfinite(bias) else None
 
 
 def point_losses(

@@ -4,9 +4,10 @@
 results/seir-calibrate/
   calibration.json   the study, its identity, status and final summary
   optuna.journal     Optuna's journal: every trial asked and told (one writer: the flow)
+  trials.jsonl       the search's trial log: every change of a trial, before Optuna hears it
   trials.parquet     every trial: parameters, loss, loss_se, replicates, round, state
   ranking.parquet    the complete trials, best first
-  simulations/       the rounds' studies; _parts/ caches every finished replicate
+  simulations/       _parts/ caches every finished replicate; the best trials' study
 ```
 """
 
@@ -19,17 +20,16 @@ import pyarrow as pa
 
 from simstudy.calibrate.trials import TrialRecord
 from simstudy.display import format_number, format_parameters
-from simstudy.errors import OutputDirError
+from simstudy.errors import JournalError, OutputDirError
 from simstudy.location import OutputStore
-from simstudy.results import LOCK_FILE, LOGS_DIR, read_table
+from simstudy.results import LOCK_FILE, LOGS_DIR
 from simstudy.spec import Study
 
 CALIBRATION_FILE = "calibration.json"
 JOURNAL_FILE = "optuna.journal"
 TRIALS_FILE = "trials.parquet"
+TRIAL_LOG_FILE = "trials.jsonl"
 SIMULATIONS_DIR = "simulations"
-RECORD_FIELDS = ("trial", "round", "param_id", "state", "loss", "loss_se", "replicates",
-                 "allocation")  # fmt: skip
 
 
 def calibration_id(study: Study) -> str:
@@ -65,23 +65,37 @@ def check_calibration_dir(store: OutputStore, identity: str, overwrite: bool) ->
         )
 
 
-def read_records(store: OutputStore) -> dict[int, TrialRecord]:
-    """Return the trials recorded by an earlier run of this calibration (none if new)."""
-    if not store.exists(TRIALS_FILE):
-        return {}
-    records = {}
-    for row in read_table(store, TRIALS_FILE).to_pylist():
-        params = {k: v for k, v in row.items() if k not in RECORD_FIELDS}
-        record = TrialRecord(**{k: row[k] for k in RECORD_FIELDS}, params=params)
-        records[record.trial] = record
-    return records
+def check_search_state(store: OutputStore) -> None:
+    """Raise `JournalError` when Optuna's journal and the trial log are not both there or gone.
+
+    Both are the search's state: a search resumed from one without the other would start
+    again (renumbered trials, losses at other replicate counts) or lose its told trials,
+    and mix two searches silently.
+    """
+    journal, log = (_size(store, name) for name in (JOURNAL_FILE, TRIAL_LOG_FILE))
+    if bool(journal) == bool(log):
+        return
+    present, missing = (JOURNAL_FILE, TRIAL_LOG_FILE) if journal else (TRIAL_LOG_FILE, JOURNAL_FILE)
+    raise JournalError(
+        f"{store.path(present)} holds a search but {missing} beside it is missing or empty "
+        "(deleted, or written by an earlier simstudy): the search cannot resume from half its "
+        f"state. Put {missing} back, or run with --overwrite to start the search over "
+        "(finished replicates are reused)"
+    )
+
+
+def _size(store: OutputStore, name: str) -> int:
+    if not store.exists(name):
+        return 0
+    return int(store.fs.size(store.path(name)))
 
 
 def trials_ranking(records: list[TrialRecord], names: list[str]) -> pa.Table:
     """Return the complete trials best first, laid out as a study's ranking.parquet."""
+    # Scores, not raw losses: trials of different replicate counts compare like with like.
     ranked = sorted(
         (r for r in records if r.state == "complete" and r.loss is not None),
-        key=lambda r: (r.loss, r.trial),
+        key=lambda r: (r.score, r.trial),
     )
     columns: dict[str, pa.Array] = {
         "rank": pa.array(range(1, len(ranked) + 1), pa.int64()),

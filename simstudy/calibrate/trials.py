@@ -11,11 +11,19 @@
 
 Columns (`TRIALS_SCHEMA`, then one per parameter): `trial`, `round`, `param_id`, `state`
 ("complete" | "failed" | "pending"), `loss`, `loss_se`, `replicates` (the replicates its
-loss is over), `allocation` (the reason of its last allocation), then each parameter.
+loss is over), `allocation` (the reason of its last allocation), `loss_bias`, then each
+parameter.
+
+`trials.jsonl` (`TrialLog`) is the search's own record: one line per change of a trial,
+appended and flushed to disk before Optuna is told, so a calibration killed at any point
+resumes with every trial as it was; `trials.parquet` is rebuilt from it.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -33,6 +41,7 @@ TRIALS_SCHEMA = pa.schema(
         ("loss_se", pa.float64()),
         ("replicates", pa.int64()),
         ("allocation", pa.string()),
+        ("loss_bias", pa.float64()),
     ]
 )
 """The fixed columns of trials.parquet; the parameter columns follow, typed by their values."""
@@ -44,7 +53,9 @@ class TrialRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     trial: int = Field(ge=0, description="Optuna's trial number, from 0 in the order asked.")
-    round: int = Field(ge=1, description="The round that asked the trial (1 = first).")
+    round: int = Field(
+        ge=1, description="Its ask: trials asked together when capacity freed share it (from 1)."
+    )
     param_id: str = Field(description="The parameter set's id, as in every result file.")
     state: TrialState = Field(
         description="complete (told its loss), failed (told failed: no loss), or pending "
@@ -59,6 +70,18 @@ class TrialRecord(BaseModel):
         default="", description="Why the trial has its replicates (its last allocation)."
     )
     params: dict[str, Any] = Field(description="The trial's parameter values, by name.")
+    loss_bias: float | None = Field(
+        default=None,
+        description="The part of the loss due to its finite replicates (see "
+        "simstudy.analysis.losses.replicate_bias); None when unknown for the loss.",
+    )
+
+    @property
+    def score(self) -> float | None:
+        """Return the loss with its replicate bias taken off: comparable across replicates."""
+        if self.loss is None:
+            return None
+        return self.loss - (self.loss_bias or 0.0)
 
 
 def trials_table(records: list[TrialRecord], names: list[str]) -> pa.Table:
@@ -69,3 +92,49 @@ def trials_table(records: list[TrialRecord], names: list[str]) -> pa.Table:
     for name in names:  # parameter types as the values have them (numbers, text, booleans)
         table = table.append_column(name, pa.array([r.params.get(name) for r in ordered]))
     return table
+
+
+class TrialLog:
+    """`trials.jsonl`: every change of a trial, one JSON line each, flushed before it counts.
+
+    Append-only like Optuna's journal: a crash loses at most the line being written, which
+    `read` skips (and the next `append` starts on a line of its own).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> dict[int, TrialRecord]:
+        """Return each trial's last record (a torn last line is skipped; other bad ones raise)."""
+        records: dict[int, TrialRecord] = {}
+        if not self.path.exists():
+            return records
+        lines = self.path.read_bytes().split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = TrialRecord.model_validate(json.loads(line))
+            except ValueError as exc:
+                if number == len(lines):  # unterminated: the write a crash interrupted
+                    break
+                raise ValueError(f"{self.path}, line {number}: not a trial record ({exc})") from exc
+            records[record.trial] = record
+        return records
+
+    def append(self, records: list[TrialRecord]) -> None:
+        """Append records and flush them to disk."""
+        if not records:
+            return
+        text = "".join(record.model_dump_json() + "\n" for record in records)
+        with self.path.open("ab") as handle:
+            if handle.tell() > 0 and not self._ends_with_newline():
+                handle.write(b"\n")  # after a torn line: never glue two records together
+            handle.write(text.encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\n"

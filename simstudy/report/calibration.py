@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from simstudy.calibrate.folder import CALIBRATION_FILE, RECORD_FIELDS, TRIALS_FILE
+from simstudy.calibrate.folder import CALIBRATION_FILE, TRIALS_FILE
+from simstudy.calibrate.trials import TRIALS_SCHEMA
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import OutputDirError
 from simstudy.location import OutputStore
@@ -49,7 +50,7 @@ def build_calibration_report(store: OutputStore) -> str:
     with store.fs.open(store.path(CALIBRATION_FILE), "rb") as handle:
         document = json.load(handle)
     trials = sorted(read_table(store, TRIALS_FILE).to_pylist(), key=lambda t: t["trial"])
-    names = [n for n in (trials[0] if trials else {}) if n not in RECORD_FIELDS]
+    names = [n for n in (trials[0] if trials else {}) if n not in TRIALS_SCHEMA.names]
     plots = [
         plot
         for plot in (
@@ -86,7 +87,7 @@ def search_progress(trials: list[dict[str, Any]]) -> Plot | None:
     rounds = max(t["round"] for t in trials)
     caption = (
         f"The loss of each of the {len(complete)} complete trials (grey; failed trials have "
-        f"none) over {rounds} rounds, and the best loss so far (red)."
+        f"none) over {rounds} asks, and the best loss so far (red)."
     )
     return Plot("calibration-progress.png", "Search progress", caption, _png(figure))
 
@@ -167,8 +168,8 @@ def calibration_page(
     best = document.get("best")
     lead = (
         f"<p>{_e(document.get('trials', len(trials)))} trials ({_e(document.get('failed', 0))} "
-        f"failed) in {_e(max((t['round'] for t in trials), default=0))} rounds of "
-        f"{_e(settings.get('parallel', ''))}, sampler {_e(settings.get('sampler', ''))}, "
+        f"failed) in {_e(max((t['round'] for t in trials), default=0))} asks, at most "
+        f"{_e(settings.get('parallel', ''))} trials in flight, sampler {_e(settings.get('sampler', ''))}, "
         f"replicates {_e(settings.get('replicates', ''))}: {_e(document.get('simulations', ''))}"
         f" simulations, {_e(document.get('saved', ''))} fewer than the maximum for every "
         f"trial. Status {_e(document.get('status', ''))}.</p>"
