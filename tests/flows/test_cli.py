@@ -126,6 +126,71 @@ def test_address_with_nothing_listening_exits_2_at_once(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.timeout(60)
+def test_unreachable_prefect_api_url_exits_3_naming_it_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/api"
+    env = {**os.environ, "PREFECT_API_URL": url}
+    started = time.monotonic()
+    result = cli("run", str(write_study(tmp_path / "s.yaml")), "--no-progress", env=env, timeout=50)
+    assert time.monotonic() - started < 40  # API_ANSWER_SECONDS, and the imports
+    assert result.returncode == 3, result.stderr
+    assert f"error: the Prefect API at PREFECT_API_URL={url} does not answer" in result.stderr
+    assert "start that server" in result.stderr and "unset PREFECT_API_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(60)
+def test_show_of_a_folder_that_does_not_exist_exits_2_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    result = cli("show", str(missing), timeout=50)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {missing} is not a simstudy output folder")
+    assert "Traceback" not in result.stderr
+    assert not missing.exists()
+
+
+def test_every_user_error_prints_one_error_line_and_its_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows import cli as cli_module
+    from flows.api import ApiStartError
+    from flows.preflight import PreflightError
+    from simstudy.errors import JournalError
+
+    for error, code in [
+        (JournalError("journal [line 3] is damaged"), 2),
+        (PreflightError("no worker offers gpu=1"), 3),
+        (ApiStartError("Prefect API at http://x/api not healthy"), 3),
+    ]:
+
+        def fail(args: object, error: Exception = error) -> int:
+            raise error
+
+        monkeypatch.setattr(cli_module, "run_command", fail)
+        assert main(["run", "s.yaml"]) == code
+        assert capsys.readouterr().err == f"error: {error}\n"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_preflight_refusal_exits_3_without_a_traceback(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
+    study = write_study(
+        tmp_path / "s.yaml",
+        execution={"timeout_seconds": 10, "aggregation_resources": {"gpu": 1}},
+    )
+    result = cli("run", str(study), "--no-progress", env=env)
+    assert result.returncode == 3, result.stderr
+    assert "error: execution.aggregation_resources asks for gpu=1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.timeout(30)
 def test_validate_refuses_bombs_and_huge_designs_within_seconds(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.yaml"
