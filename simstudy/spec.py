@@ -528,9 +528,9 @@ class Study(StudyModel):
     )
     calibrate: CalibrateSettings | None = Field(
         default=None,
-        description="A sequential calibration instead of a fixed design: rounds of trials "
-        "from Optuna within parameters.sample's bounds, scored against targets, with "
-        "adaptive replicates (README, 'Calibrate sequentially').",
+        description="A calibration instead of a fixed design: trials from Optuna within "
+        "parameters.sample's bounds, asked as capacity frees and scored against targets, "
+        "with adaptive replicates (README, 'Calibrate sequentially').",
     )
     output: str | None = Field(
         default=None,

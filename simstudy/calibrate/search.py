@@ -70,6 +70,8 @@ class Search:
         self._running: set[str] = set()  # sets whose outcome the engine still owes
         self._closed: set[str] = set()
         self._asks = max((r.round for r in self.records.values()), default=0)
+        self._ordered = settings.order == "ask"
+        self._unheard: dict[int, TrialRecord] = {}  # ordered: recorded, waiting for earlier ones
         for record in self.records.values():
             self._trials_of.setdefault(record.param_id, []).append(record.trial)
 
@@ -86,6 +88,7 @@ class Search:
             else:
                 self._propose(proposal, self._asks or 1)
                 self._run(proposal.number, self.settings.min_replicates)
+        self._tell_in_order()
         self._extend_competitive()
         self._fill()
 
@@ -103,6 +106,7 @@ class Search:
         for record in changed:
             if record.state != "pending":
                 self._tell(record)
+        self._tell_in_order()
         self._extend_competitive()
         self._fill()
         if self.on_change is not None:
@@ -110,7 +114,7 @@ class Search:
 
     def finished(self) -> bool:
         """Return whether every trial is told and no extension is running."""
-        return self._told() >= self.settings.trials and not self._running
+        return self._told() >= self.settings.trials and not self._running and not self._unheard
 
     # Reading the state.
 
@@ -131,6 +135,10 @@ class Search:
     def _fill(self) -> None:
         """Ask new trials while fewer than `parallel` sets run and trials remain."""
         room = self.settings.parallel - len(self._running)
+        if self._ordered:
+            # The window, not the running sets (extensions run when they happen to): trial n
+            # is asked once trial n - parallel is told, so the asks are the same on any layout.
+            room = self.optimizer.told() + self.settings.parallel - self.optimizer.asked()
         remaining = self.settings.trials - self.optimizer.asked()
         count = min(room, remaining)
         if count <= 0:
@@ -212,6 +220,24 @@ class Search:
         return updated
 
     def _tell(self, record: TrialRecord) -> None:
+        if self._ordered:
+            self._unheard[record.trial] = record
+            return
+        self._tell_now(record)
+
+    def _tell_in_order(self) -> None:
+        """Tell waiting trials whose every earlier trial is told (order: ask)."""
+        told = self.optimizer.told_trials()
+        for number in sorted(self._unheard):
+            if any(n not in told and n not in self._unheard for n in range(number)):
+                return
+            self._tell_now(self._unheard.pop(number))
+            told[number] = (None, None)
+            # Each tell opens the window by one ask, with the history it has at that point:
+            # trials told together ask as they would have one by one.
+            self._fill()
+
+    def _tell_now(self, record: TrialRecord) -> None:
         if record.state == "complete":
             self.optimizer.tell_once(record.trial, record.score, None)
         else:

@@ -10,7 +10,7 @@
 
 Pydantic only (Optuna is imported by `optimizer.py`, when a calibration runs). The samplers
 that need a package Optuna does not install (cmaes: `cmaes`; gp: `torch`) are refused here,
-when the study is validated, rather than after the first round has run.
+when the study is validated, rather than after the first trials have run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ MAX_TRIALS = 10_000
 MAX_CALIBRATION_REPLICATES = 1_000_000
 """Most replicates per trial (the study's `MAX_REPLICATES`)."""
 DEFAULT_PARALLEL = 8
-"""Trials asked per round unless the study says otherwise."""
+"""Trials in flight at once unless the study says otherwise."""
 
 Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random"]
 SAMPLER_PACKAGES: dict[str, str] = {"cmaes": "cmaes", "gp": "torch"}
@@ -98,7 +98,7 @@ Replicates = Annotated[
 
 
 class CalibrateSettings(CalibrateModel):
-    """A sequential calibration: rounds of trials asked from Optuna, scored against targets."""
+    """A calibration: trials asked from Optuna as capacity frees, scored against targets."""
 
     method: Literal["optuna"] = Field(
         default="optuna", description="Optimisation library: optuna (ask/tell)."
@@ -112,14 +112,20 @@ class CalibrateSettings(CalibrateModel):
     trials: int = Field(
         ge=1,
         le=MAX_TRIALS,
-        description=f"Parameter sets in total, over all rounds (at most {MAX_TRIALS:,}).",
+        description=f"Parameter sets in total (at most {MAX_TRIALS:,}).",
     )
     parallel: int = Field(
         default=DEFAULT_PARALLEL,
         ge=1,
         le=MAX_TRIALS,
-        description="Trials asked per round; a round runs them together, like a study's "
-        "parameter sets.",
+        description="Most trials in flight at once: a new one is asked as soon as one is "
+        "told (give at least the cluster's worker threads, or workers idle).",
+    )
+    order: Literal["finish", "ask"] = Field(
+        default="finish",
+        description="When trials are told: finish (as soon as each completes: fastest) | ask "
+        "(in the order asked, each new trial asked after the one `parallel` before it is "
+        "told: the same trials on any cluster layout, at some idle time).",
     )
     replicates: Replicates = Field(
         description="Replicates per trial: a number (every trial gets it), or {min, max}: "
