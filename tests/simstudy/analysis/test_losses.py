@@ -280,3 +280,42 @@ def test_a_failing_user_loss_names_itself_and_its_error() -> None:
         match=r"test_losses:failing_loss of output 'cases' raised RuntimeError: no fit today",
     ):
         loss_of(f"{__name__}:failing_loss")
+
+
+@pytest.mark.parametrize("loss", ["poisson", "mse_of_mean", "binomial", "mean_of_mse"])
+def test_a_loss_minus_its_replicate_bias_does_not_drift_with_the_replicates(loss: str) -> None:
+    # The same truth at 2 and at 32 replicates: the raw loss of a mean falls with more
+    # replicates, the score (loss - loss_bias) keeps its expectation.
+    rng = np.random.default_rng(7)
+    rate = np.linspace(5.0, 40.0, 25)
+    points = np.arange(25)
+    observed = rng.poisson(rate).astype(float)
+    denominator = np.full(25, 100.0) if loss == "binomial" else None
+    output = OutputTarget("cases", loss, points, observed, np.ones(25), denominator)
+    targets = Targets((output,), None, 0, 1, "observed.csv")
+
+    def mean_losses(replicates: int) -> tuple[float, float]:
+        raw, score = [], []
+        for _ in range(600):
+            values = rng.poisson(rate, size=(replicates, 25)).astype(float)
+            found = set_loss({"cases": Partial.from_values(values)}, {"cases": "series"},
+                             targets, "id")  # fmt: skip
+            assert found.loss_bias is not None
+            raw.append(found.loss)
+            score.append(found.loss - found.loss_bias)
+        return float(np.mean(raw)), float(np.mean(score))
+
+    (raw_few, score_few), (raw_many, score_many) = mean_losses(2), mean_losses(32)
+    spread = abs(raw_many) * 0.02 + 1.0
+    assert abs(score_few - score_many) < spread
+    if loss == "mean_of_mse":
+        assert raw_few == score_few  # its expectation does not depend on the replicates
+    else:
+        assert raw_few - raw_many > spread, (raw_few, raw_many, "the raw loss falls with more")
+
+
+def test_the_replicate_bias_is_unknown_for_a_loss_of_the_spread() -> None:
+    values = np.array([[1.0, 2.0, 3.0], [2.0, 3.0, 5.0]])
+    targets = Targets((target("gaussian_nll"),), None, 0, 1, "observed.csv")
+    found = set_loss({"cases": Partial.from_values(values)}, {"cases": "series"}, targets, "id")
+    assert found.loss_bias is None
