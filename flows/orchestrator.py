@@ -25,10 +25,11 @@ import distributed
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
-from flows.submission import submit_task
+from flows.submission import submit_plain, submit_task
 from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report
 from simstudy.aggregate import (
     ParameterSetAggregate,
+    SetAggregation,
     SetOutcomes,
     StudySummary,
     failed_aggregate,
@@ -55,7 +56,7 @@ from simstudy.spec import Study
 from simstudy.stall import StallReport
 from simstudy.tracking import StudyTracker, TrackerSnapshot
 from tasks.aggregate import aggregate_parameter_sets_task, summarize_study_task
-from tasks.simulate import configured_simulate_batch
+from tasks.simulate import configured_simulate_batch, simulate_batch
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,10 @@ class StudyOrchestrator:
         largest = max([run.size for run in self._pending] + [self.driver_batch_size])
         self._simulate = configured_simulate_batch(self.study, largest)
         self._limit = self.study.execution.batches_in_flight(self.worker_threads)
+        if self.driver is not None:
+            # A run being run and one queued per thread: a driver's sets then share runs
+            # (`_merged`) instead of each queueing one of its own.
+            self._limit = 2 * max(1, self.worker_threads)
         # The loop waits for a result only as long as the stall watch allows: a result
         # held by a worker that was stopped just after its run had blocked it for 60 s
         # with a 10 s stall timeout. A run whose records all streamed in then finishes
@@ -511,14 +516,14 @@ class StudyOrchestrator:
             runs.append(self._suspects.popleft())
         while len(runs) < room and self._pending:
             runs.append(self._pending.popleft())
+        if self.driver is not None:
+            runs = self._merged(runs)
         if not runs:
             return
         priors = [self._prior_attempts(run) for run in runs]
         try:
             futures = [
-                submit_task(
-                    self.runner,
-                    self._simulate,
+                self._submit_simulation(
                     {
                         "study": self.study,
                         "batches": [piece for _, piece in run.pieces],
@@ -533,6 +538,7 @@ class StudyOrchestrator:
                         "part": None
                         if self.worker_parts is None or run.careful
                         else self.worker_parts.target(run.pieces[0][0]),
+                        "aggregation": self._aggregation(run),
                     },
                 )
                 for run, prior in zip(runs, priors, strict=True)
@@ -549,6 +555,59 @@ class StudyOrchestrator:
                 self._priors[run.key] = prior
                 run.started.extend(self._early_starts.pop(run.key, ()))
                 self._watch(run.future)
+
+    def _submit_simulation(self, parameters: dict[str, Any]) -> PrefectDaskFuture[Any]:
+        """Submit one simulation run: a Prefect task run, or a plain Dask task for a driver.
+
+        A driver's run is a few trials of milliseconds each: measured on a calibration of
+        256 trials x 4 SEIR replicates, the Prefect API server, the workers' task engine
+        and the flow spent ~3 times the simulations' CPU on a task run per run. Records,
+        parts, reruns, timeouts and the stall watch are the engine's own either way; the
+        flow run's artifacts show the search.
+        """
+        if self.driver is None:
+            return submit_task(self.runner, self._simulate, parameters)
+        return cast(
+            PrefectDaskFuture[Any], submit_plain(self.client, simulate_batch.fn, parameters)
+        )
+
+    def _merged(self, runs: list[BatchRun]) -> list[BatchRun]:
+        """Fold a driver's first runs into as many runs as there is room for, the rest queued.
+
+        A calibration's trial is a few replicates of milliseconds: as a task run each, the
+        flow's Prefect overhead, not the simulations, set the pace. Reruns stay alone.
+        """
+        plain = [run for run in runs if not run.careful]
+        if len(plain) <= 1:
+            return runs
+        slots = max(1, min(len(plain), self._limit - len(self._running) - (len(runs) - len(plain))))
+        size = -(-len(plain) // slots)
+        merged = [
+            BatchRun([piece for run in plain[i : i + size] for piece in run.pieces], careful=False)
+            for i in range(0, len(plain), size)
+        ]
+        return [run for run in runs if run.careful] + merged
+
+    def _aggregation(self, run: BatchRun) -> SetAggregation | None:
+        """Return what a driver's run needs to aggregate the sets it runs whole, if any."""
+        if self.driver is None or run.careful:
+            return None
+        whole = [
+            self._sets[self._set_index[piece.param_id]]
+            for _, piece in run.pieces
+            if piece.start == 0
+            and piece.stop == self._sets[self._set_index[piece.param_id]].replicates
+        ]
+        if not whole:
+            return None
+        execution = self.study.execution
+        return SetAggregation(
+            sets={s.parameter_set.param_id: s.parameter_set for s in whole},
+            replicates={s.parameter_set.param_id: s.replicates for s in whole},
+            min_success_fraction=execution.min_success_fraction,
+            quantiles=self.study.aggregate.quantiles,
+            targets=self.targets,
+        )
 
     def _prior_attempts(self, run: BatchRun) -> dict[tuple[str, int], int]:
         """Return (param_id, replicate) -> executions lost earlier, for the run's replicates."""
@@ -582,10 +641,10 @@ class StudyOrchestrator:
         except KeyboardInterrupt:
             raise
         except TimeoutError:
-            self._abandoned[run.future.task_run_id] = run.label
+            self._abandon(run.future, run.label)
             self._rerun_unfinished(run, ResultNotFetched(self._result_seconds))
         except BaseException as exc:  # a lost worker, an error outside the model
-            self._abandoned[run.future.task_run_id] = run.label
+            self._abandon(run.future, run.label)
             self._rerun_unfinished(run, exc)
         else:
             assert results is not None
@@ -764,7 +823,12 @@ class StudyOrchestrator:
         # Only what an aggregation needs stays: the outputs are in the part file now.
         progress.result = statistics_only(result)
         if not reused:
-            self._aggregate_if_complete(self._sets[self._set_index[batch.param_id]].group)
+            state = self._sets[self._set_index[batch.param_id]]
+            if result.aggregate is not None and state.batch_indices == [index]:
+                # Its run aggregated it: the set's one batch, taken whole from that run.
+                self._aggregated(state.group, [result.aggregate])
+            else:
+                self._aggregate_if_complete(state.group)
 
     def _aggregate_if_complete(self, group_index: int) -> None:
         group = self._groups[group_index]
@@ -825,10 +889,15 @@ class StudyOrchestrator:
                 failed_aggregate(self.sets[s], self._set_batches(s), reason)
                 for s in group.set_indices
             ]
-        group.done = True
         # Released, the scheduler forgets the task and its arguments (the batches'
         # statistics: ~3 MB a set of 1,000 replicates of a 365-point series).
         group.run = None
+        self._aggregated(group_index, aggregates)
+
+    def _aggregated(self, group_index: int, aggregates: list[ParameterSetAggregate]) -> None:
+        """Take a group's aggregates: its sets are done; a driver hears of its own."""
+        group = self._groups[group_index]
+        group.done = True
         for set_index, aggregate in zip(group.set_indices, aggregates, strict=True):
             state = self._sets[set_index]
             state.aggregate = aggregate
@@ -860,7 +929,13 @@ class StudyOrchestrator:
         for group in self._groups:
             if group.run is not None and not group.done:
                 unfinished[group.run.task_run_id] = group.name(self.sets)
+        unfinished.pop(None, None)  # type: ignore[call-overload]  # a driver's plain runs
         return {**self._abandoned, **unfinished}
+
+    def _abandon(self, future: PrefectDaskFuture[Any], name: str) -> None:
+        """Remember a task run the study gave up on (a plain Dask run has none)."""
+        if future.task_run_id is not None:
+            self._abandoned[future.task_run_id] = name
 
     def _stall_report(self, stall_timeout: float) -> StallReport:
         unfinished = {

@@ -9,8 +9,12 @@ random key (`pure=False`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
+from uuid import UUID
 
+import distributed
 from prefect import Task
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
@@ -30,3 +34,22 @@ def submit_task(
         PrefectDaskFuture[Any],
         PrefectDaskFuture(wrapped_future=future, task_run_id=future.task_run_id),
     )
+
+
+@dataclass
+class PlainFuture:
+    """A function run as a plain Dask task, shaped as the orchestrator uses a Prefect future."""
+
+    wrapped_future: distributed.Future
+    task_run_id: UUID | None = None  # no Prefect task run
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Return the function's result; raise its error, or TimeoutError past `timeout`."""
+        return self.wrapped_future.result(timeout=timeout)
+
+
+def submit_plain(
+    client: distributed.Client, function: Callable[..., Any], parameters: dict[str, Any]
+) -> PlainFuture:
+    """Submit `function(**parameters)` as a plain Dask task (a random key, as above)."""
+    return PlainFuture(client.submit(function, **parameters, pure=False))

@@ -6,7 +6,7 @@ import pickle
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from simstudy.batch import FIRST_ERRORS, BatchResult
 from simstudy.design import ParameterSet
@@ -144,6 +144,30 @@ def aggregate_parameter_set(
             "target_losses": found.target_losses,
         }
     return ParameterSetAggregate(status="ok", scalars=scalars, series=series, **base, **losses)
+
+
+class SetAggregation(BaseModel):
+    """What a run needs to aggregate the sets it runs whole (a driver's sets: one task run
+    less per set, which cost more than their simulations for a calibration's trials)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    sets: dict[str, ParameterSet] = Field(description="The sets to aggregate, by param_id.")
+    replicates: dict[str, int] = Field(description="Each set's replicates, by param_id.")
+    min_success_fraction: float = Field(description="The study's quorum.")
+    quantiles: list[float] = Field(description="The study's quantiles.")
+    targets: Any = Field(default=None, description="Observed data (Targets), if any.")
+
+    def of(self, result: BatchResult) -> ParameterSetAggregate | None:
+        """Return the aggregate of a batch that holds all of its set's replicates, else None."""
+        parameter_set = self.sets.get(result.param_id)
+        count = self.replicates.get(result.param_id)
+        if parameter_set is None or result.start != 0 or result.stop != count:
+            return None
+        return aggregate_parameter_set(
+            parameter_set, [result], count, self.min_success_fraction, self.quantiles,
+            self.targets,
+        )  # fmt: skip
 
 
 def failed_aggregate(

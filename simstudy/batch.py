@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +64,12 @@ class BatchResult(BaseModel):
         description="The part file (name in the output) its worker wrote the batch to, when "
         "workers write parts; its records then carry no outputs and `outputs` is None.",
     )
+    aggregate: Any = Field(
+        default=None,
+        description="The set's ParameterSetAggregate, when the run that ran all of its "
+        "replicates aggregated it too (`simstudy.aggregate.SetAggregation`): no aggregation "
+        "task then. Typed Any: aggregate.py builds on this module.",
+    )
 
 
 def as_columns(result: BatchResult) -> BatchResult:
@@ -98,7 +105,9 @@ def statistics_only(result: BatchResult) -> BatchResult:
     still walks every record of an aggregation's arguments (1,000 sets x 40 replicates:
     a fifth of the flow's time went into submitting aggregations).
     """
-    return result.model_copy(update={"records": [], "outputs": None, "part": None})
+    return result.model_copy(
+        update={"records": [], "outputs": None, "part": None, "aggregate": None}
+    )
 
 
 def run_batch(

@@ -17,6 +17,7 @@ import distributed
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
+from simstudy.aggregate import SetAggregation
 from simstudy.batch import BatchResult, as_columns, run_batch
 from simstudy.columns import records_to_bytes
 from simstudy.parts import PartTarget
@@ -197,12 +198,14 @@ def simulate_batch(
     prior_attempts: list[dict[int, int]] | None = None,
     careful: bool = False,
     part: PartTarget | None = None,
+    aggregation: SetAggregation | None = None,
 ) -> list[BatchResult]:
     """Run batches of replicates (one task run) on this worker, reporting each finished one.
 
     `label` names the task run (see `simstudy.plan.run_label`); `prior_attempts` has one
     mapping per batch. With a `part`, the worker writes the run's records and outputs to
     that part file and returns the records without outputs: the flow gets statistics.
+    With an `aggregation`, each set the run holds whole is aggregated here too.
     """
     reporter = replicate_reporter(progress_topic, careful, with_outputs=part is None)
     execution = reporter.execution if reporter is not None else uuid.uuid4().hex
@@ -222,6 +225,8 @@ def simulate_batch(
             prior_attempts=prior,
         )
         result.execution = execution
+        if aggregation is not None:
+            result.aggregate = aggregation.of(result)
         results.append(as_columns(result))
     if part is not None:
         name = part.write(results, execution)

@@ -95,7 +95,7 @@ def trials_ranking(records: list[TrialRecord], names: list[str]) -> pa.Table:
     # Scores, not raw losses: trials of different replicate counts compare like with like.
     ranked = sorted(
         (r for r in records if r.state == "complete" and r.loss is not None),
-        key=lambda r: (r.score, r.trial),
+        key=lambda r: (r.score if r.score is not None else r.loss, r.trial),
     )
     columns: dict[str, pa.Array] = {
         "rank": pa.array(range(1, len(ranked) + 1), pa.int64()),

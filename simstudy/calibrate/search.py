@@ -11,8 +11,10 @@ engine, one flow run. Every change of a trial is appended to `trials.jsonl` (`Tr
 *before* Optuna is told, so a kill at any point resumes with the same told trials.
 
 Adaptive replicates compare like with like: a loss of a replicate mean falls as
-replicates grow (`simstudy.analysis.losses.replicate_bias`), so trials are scored by
-`loss - loss_bias`, and Optuna is told that score. A trial still competitive with the
+replicates grow (`simstudy.analysis.losses.replicate_bias`), so every trial is scored as
+at `replicates.min` (`score`): its loss there, or for a trial with more replicates its
+loss plus the bias it would have at min. Optuna is told the score of a trial's first
+outcome, at min replicates: every trial on the same footing. A trial still competitive with the
 best (`adaptive.allocate`) gets twice its replicates, interleaved with new trials; the
 new replicates extend its earlier ones (same seeds), and its record is updated, not what
 Optuna was told (a told value cannot change). Only the `OPEN_TRIALS` best trials stay
@@ -23,6 +25,7 @@ Imports nothing from Prefect or Dask.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -121,7 +124,9 @@ class Search:
     def best(self) -> list[TrialRecord]:
         """Return the complete trials, best score first (the lower number on a tie)."""
         complete = [r for r in self.records.values() if r.state == "complete"]
-        return sorted(complete, key=lambda r: (r.score or 0.0, r.trial))
+        return sorted(
+            complete, key=lambda r: (r.score if r.score is not None else math.inf, r.trial)
+        )
 
     def simulations(self) -> int:
         """Return the replicates the search ran or reused, over every distinct set."""
@@ -194,6 +199,7 @@ class Search:
             return self._update(
                 record, state="complete", loss=outcome.loss, loss_se=outcome.loss_se,
                 loss_bias=outcome.loss_bias, replicates=outcome.replicates,
+                score=score(outcome, record.score, self.settings.min_replicates),
             )  # fmt: skip
         if record.state == "complete":
             # More replicates failed, not the trial: it keeps its loss, and is not extended
@@ -209,7 +215,7 @@ class Search:
         )  # fmt: skip
 
     def _apply_twin(self, record: TrialRecord, twin: TrialRecord) -> None:
-        fields = ("state", "loss", "loss_se", "loss_bias", "replicates", "allocation")
+        fields = ("state", "loss", "loss_se", "loss_bias", "score", "replicates", "allocation")
         updated = self._update(record, **{name: getattr(twin, name) for name in fields})
         self.log.append([updated])
         self._tell(updated)
@@ -279,6 +285,23 @@ class Search:
         self._closed.add(pid)
         if pid in self._sets and self._engine is not None:
             self._engine.close(pid)
+
+
+def score(outcome: SetOutcome, earlier: float | None, minimum: int) -> float | None:
+    """Return an outcome's loss as at `minimum` replicates: how trials compare and are told.
+
+    With n replicates the loss of a mean is high by loss_bias ~ c / n on average, so at
+    `minimum` it would be high by loss_bias x n / minimum: adding the difference compares
+    a trial with more replicates with one at `minimum` (the bias is estimated better from
+    more replicates, and a trial at `minimum` gets no estimate's noise at all). Where the
+    bias is unknown (a loss of the spread, a user loss), the trial keeps the score of its
+    first outcome, compared at the replicates it was told at.
+    """
+    if outcome.loss is None:
+        return None
+    if outcome.loss_bias is not None:
+        return outcome.loss + outcome.loss_bias * (outcome.replicates / minimum - 1)
+    return earlier if earlier is not None else outcome.loss
 
 
 def allocations_of(records: list[TrialRecord]) -> dict[int, Allocation]:

@@ -11,8 +11,8 @@
 
 Columns (`TRIALS_SCHEMA`, then one per parameter): `trial`, `round`, `param_id`, `state`
 ("complete" | "failed" | "pending"), `loss`, `loss_se`, `replicates` (the replicates its
-loss is over), `allocation` (the reason of its last allocation), `loss_bias`, then each
-parameter.
+loss is over), `allocation` (the reason of its last allocation), `loss_bias`, `score`
+(the loss as at replicates.min: what trials are ranked by), then each parameter.
 
 `trials.jsonl` (`TrialLog`) is the search's own record: one line per change of a trial,
 appended and flushed to disk before Optuna is told, so a calibration killed at any point
@@ -42,6 +42,7 @@ TRIALS_SCHEMA = pa.schema(
         ("replicates", pa.int64()),
         ("allocation", pa.string()),
         ("loss_bias", pa.float64()),
+        ("score", pa.float64()),
     ]
 )
 """The fixed columns of trials.parquet; the parameter columns follow, typed by their values."""
@@ -75,13 +76,11 @@ class TrialRecord(BaseModel):
         description="The part of the loss due to its finite replicates (see "
         "simstudy.analysis.losses.replicate_bias); None when unknown for the loss.",
     )
-
-    @property
-    def score(self) -> float | None:
-        """Return the loss with its replicate bias taken off: comparable across replicates."""
-        if self.loss is None:
-            return None
-        return self.loss - (self.loss_bias or 0.0)
+    score: float | None = Field(
+        default=None,
+        description="The loss as at replicates.min, which trials are ranked and told by "
+        "(`search.score`): like with like whatever their replicates.",
+    )
 
 
 def trials_table(records: list[TrialRecord], names: list[str]) -> pa.Table:

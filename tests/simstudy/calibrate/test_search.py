@@ -130,7 +130,7 @@ def test_a_failed_set_is_told_failed_with_its_reason(tmp_path: Path) -> None:
     assert search.best() == []
 
 
-def test_competitive_trials_are_extended_and_scores_take_the_replicate_bias_off(
+def test_competitive_trials_are_extended_and_scored_as_at_their_minimum_replicates(
     tmp_path: Path,
 ) -> None:
     search = make_search(tmp_path, trials=2, replicates={"min": 2, "max": 8})
@@ -145,14 +145,15 @@ def test_competitive_trials_are_extended_and_scores_take_the_replicate_bias_off(
     assert sorted(call for call in engine.calls if call[0] == "extend") == sorted(
         ("extend", pid, 4) for pid in pids
     )
-    assert [r.score for r in search.best()] == [7.0, 8.0]
-    assert sorted(loss for loss, _ in search.optimizer.told_trials().values()) == [7.0, 8.0]
+    assert [r.score for r in search.best()] == [10.0, 11.0]  # at min replicates: as measured
+    assert sorted(loss for loss, _ in search.optimizer.told_trials().values()) == [10.0, 11.0]
     # The extension's outcome updates the record, not what Optuna was told.
     engine.running = []
     search.on_outcomes(engine, [SetOutcome(pids[0], "ok", 4, loss=9.0, loss_se=0.1, loss_bias=1.5)])
     record = next(r for r in search.records.values() if r.param_id == pids[0])
-    assert (record.replicates, record.score) == (4, 7.5)
-    assert sorted(loss for loss, _ in search.optimizer.told_trials().values()) == [7.0, 8.0]
+    # As at 2 replicates: its bias at 4 (1.5) would be twice that at 2.
+    assert (record.replicates, record.score) == (4, 10.5)
+    assert sorted(loss for loss, _ in search.optimizer.told_trials().values()) == [10.0, 11.0]
 
 
 def test_a_failed_extension_keeps_the_trial_s_loss_and_is_not_extended_again(
