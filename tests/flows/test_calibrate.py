@@ -20,7 +20,8 @@ from optuna.storages.journal import JournalFileBackend
 
 from flows.cli import main
 from flows.study import simulation_study
-from simstudy.calibrate.folder import JOURNAL_FILE, TRIALS_FILE
+from simstudy.calibrate.folder import JOURNAL_FILE, TRIAL_LOG_FILE, TRIALS_FILE
+from simstudy.calibrate.trials import TrialLog, TrialRecord
 from simstudy.identity import replicate_seed
 from tests.support.faulty import executions
 
@@ -76,7 +77,7 @@ def trials(output: Path) -> list[dict[str, Any]]:
 def test_a_seeded_calibration_is_the_same_on_one_and_two_workers_and_tells_failures(
     tmp_path: Path,
 ) -> None:
-    path = write_calibration(tmp_path, tmp_path / "out", target="y")
+    path = write_calibration(tmp_path, tmp_path / "out", target="y", order="ask")
     results = []
     for workers in (1, 2):
         output = tmp_path / f"out-{workers}"
@@ -89,7 +90,8 @@ def test_a_seeded_calibration_is_the_same_on_one_and_two_workers_and_tells_failu
     one, two = results
     keys = ["trial", "round", "param_id", "state", "loss", "loss_se", "replicates", "a"]
     assert [[r[k] for k in keys] for r in one] == [[r[k] for k in keys] for r in two]
-    assert len(one) == 6 and [r["round"] for r in one] == [1, 1, 1, 2, 2, 2]
+    # Three asked at once, then one each time the trial three before is told.
+    assert len(one) == 6 and [r["round"] for r in one] == [1, 1, 1, 2, 3, 4]
     failed = [r for r in one if r["behavior"] == "raise"]
     complete = [r for r in one if r["behavior"] == "ok"]
     assert failed and complete, "the seed should draw both behaviours"
@@ -142,13 +144,13 @@ def test_trials_within_each_other_s_noise_get_more_replicates(
 
 
 @pytest.mark.timeout(420)
-def test_a_calibration_killed_mid_round_resumes_without_repeating_finished_replicates(
+def test_a_calibration_killed_mid_search_resumes_without_repeating_finished_replicates(
     tmp_path: Path, prefect_api_url: str
 ) -> None:
     output = tmp_path / "out"
     path = write_calibration(tmp_path, output, target="y", trials=6, parallel=3)
     document = yaml.safe_load(path.read_text())
-    document["fixed"]["sleep_s"] = 0.3  # a round takes seconds: time to kill it inside one
+    document["fixed"]["sleep_s"] = 0.3  # a trial takes a second: time to kill between two
     path.write_text(yaml.safe_dump(document))
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "flows.cli", "run", str(path), "--no-progress"]
@@ -156,11 +158,11 @@ def test_a_calibration_killed_mid_round_resumes_without_repeating_finished_repli
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     tree: set[int] = set()
     deadline = time.monotonic() + 240
-    while not (output / TRIALS_FILE).exists():  # round 1 told: kill inside round 2
-        assert time.monotonic() < deadline and process.poll() is None, "round 1 never ended"
+    log = TrialLog(output / TRIAL_LOG_FILE)
+    while len(told(log)) < 2:  # some trials told, others in flight: kill now
+        assert time.monotonic() < deadline and process.poll() is None, "no trial was told"
         tree.update(p.pid for p in psutil.Process(process.pid).children(recursive=True))
         time.sleep(0.1)
-    time.sleep(2.0)
     tree.update(p.pid for p in psutil.Process(process.pid).children(recursive=True))
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
@@ -169,20 +171,42 @@ def test_a_calibration_killed_mid_round_resumes_without_repeating_finished_repli
     for leftover in alive:
         leftover.kill()
     assert not alive, "processes outlived the SIGKILLed calibration"
-    first = trials(output)
-    assert len(first) == 3
+    first = told(log)
+    assert 2 <= len(first) < 6
 
     resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = trials(output)
     assert len(final) == 6 and [r["trial"] for r in final] == list(range(6))
-    assert [{k: r[k] for k in ("param_id", "loss")} for r in final[:3]] == [
-        {k: r[k] for k in ("param_id", "loss")} for r in first
-    ]
+    for record in first:  # told before the kill: the same, and none of it ran again
+        assert (final[record.trial]["param_id"], final[record.trial]["loss"]) == (
+            record.param_id, record.loss)  # fmt: skip
     ran = executions(tmp_path / "faults.json")
-    for record in first:  # round 1 finished before the kill: none of it ran again
-        for replicate in range(record["replicates"]):
-            seed = replicate_seed(SEED, record["param_id"], replicate)
-            assert ran.get(seed) == 1, (record["trial"], replicate)
-    assert sum(n - 1 for n in ran.values()) <= 2 * 2, "only replicates in flight ran twice"
+    for record in first:
+        for replicate in range(record.replicates):
+            seed = replicate_seed(SEED, record.param_id, replicate)
+            assert ran.get(seed) == 1, (record.trial, replicate)
+    assert sum(n - 1 for n in ran.values()) <= 3 * 2, "only replicates in flight ran twice"
+    told_by_optuna = optuna.load_study(
+        study_name="calibrate",
+        storage=JournalStorage(JournalFileBackend(str(output / JOURNAL_FILE))),
+    ).trials
+    assert [t.state.name for t in told_by_optuna] == [
+        "COMPLETE" if r["state"] == "complete" else "FAIL" for r in final
+    ], "each told once, as recorded"
+
+
+def told(log: TrialLog) -> list[TrialRecord]:
+    return [r for r in log.read().values() if r.state != "pending"]
+
+
+@pytest.mark.timeout(300)
+def test_a_calibration_whose_every_trial_fails_ends_failed_with_exit_1(tmp_path: Path) -> None:
+    path = write_calibration(tmp_path, tmp_path / "out", target="y", trials=3)
+    document = yaml.safe_load(path.read_text())
+    document["fixed"]["behavior"] = "raise"
+    document["parameters"]["sample"]["bounds"] = {"a": [0.0, 3.0]}
+    path.write_text(yaml.safe_dump(document))
+    assert main(["run", str(path), "--no-progress"]) == 1
+    assert all(r["state"] == "failed" for r in trials(tmp_path / "out"))
