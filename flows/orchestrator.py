@@ -1,18 +1,20 @@
-"""Submit a study's tasks to Dask, follow them, and never wait silently.
+"""The engine: submit a study's runs to Dask, collect them, and never wait silently.
 
-The orchestrator keeps at most `execution.max_batches_in_flight` simulation runs
-submitted ahead of completion. Finished replicates stream in from the workers as they
-finish, so when a batch's task fails (a lost worker, an error outside the model) only its
-replicates without a result run again, at most `execution.max_resubmits` times each. A
-task run may hold several parameter sets; a group of consecutive sets is aggregated by
-one task run once all their replicates have a record; the stall watch writes a report
-when nothing finishes for `execution.stall_timeout_seconds`.
+What a running study knows lives in `simstudy.ledger.Ledger`, changed only by events;
+this module is its I/O loop. It keeps at most `execution.max_batches_in_flight`
+simulation runs submitted ahead of completion, turns what Dask says into the ledger's
+events (records streamed from the workers, a run's results, a lost run, an aggregation's
+result), submits what the ledger hands out (runs, reruns, due aggregations), passes
+finished batches on (the part files) and each set's outcome to a driver, and writes a
+stall report when nothing finishes for `execution.stall_timeout_seconds`. A driver
+(`simstudy/engine.py`) may add work while the loop runs: a calibration's trials.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -32,26 +34,18 @@ from simstudy.aggregate import (
     SetAggregation,
     SetOutcomes,
     StudySummary,
-    failed_aggregate,
     reconcile_outputs,
     summarize_study,
-    without_rows,
 )
 from simstudy.analysis.targets import Targets
-from simstudy.batch import (
-    BatchResult,
-    batch_records,
-    lost_replicate,
-    statistics_only,
-    summarize_batch,
-)
-from simstudy.columns import records_from_bytes
+from simstudy.batch import BatchResult
+from simstudy.deadlines import Deadlines
 from simstudy.design import ParameterSet
-from simstudy.engine import Driver, SetOutcome
+from simstudy.engine import Driver
+from simstudy.events import RecordsReported, RunBegan, RunEvent, parse_event
+from simstudy.ledger import Ledger, Run
 from simstudy.parts import PartWriter, StoredReplicates
-from simstudy.plan import Batch, aggregation_groups, plan_runs, run_label
-from simstudy.records import ReplicateRecord
-from simstudy.reruns import LostRun, contiguous_ranges, plan_rerun
+from simstudy.plan import Batch
 from simstudy.spec import Study
 from simstudy.stall import StallReport
 from simstudy.tracking import StudyTracker, TrackerSnapshot
@@ -69,11 +63,6 @@ code (seen: inside Prefect's context serialisation), and the study would then wa
 forever; the orchestrator's loop checks this event too, at a point where stopping is
 safe.
 """
-RESULT_SECONDS = 60.0
-"""Deadline to fetch a finished task's result (Dask already said it is done): a large one
-takes a moment; a worker that holds it and cannot answer makes it a failed run."""
-SUMMARY_SECONDS = 60.0
-"""Deadline of the study summary task; past it the flow summarises by itself."""
 EVENT_TOPIC_LENGTH = 8
 """Events of a study's progress topic the scheduler keeps: subscribers get every one as
 it is published, and a kept copy of every record would grow with the study."""
@@ -83,7 +72,7 @@ it is published, and a kept copy of every record would grow with the study."""
 class StudyOutcome:
     """Everything a finished (or abandoned) study run produced.
 
-    Finished batches went to their `on_batch` listener (the part files) as they finished;
+    Finished batches went to their `on_batches` listener (the part files) as they finished;
     `unfinished` holds the replicates that finished in batches that did not (a stalled study).
     """
 
@@ -95,90 +84,8 @@ class StudyOutcome:
 
 
 @dataclass
-class BatchRun:
-    """One submitted task run: (parts of) one or more planned batches, in order."""
-
-    pieces: list[tuple[int, Batch]]  # (planned batch, the replicates this run covers)
-    careful: bool  # reports each start and record at once (a rerun)
-    suspect: bool = False  # the lone rerun of a replicate charged with a lost run
-    future: PrefectDaskFuture[Any] | None = None
-    started: list[tuple[str, int]] = field(default_factory=list)  # (param_id, replicate)
-
-    @property
-    def key(self) -> str:
-        """Return the Dask key of the run."""
-        assert self.future is not None
-        return str(self.future.wrapped_future.key)
-
-    @property
-    def label(self) -> str:
-        """Return the task run's name."""
-        return run_label([piece for _, piece in self.pieces])
-
-    @property
-    def size(self) -> int:
-        """Return the replicates the run covers."""
-        return sum(piece.size for _, piece in self.pieces)
-
-
-@dataclass
-class BatchProgress:
-    """What is known of one planned batch: finished replicates and lost executions."""
-
-    batch: Batch
-    records: dict[int, ReplicateRecord] = field(default_factory=dict)
-    lost_executions: dict[int, int] = field(default_factory=dict)  # replicate -> count
-    executions: dict[int, set[str]] = field(default_factory=dict)  # replicate -> ids seen
-    failed_before_start: int = 0  # runs whose task raised before any replicate started
-    lost_before_start: int = 0  # runs whose worker died before they began
-    merged: bool = False  # a replicate's records of two executions were merged
-    provisional: set[int] = field(default_factory=set)  # ok records whose outputs may be lost
-    redone: dict[int, int] = field(default_factory=dict)  # replicate -> attempts run again
-    finished: bool = False  # every replicate has its final record
-    result: BatchResult | None = None  # kept (without outputs) until its set is aggregated
-
-    def other_executions(self, execution: str | None) -> bool:
-        """Return whether records of another execution than `execution` were seen."""
-        return any(ids - {execution} for ids in self.executions.values())
-
-    def missing(self, piece: Batch) -> list[int]:
-        """Return the replicates of `piece` without a record."""
-        return [r for r in range(piece.start, piece.stop) if r not in self.records]
-
-
-@dataclass
-class SetProgress:
-    """One parameter set: its planned batches and its aggregate."""
-
-    parameter_set: ParameterSet
-    batch_indices: list[int]
-    group: int = 0  # its aggregation group
-    aggregate: ParameterSetAggregate | None = None
-    open: bool = False  # a driver may extend it: its batch statistics stay after aggregation
-    replicates: int = 0  # replicates planned so far (a driver's sets; 0: the study's)
-
-
-@dataclass
-class GroupProgress:
-    """Consecutive parameter sets aggregated by one task run."""
-
-    set_indices: range
-    run: PrefectDaskFuture[Any] | None = None
-    attempts: int = 0
-    done: bool = False
-
-    def name(self, sets: list[ParameterSet]) -> str:
-        """Return the task run name of the group's aggregation."""
-        first, last = self.set_indices[0], self.set_indices[-1]
-        if first == last:
-            return aggregation_name(sets[first])
-        digits = max(4, len(str(last)))
-        return f"agg-s{first:0{digits}d}-{last:0{digits}d}"
-
-
-@dataclass
 class StudyOrchestrator:
-    """Run one study on a started DaskTaskRunner."""
+    """Run one study (and what a driver adds) on a started DaskTaskRunner."""
 
     runner: DaskTaskRunner
     client: distributed.Client
@@ -206,198 +113,61 @@ class StudyOrchestrator:
     """Finished replicates of earlier runs that a driver's sets reuse (the part cache)."""
     driver_batch_size: int = 1
     """Replicates per batch of a driver's sets: extensions keep earlier batches reusable."""
-    tracker: StudyTracker = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tracker = StudyTracker(self.batches, [ps.param_id for ps in self.sets])
-        self._progress = [BatchProgress(batch) for batch in self.batches]
-        self._sets = [SetProgress(ps, []) for ps in self.sets]
-        self._set_index = {ps.param_id: i for i, ps in enumerate(self.sets)}
-        for i, batch in enumerate(self.batches):
-            self._sets[self._set_index[batch.param_id]].batch_indices.append(i)
-        self._groups = [GroupProgress(sets) for sets in aggregation_groups(len(self.sets))]
-        for group_index, group in enumerate(self._groups):
-            for set_index in group.set_indices:
-                self._sets[set_index].group = group_index
-        self._pending: deque[BatchRun] = deque()
-        # Lone reruns of charged replicates go one at a time: two of them sharing a worker
-        # that one kills would both be charged.
-        self._suspects: deque[BatchRun] = deque()
-        self._early_starts: dict[str, list[tuple[str, int]]] = {}  # starts before the run's key
-        self._running: dict[str, BatchRun] = {}  # Dask key -> run
-        self._aggregating: dict[str, int] = {}  # Dask key -> group index
+        reused, self.reused = self.reused, {}  # the ledger keeps each until its set is done
+        self.ledger = Ledger(
+            self.study, self.sets, self.batches, reused, self.driver_batch_size,
+            self.stored.reusable_batch if self.stored is not None else None,
+        )  # fmt: skip
+        self.deadlines = Deadlines.of(self.study.execution)
+        self._futures: dict[str, PrefectDaskFuture[Any]] = {}  # Dask key -> simulation run
+        self._aggregating: dict[str, tuple[int, PrefectDaskFuture[Any]]] = {}  # -> group
         self._abandoned: dict[UUID, str] = {}  # task runs that failed or never finished
-        self._priors: dict[str, dict[tuple[str, int], int]] = {}  # Dask key -> prior attempts
+        self._events: queue.SimpleQueue[RunEvent] = queue.SimpleQueue()
         self._task_done = threading.Event()
-        self._lock = threading.Lock()  # records arrive on the client's event-loop thread
-        reused = self.reused.copy()
-        self.reused.clear()  # each is dropped once its set is aggregated
-        for indices in plan_runs(self.batches):
-            pieces = [(i, self.batches[i]) for i in indices if i not in reused]
-            if pieces:
-                self._pending.append(BatchRun(pieces, careful=False))
-        self._just_finished: list[tuple[int, Batch, BatchResult]] = []
-        self._outcomes: list[SetOutcome] = []  # for the driver, at the loop's next turn
-        self._not_written: set[int] = set()  # reused batches of a driver's sets: in parts already
-        self._awaited: set[str] = set()  # a driver's sets whose outcome has not come yet
-        for index, result in sorted(reused.items()):
-            self._finish_batch(index, result, reused=True)
-        self._hand_on_finished()
-        self.tracker.reused = sum(result.stop - result.start for result in reused.values())
-        largest = max([run.size for run in self._pending] + [self.driver_batch_size])
+        largest = max([run.size for run in self.ledger.pending] + [self.driver_batch_size])
         self._simulate = configured_simulate_batch(self.study, largest)
         self._limit = self.study.execution.batches_in_flight(self.worker_threads)
         if self.driver is not None:
             # A run being run and one queued per thread: a driver's sets then share runs
-            # (`_merged`) instead of each queueing one of its own.
+            # (`Ledger.next_runs`) instead of each queueing one of its own.
             self._limit = 2 * max(1, self.worker_threads)
-        # The loop waits for a result only as long as the stall watch allows: a result
-        # held by a worker that was stopped just after its run had blocked it for 60 s
-        # with a 10 s stall timeout. A run whose records all streamed in then finishes
-        # from them; the others run again.
-        self._result_seconds = min(RESULT_SECONDS, self.study.execution.stall_timeout())
-        self._max_resubmits = self.study.execution.max_resubmits
+        self._hand_on()
+
+    @property
+    def tracker(self) -> StudyTracker:
+        """Return the study's progress (what is finished, what is missing)."""
+        return self.ledger.tracker
 
     def run(self) -> StudyOutcome:
         """Submit, follow and collect every task; return the outcome."""
-        self._bound_event_log()
+        self._edit_event_log(bound_topic, length=EVENT_TOPIC_LENGTH)
         self.client.subscribe_topic(self.progress_topic, self._on_event)
         try:
-            for group_index in range(len(self._groups)):
-                self._aggregate_if_complete(group_index)
             return self._loop()
         finally:
             with contextlib.suppress(Exception):
                 self.client.unsubscribe_topic(self.progress_topic)
             self._edit_event_log(forget_topic)
 
-    def _bound_event_log(self) -> None:
-        self._edit_event_log(bound_topic, length=EVENT_TOPIC_LENGTH)
-
-    def _edit_event_log(self, edit: Callable[..., None], **kwargs: Any) -> None:
-        try:
-            self.client.run_on_scheduler(
-                edit, topic=self.progress_topic, callback_timeout=ANSWER_SECONDS, **kwargs
-            )
-        except Exception as exc:  # only memory is at stake
-            logger.debug("could not edit the scheduler's event log: %s", exc)
-
-    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        _, message = event
-        with self._lock:
-            if "started" in message:
-                key = str(message.get("key"))
-                started = (str(message.get("param_id")), int(message["started"]))
-                run = self._running.get(key)
-                if run is not None:
-                    run.started.append(started)
-                else:  # a run may begin before its submission call has returned
-                    self._early_starts.setdefault(key, []).append(started)
-            # A record is a result wherever it comes from, even a run already lost.
-            records = message.get("records")
-            provisional = bool(message.get("provisional"))
-            execution = message.get("execution")
-            for record in records_from_bytes(records, arrays=True) if records else ():
-                progress = self._progress_of(record.param_id, record.replicate)
-                if progress is not None and not progress.finished:
-                    self._accept(progress, record, execution, message.get("key"), provisional)
-
-    def _accept(
-        self,
-        progress: BatchProgress,
-        record: ReplicateRecord,
-        execution: str | None,
-        key: Any,
-        provisional: bool = False,
-    ) -> None:
-        """Keep a replicate's record; a second execution of it adds its attempts (lock held).
-
-        A `provisional` record (ok, its outputs in a part its worker has not written yet)
-        never replaces one whose outputs are known, and is replaced by any such one.
-        """
-        replicate = record.replicate
-        provisional = provisional and record.status == "ok"
-        seen = progress.executions.setdefault(replicate, set())
-        existing = progress.records.get(replicate)
-        was_provisional = replicate in progress.provisional
-        attempts: int | None = None
-        if existing is None or execution is None:
-            new_wins = True
-        elif execution in seen:
-            # The same execution again (its result after its streamed record): the result
-            # wins (a batch's own checks may fail a replicate), the executions counted stay.
-            new_wins = was_provisional or not provisional
-            attempts = max(existing.attempts, record.attempts)
-        else:
-            # Dask ran its task again (its result was lost with a worker before the flow
-            # fetched it): both executions count; a record with its outputs wins over a
-            # provisional one, an ok one over a failed one.
-            prior = self._priors.get(str(key), {}).get((record.param_id, replicate), 0)
-            if provisional != was_provisional:
-                new_wins = was_provisional
-            else:
-                new_wins = existing.status != "ok" and record.status == "ok"
-            attempts = existing.attempts + record.attempts - prior
-            progress.merged = True
-        kept = record if new_wins else cast(ReplicateRecord, existing)
-        if attempts is not None:
-            kept = kept.model_copy(update={"attempts": attempts})
-        progress.records[replicate] = kept
-        if provisional if new_wins else was_provisional:
-            progress.provisional.add(replicate)
-        else:
-            progress.provisional.discard(replicate)
-        if execution is not None:
-            seen.add(execution)
-        self.tracker.replicate_finished(record.param_id, replicate, record.status)
-
-    def _progress_of(self, param_id: str, replicate: int) -> BatchProgress | None:
-        set_index = self._set_index.get(param_id)
-        if set_index is None:
-            return None
-        for index in self._sets[set_index].batch_indices:
-            if self.batches[index].start <= replicate < self.batches[index].stop:
-                return self._progress[index]
-        return None
-
-    # The engine protocol (simstudy/engine.py): the driver calls these from the loop's thread.
+    # The engine protocol (simstudy/engine.py): the driver calls these from the loop.
 
     def add_sets(self, sets: Sequence[ParameterSet], replicates: int) -> None:
         """Run `replicates` replicates of each new set; its outcome goes to the driver."""
-        for parameter_set in sets:
-            if parameter_set.param_id in self._set_index:
-                raise ValueError(
-                    f"parameter set {parameter_set.param_id[:12]} was added already: extend it"
-                )
-            set_index = len(self.sets)
-            self.sets.append(parameter_set)
-            self._set_index[parameter_set.param_id] = set_index
-            self._sets.append(SetProgress(parameter_set, [], group=len(self._groups), open=True))
-            self._groups.append(GroupProgress(range(set_index, set_index + 1)))
-            self.tracker.add_set(parameter_set.param_id)
-            self._plan_set(set_index, 0, replicates)
+        self.ledger.add_sets(sets, replicates)
 
     def extend(self, param_id: str, replicates: int) -> None:
         """Give a set `replicates` replicates in all; its new outcome covers every one."""
-        state = self._sets[self._set_index[param_id]]
-        group = self._groups[state.group]
-        if not state.open or not group.done or replicates <= state.replicates:
-            raise ValueError(
-                f"parameter set {param_id[:12]} cannot get {replicates} replicates: it has "
-                f"{state.replicates}, and only a set with an outcome and not closed is extended"
-            )
-        group.done = False
-        state.aggregate = None
-        self.tracker.aggregate_reopened(param_id)
-        self._plan_set(self._set_index[param_id], state.replicates, replicates)
+        self.ledger.extend(param_id, replicates)
 
     def close(self, param_id: str) -> None:
         """Forget a set's batch statistics once aggregated: it gets no more replicates."""
-        state = self._sets[self._set_index[param_id]]
-        state.open = False
-        if self._groups[state.group].done:
-            for index in state.batch_indices:
-                self._progress[index].result = None
+        self.ledger.close(param_id)
+
+    def cancel(self, param_id: str) -> None:
+        """Run nothing more of a set: its outcome says cancelled."""
+        self.ledger.cancel(param_id)
 
     def capacity(self) -> int:
         """Return the worker threads the study started with."""
@@ -405,71 +175,40 @@ class StudyOrchestrator:
 
     def in_flight(self) -> int:
         """Return the driver's sets whose outcome has not come yet."""
-        return len(self._awaited)
+        return len(self.ledger.awaited)
 
-    def _plan_set(self, set_index: int, start: int, stop: int) -> None:
-        """Queue replicates [start, stop) of a driver's set, reusing what the cache holds."""
-        state = self._sets[set_index]
-        parameter_set = state.parameter_set
-        for begin in range(start, stop, self.driver_batch_size):
-            batch = Batch(
-                param_id=parameter_set.param_id,
-                params=parameter_set.params,
-                start=begin,
-                stop=min(begin + self.driver_batch_size, stop),
-                set_index=set_index,
-            )
-            index = len(self.batches)
-            self.batches.append(batch)
-            self._progress.append(BatchProgress(batch))
-            state.batch_indices.append(index)
-            self.tracker.add_batch(batch)
-            reused = self.stored.reusable_batch(batch) if self.stored is not None else None
-            if reused is None:
-                self._pending.append(BatchRun([(index, batch)], careful=False))
-                continue
-            self._not_written.add(index)  # its replicates are in the cache's parts already
-            self.tracker.reused += batch.size
-            self._finish_batch(index, reused, reused=True)
-        state.replicates = stop
-        self._awaited.add(parameter_set.param_id)
-        self._hand_on_finished()
-        self._aggregate_if_complete(state.group)
+    # The loop.
 
-    def _done(self) -> bool:
-        """Return whether every group is aggregated and the driver wants nothing more."""
-        if not all(group.done for group in self._groups):
-            return False
-        if self.driver is None or self.driver.finished():
-            return True
-        # Idle, and the driver has not finished: it must add work now, or it never will.
-        self.driver.on_outcomes(self, [])
-        if all(group.done for group in self._groups) and not self.driver.finished():
-            raise RuntimeError(
-                f"{type(self.driver).__name__} neither finished nor added work while the "
-                "engine was idle"
-            )
-        return self.driver.finished() and all(group.done for group in self._groups)
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        # Runs on the client's event-loop thread: queued for the loop, which owns the ledger.
+        parsed = parse_event(event[1])
+        if parsed is not None:
+            self._events.put(parsed)
 
-    def _hand_outcomes(self) -> bool:
-        """Give the driver the outcomes that came since its last turn; return whether any."""
-        if self.driver is None or not self._outcomes:
-            return False
-        outcomes, self._outcomes = self._outcomes, []
-        self.driver.on_outcomes(self, outcomes)
-        return True
+    def _apply_events(self) -> None:
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(event, RunBegan):
+                self.ledger.run_began(event)
+            elif isinstance(event, RecordsReported):
+                self.ledger.records_reported(event)
 
     def _loop(self) -> StudyOutcome:
-        execution = self.study.execution
-        watch = StallWatch(execution.stall_timeout(), execution.on_stall)
+        watch = StallWatch(self.deadlines.stall, self.study.execution.on_stall)
         last_snapshot: TrackerSnapshot | None = None
         if self.driver is not None:
             self.driver.start(self)
         while not self._done():
             if STOP_REQUESTED.is_set():
                 raise KeyboardInterrupt
+            self._apply_events()
             self._submit_runs()
             finished = self._collect_finished()
+            self._submit_due_aggregations()
+            self._hand_on()
             if self._hand_outcomes():
                 continue  # the driver's new work is submitted at once
             snapshot = self.tracker.snapshot()
@@ -489,74 +228,70 @@ class StudyOrchestrator:
                 self._task_done.clear()
         return self._outcome(stall_report=watch.last_report)
 
+    def _done(self) -> bool:
+        """Return whether every group is aggregated and the driver wants nothing more."""
+        if not self.ledger.all_done():
+            return False
+        if self.driver is None or self.driver.finished():
+            return True
+        # Idle, and the driver has not finished: it must add work now, or it never will.
+        self.driver.on_outcomes(self, [])
+        if self.ledger.all_done() and not self.driver.finished():
+            raise RuntimeError(
+                f"{type(self.driver).__name__} neither finished nor added work while the "
+                "engine was idle"
+            )
+        return self.driver.finished() and self.ledger.all_done()
+
+    def _hand_outcomes(self) -> bool:
+        """Give the driver the outcomes that came since its last turn; return whether any."""
+        outcomes = self.ledger.take_outcomes()
+        if self.driver is None or not outcomes:
+            return False
+        self.driver.on_outcomes(self, outcomes)
+        return True
+
+    def _hand_on(self) -> None:
+        """Pass the batches just finished to `on_batches`, in runs contiguous in the plan."""
+        for group in self.ledger.take_finished():
+            if self.on_batches is not None:
+                notify(self.on_batches, group)
+
     def _collect_finished(self) -> bool:
         """Handle every finished run and aggregation; return whether there were any."""
-        with self._lock:
-            runs = [
-                r for r in self._running.values() if r.future and r.future.wrapped_future.done()
-            ]
-            for run in runs:
-                del self._running[run.key]
+        runs = [key for key, future in self._futures.items() if future.wrapped_future.done()]
         aggregations = [
-            (key, index)
-            for key, index in self._aggregating.items()
-            if cast(PrefectDaskFuture[Any], self._groups[index].run).wrapped_future.done()
+            key for key, (_, future) in self._aggregating.items() if future.wrapped_future.done()
         ]
-        for run in runs:
-            self._handle_run(run)
-        for key, index in aggregations:
-            del self._aggregating[key]
-            self._handle_aggregation(index)
+        for key in runs:
+            self._take_run(key, self._futures.pop(key))
+        for key in aggregations:
+            group_index, future = self._aggregating.pop(key)
+            self._take_aggregation(group_index, future)
         return bool(runs or aggregations)
 
     def _submit_runs(self) -> None:
-        room = self._limit - len(self._running)
-        runs: list[BatchRun] = []
-        if room > 0 and self._suspects and not any(r.suspect for r in self._running.values()):
-            runs.append(self._suspects.popleft())
-        while len(runs) < room and self._pending:
-            runs.append(self._pending.popleft())
-        if self.driver is not None:
-            runs = self._merged(runs)
+        runs = self.ledger.next_runs(self._limit - len(self._futures), self._limit)
         if not runs:
             return
-        priors = [self._prior_attempts(run) for run in runs]
+        priors = [self.ledger.prior_attempts(run) for run in runs]
         try:
             futures = [
-                self._submit_simulation(
-                    {
-                        "study": self.study,
-                        "batches": [piece for _, piece in run.pieces],
-                        "label": run.label,
-                        "log_dir": self.log_dir,
-                        "progress_topic": self.progress_topic,
-                        "prior_attempts": [
-                            {r: n for (pid, r), n in prior.items() if pid == piece.param_id}
-                            for _, piece in run.pieces
-                        ],
-                        "careful": run.careful,
-                        "part": None
-                        if self.worker_parts is None or run.careful
-                        else self.worker_parts.target(run.pieces[0][0]),
-                        "aggregation": self._aggregation(run),
-                    },
-                )
-                for run, prior in zip(runs, priors, strict=True)
+                self._submit_simulation(run, prior) for run, prior in zip(runs, priors, strict=True)
             ]
         except Exception as exc:  # e.g. the API refused a task run: try again next poll
             logger.warning("submitting %d runs failed, trying again: %s", len(runs), exc)
-            for run in reversed(runs):
-                (self._suspects if run.suspect else self._pending).appendleft(run)
+            self.ledger.not_submitted(runs)
             return
-        with self._lock:
-            for run, future, prior in zip(runs, futures, priors, strict=True):
-                run.future = cast(PrefectDaskFuture[Any], future)
-                self._running[run.key] = run
-                self._priors[run.key] = prior
-                run.started.extend(self._early_starts.pop(run.key, ()))
-                self._watch(run.future)
+        for run, future, prior in zip(runs, futures, priors, strict=True):
+            key = str(future.wrapped_future.key)
+            self._futures[key] = future
+            self.ledger.submitted(run, key, prior)
+            self._watch(future)
 
-    def _submit_simulation(self, parameters: dict[str, Any]) -> PrefectDaskFuture[Any]:
+    def _submit_simulation(
+        self, run: Run, prior: dict[tuple[str, int], int]
+    ) -> PrefectDaskFuture[Any]:
         """Submit one simulation run: a Prefect task run, or a plain Dask task for a driver.
 
         A driver's run is a few trials of milliseconds each: measured on a calibration of
@@ -565,287 +300,76 @@ class StudyOrchestrator:
         parts, reruns, timeouts and the stall watch are the engine's own either way; the
         flow run's artifacts show the search.
         """
+        parameters = {
+            "study": self.study,
+            "batches": [piece for _, piece in run.pieces],
+            "label": run.label,
+            "log_dir": self.log_dir,
+            "progress_topic": self.progress_topic,
+            "prior_attempts": [
+                {r: n for (pid, r), n in prior.items() if pid == piece.param_id}
+                for _, piece in run.pieces
+            ],
+            "careful": run.careful,
+            "part": None
+            if self.worker_parts is None or run.careful
+            else self.worker_parts.target(run.pieces[0][0]),
+            "aggregation": self._aggregation(run),
+        }
         if self.driver is None:
             return submit_task(self.runner, self._simulate, parameters)
-        return cast(
-            PrefectDaskFuture[Any], submit_plain(self.client, simulate_batch.fn, parameters)
-        )
+        future = submit_plain(self.client, simulate_batch.fn, parameters)
+        return cast(PrefectDaskFuture[Any], future)
 
-    def _merged(self, runs: list[BatchRun]) -> list[BatchRun]:
-        """Fold a driver's first runs into as many runs as there is room for, the rest queued.
-
-        A calibration's trial is a few replicates of milliseconds: as a task run each, the
-        flow's Prefect overhead, not the simulations, set the pace. Reruns stay alone.
-        """
-        plain = [run for run in runs if not run.careful]
-        if len(plain) <= 1:
-            return runs
-        slots = max(1, min(len(plain), self._limit - len(self._running) - (len(runs) - len(plain))))
-        size = -(-len(plain) // slots)
-        merged = [
-            BatchRun([piece for run in plain[i : i + size] for piece in run.pieces], careful=False)
-            for i in range(0, len(plain), size)
-        ]
-        return [run for run in runs if run.careful] + merged
-
-    def _aggregation(self, run: BatchRun) -> SetAggregation | None:
+    def _aggregation(self, run: Run) -> SetAggregation | None:
         """Return what a driver's run needs to aggregate the sets it runs whole, if any."""
-        if self.driver is None or run.careful:
+        if not run.whole_sets:
             return None
-        whole = [
-            self._sets[self._set_index[piece.param_id]]
-            for _, piece in run.pieces
-            if piece.start == 0
-            and piece.stop == self._sets[self._set_index[piece.param_id]].replicates
-        ]
-        if not whole:
-            return None
-        execution = self.study.execution
+        ledger = self.ledger
+        sets = {pid: ledger.set_of(pid) for pid in run.whole_sets}
         return SetAggregation(
-            sets={s.parameter_set.param_id: s.parameter_set for s in whole},
-            replicates={s.parameter_set.param_id: s.replicates for s in whole},
-            min_success_fraction=execution.min_success_fraction,
+            sets={pid: state.parameter_set for pid, state in sets.items()},
+            replicates={pid: state.replicates for pid, state in sets.items()},
+            min_success_fraction=self.study.execution.min_success_fraction,
             quantiles=self.study.aggregate.quantiles,
             targets=self.targets,
         )
-
-    def _prior_attempts(self, run: BatchRun) -> dict[tuple[str, int], int]:
-        """Return (param_id, replicate) -> executions lost earlier, for the run's replicates."""
-        priors: dict[tuple[str, int], int] = {}
-        for index, piece in run.pieces:
-            progress = self._progress[index]
-            for lost in (progress.lost_executions, progress.redone):
-                for r, n in lost.items():
-                    if piece.start <= r < piece.stop:
-                        priors[(piece.param_id, r)] = priors.get((piece.param_id, r), 0) + n
-        return priors
 
     def _watch(self, future: PrefectDaskFuture[Any]) -> None:
         # Wakes the loop at once, so a finished set's aggregation or a rerun is not delayed.
         future.wrapped_future.add_done_callback(lambda _: self._task_done.set())
 
-    def _handle_run(self, run: BatchRun) -> None:
+    def _take_run(self, key: str, future: PrefectDaskFuture[Any]) -> None:
+        """Fetch a finished run's results (a deadline) and give them to the ledger."""
+        self._apply_events()  # records it streamed count before its result
+        run = self.ledger.running[key]
         try:
-            self._take_run(run)
-        finally:
-            with self._lock:  # its future is released now: Dask cannot run it again
-                self._priors.pop(run.key, None)
-
-    def _take_run(self, run: BatchRun) -> None:
-        assert run.future is not None
-        if all(self._progress[index].finished for index, _ in run.pieces):
-            return  # finished by other runs meanwhile
-        results: list[BatchResult] | None = None
-        try:
-            results = run.future.result(timeout=self._result_seconds)
+            results: list[BatchResult] = future.result(timeout=self.deadlines.result_fetch)
         except KeyboardInterrupt:
             raise
         except TimeoutError:
-            self._abandon(run.future, run.label)
-            self._rerun_unfinished(run, ResultNotFetched(self._result_seconds))
-        except BaseException as exc:  # a lost worker, an error outside the model
-            self._abandon(run.future, run.label)
-            self._rerun_unfinished(run, exc)
-        else:
-            assert results is not None
-            if results and results[0].part is not None and not self._whole_run(run, results):
-                # The flow needs the outputs of some of its batches: its part is not kept.
-                results = cast(PartWriter, self.worker_parts).read_back(results)
-            with self._lock:
-                for (index, piece), result in zip(run.pieces, results, strict=True):
-                    progress = self._progress[index]
-                    if progress.finished:
-                        continue
-                    # The usual case, a whole batch run once, is written from the result's
-                    # columns as they came; otherwise records are assembled one by one.
-                    whole = self._taken_whole(index, piece, result)
-                    for record in result.records if whole else batch_records(result):
-                        self._accept(progress, record, result.execution, run.key)
-        for position, (index, piece) in enumerate(run.pieces):
-            progress = self._progress[index]
-            complete = len(progress.records) == progress.batch.size and not progress.provisional
-            if complete and not progress.finished:
-                whole = results is not None and piece == progress.batch and not progress.merged
-                self._finish_batch(index, results[position] if whole and results else None)
-        self._hand_on_finished()
-
-    def _whole_run(self, run: BatchRun, results: list[BatchResult]) -> bool:
-        """Return whether every batch of the run is taken whole from its result."""
-        with self._lock:
-            return all(
-                not self._progress[index].finished and self._taken_whole(index, piece, result)
-                for (index, piece), result in zip(run.pieces, results, strict=True)
-            )
-
-    def _taken_whole(self, index: int, piece: Batch, result: BatchResult) -> bool:
-        """Return whether a batch is taken as its result has it (lock held): the run covered
-        all of it, and no other execution of its replicates was seen."""
-        progress = self._progress[index]
-        return piece == progress.batch and not progress.other_executions(result.execution)
-
-    def _hand_on_finished(self) -> None:
-        """Pass the batches just finished to `on_batches`, in runs contiguous in the plan."""
-        finished, self._just_finished = sorted(self._just_finished, key=lambda f: f[0]), []
-        if self._not_written:
-            finished = [item for item in finished if item[0] not in self._not_written]
-            self._not_written.clear()
-        groups: list[list[tuple[int, Batch, BatchResult]]] = []
-        for item in finished:
-            if groups and groups[-1][-1][0] + 1 == item[0]:
-                groups[-1].append(item)
-            else:
-                groups.append([item])
-        for group in groups:
-            if self.on_batches is not None:
-                notify(self.on_batches, group)
-
-    def _rerun_unfinished(self, run: BatchRun, exc: BaseException) -> None:
-        """Queue the replicates of a failed run that have no record, charging the one running.
-
-        Runs go through their batches in order: the first batch with replicates missing was
-        running; the later ones never started and run again uncharged.
-        """
-        reason = describe_failure(exc)
-        reruns: list[tuple[int, int, int]] = []  # (batch, start, stop)
-        charged = False
-        for index, piece in run.pieces:
-            progress = self._progress[index]
-            with self._lock:
-                missing = progress.missing(piece)
-                started = [r for pid, r in run.started if pid == piece.param_id or not run.careful]
-            if not missing:
-                continue
-            if charged:
-                reruns.extend((index, a, b) for a, b in contiguous_ranges(missing))
-                continue
-            charged = True
-            lost = LostRun(missing, started, run.careful, worker_lost(exc))
-            reruns.extend((index, a, b) for a, b in self._plan_rerun(index, lost, reason))
-        reruns = self._with_provisional(run, reruns)
-        if reruns:  # reruns go ahead of first runs
-            pieces = [(i, self._piece(i, a, b)) for i, a, b in reruns]
-            self._pending.appendleft(BatchRun(pieces, careful=True))
-
-    def _with_provisional(
-        self, run: BatchRun, reruns: list[tuple[int, int, int]]
-    ) -> list[tuple[int, int, int]]:
-        """Add the lost run's provisional replicates to its reruns (uncharged): they finished,
-        but their outputs were to be written with the run's part, which is lost."""
-        if self.worker_parts is None:
-            return reruns
-        again: dict[int, set[int]] = {}
-        for index, start, stop in reruns:
-            again.setdefault(index, set()).update(range(start, stop))
-        with self._lock:
-            for index, piece in run.pieces:
-                progress = self._progress[index]
-                for replicate in sorted(progress.provisional):
-                    if piece.start <= replicate < piece.stop:
-                        progress.provisional.discard(replicate)
-                        attempts = progress.records.pop(replicate).attempts
-                        # They did run: the rerun's record counts these attempts too.
-                        progress.redone[replicate] = attempts
-                        self.tracker.replicate_unfinished(piece.param_id, replicate)
-                        again.setdefault(index, set()).add(replicate)
-        return [
-            (index, start, stop)
-            for index, replicates in sorted(again.items())
-            for start, stop in contiguous_ranges(sorted(replicates))
-        ]
-
-    def _plan_rerun(self, index: int, lost: LostRun, reason: str) -> list[tuple[int, int]]:
-        """Charge one batch's lost run; give up or isolate its replicates; return the rest."""
-        progress = self._progress[index]
-        plan = plan_rerun(
-            lost,
-            progress.lost_executions,
-            progress.failed_before_start,
-            self._max_resubmits,
-            progress.lost_before_start,
-        )
-        if plan.batch_failed_before_start:
-            progress.failed_before_start += 1
-        if plan.lost_before_start:
-            progress.lost_before_start += 1
-        if plan.running is not None:
-            progress.lost_executions[plan.running] = (
-                progress.lost_executions.get(plan.running, 0) + 1
-            )
-        for replicate in plan.give_up:
-            if replicate == plan.running:
-                error = (
-                    f"its batch task failed {progress.lost_executions[replicate]} times while "
-                    f"this replicate ran: {reason}"
-                )
-            else:
-                times = max(progress.failed_before_start, progress.lost_before_start)
-                error = (
-                    f"not run: its batch task failed {times} times before its first "
-                    f"replicate started: {reason}"
-                )
-            self._give_up(index, replicate, error)
-        if plan.isolated is not None:
-            piece = self._piece(index, *plan.isolated)
-            self._suspects.append(BatchRun([(index, piece)], careful=True, suspect=True))
-        return plan.pieces
-
-    def _piece(self, index: int, start: int, stop: int) -> Batch:
-        return self.batches[index].model_copy(update={"start": start, "stop": stop})
-
-    def _give_up(self, index: int, replicate: int, error: str) -> None:
-        progress = self._progress[index]
-        record = lost_replicate(
-            self.study,
-            progress.batch.param_id,
-            replicate,
-            attempts=progress.lost_executions.get(replicate, 0),
-            error=error,
-        )
-        with self._lock:
-            progress.records[replicate] = record
-            self.tracker.replicate_finished(record.param_id, replicate, record.status)
-
-    def _finish_batch(self, index: int, result: BatchResult | None, reused: bool = False) -> None:
-        """Hand a planned batch's records on once all are in; aggregate its group if complete."""
-        progress = self._progress[index]
-        batch = progress.batch
-        if result is None:
-            records = [progress.records[r] for r in range(batch.start, batch.stop)]
-            result = summarize_batch(batch, records)
-        progress.finished = True
-        progress.records.clear()  # the result holds them now
-        progress.executions.clear()
-        if reused:
-            for record in result.records:
-                self.tracker.replicate_finished(record.param_id, record.replicate, record.status)
-        self._just_finished.append((index, batch, result))
-        self.tracker.batch_finished(batch)
-        # Only what an aggregation needs stays: the outputs are in the part file now.
-        progress.result = statistics_only(result)
-        if not reused:
-            state = self._sets[self._set_index[batch.param_id]]
-            if result.aggregate is not None and state.batch_indices == [index]:
-                # Its run aggregated it: the set's one batch, taken whole from that run.
-                self._aggregated(state.group, [result.aggregate])
-            else:
-                self._aggregate_if_complete(state.group)
-
-    def _aggregate_if_complete(self, group_index: int) -> None:
-        group = self._groups[group_index]
-        if group.done or group.run is not None:
+            self._abandon(future, run.label)
+            failure = ResultNotFetched(self.deadlines.result_fetch)
+            self.ledger.run_lost(key, describe_failure(failure), worker_lost(failure))
             return
-        indices = [i for s in group.set_indices for i in self._sets[s].batch_indices]
-        if all(self._progress[i].finished for i in indices):
+        except BaseException as exc:  # a lost worker, an error outside the model
+            self._abandon(future, run.label)
+            self.ledger.run_lost(key, describe_failure(exc), worker_lost(exc))
+            return
+        if results and results[0].part is not None and self.ledger.needs_outputs(key, results):
+            # The flow needs the outputs of some of its batches: its part is not kept.
+            results = cast(PartWriter, self.worker_parts).read_back(results)
+        self.ledger.run_finished(key, results)
+
+    def _submit_due_aggregations(self) -> None:
+        for group_index in self.ledger.take_due():
             self._submit_aggregation(group_index)
 
     def _submit_aggregation(self, group_index: int) -> None:
-        group = self._groups[group_index]
-        name = group.name(self.sets)
+        ledger = self.ledger
+        group = ledger.groups[group_index]
+        name = group_name(ledger.sets, group.set_indices)
         execution = self.study.execution
-        batches = [
-            [cast(BatchResult, self._progress[i].result) for i in self._sets[s].batch_indices]
-            for s in group.set_indices
-        ]
         # Resources are Dask annotations; prefect-dask passes them on to Client.submit. The
         # inputs are values: a group is aggregated once its batches are finished, so no
         # worker thread waits for them, and no finished batch is recomputed when a worker dies.
@@ -855,81 +379,47 @@ class StudyOrchestrator:
                 self.runner,
                 aggregate_parameter_sets_task.with_options(task_run_name=name),
                 {
-                    "parameter_sets": [self.sets[s] for s in group.set_indices],
-                    "batches": batches,
-                    "replicates": [
-                        self._sets[s].replicates or self.study.replicates for s in group.set_indices
-                    ],  # fmt: skip
+                    "parameter_sets": [ledger.sets[s] for s in group.set_indices],
+                    "batches": ledger.group_batches(group_index),
+                    "replicates": [ledger.set_replicates(s) for s in group.set_indices],
                     "min_success_fraction": execution.min_success_fraction,
                     "quantiles": self.study.aggregate.quantiles,
                     "targets": self.targets,
                 },
             )
-        group.run = cast(PrefectDaskFuture[Any], future)
-        group.attempts += 1
-        self._aggregating[str(group.run.wrapped_future.key)] = group_index
-        self._watch(group.run)
+        future = cast(PrefectDaskFuture[Any], future)
+        ledger.aggregation_started(group_index)
+        self._aggregating[str(future.wrapped_future.key)] = (group_index, future)
+        self._watch(future)
 
-    def _handle_aggregation(self, group_index: int) -> None:
-        group = self._groups[group_index]
-        future = group.run
-        assert future is not None
+    def _take_aggregation(self, group_index: int, future: PrefectDaskFuture[Any]) -> None:
         try:
-            aggregates: list[ParameterSetAggregate] = future.result(timeout=self._result_seconds)
+            aggregates: list[ParameterSetAggregate] = future.result(
+                timeout=self.deadlines.result_fetch
+            )
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            self._abandoned[future.task_run_id] = group.name(self.sets)
-            group.run = None
-            if group.attempts <= self._max_resubmits:
-                self._aggregate_if_complete(group_index)
-                return
-            reason = f"aggregation failed {group.attempts} times: {describe_failure(exc)}"
-            aggregates = [
-                failed_aggregate(self.sets[s], self._set_batches(s), reason)
-                for s in group.set_indices
-            ]
+            indices = self.ledger.groups[group_index].set_indices
+            self._abandon(future, group_name(self.ledger.sets, indices))
+            self.ledger.aggregation_failed(group_index, describe_failure(exc))
+            return
         # Released, the scheduler forgets the task and its arguments (the batches'
         # statistics: ~3 MB a set of 1,000 replicates of a 365-point series).
-        group.run = None
-        self._aggregated(group_index, aggregates)
-
-    def _aggregated(self, group_index: int, aggregates: list[ParameterSetAggregate]) -> None:
-        """Take a group's aggregates: its sets are done; a driver hears of its own."""
-        group = self._groups[group_index]
-        group.done = True
-        for set_index, aggregate in zip(group.set_indices, aggregates, strict=True):
-            state = self._sets[set_index]
-            state.aggregate = aggregate
-            if not state.open:
-                for index in state.batch_indices:
-                    self._progress[index].result = None  # aggregated: nothing left to keep
-            self.tracker.aggregate_finished(aggregate.param_id, aggregate.status)
-            if self.driver is not None and aggregate.param_id in self._awaited:
-                self._awaited.discard(aggregate.param_id)
-                self._outcomes.append(set_outcome(aggregate))
-                # Its rows are in no result file of a driver's run: only the outcome stays,
-                # so 10,000 trials of a 365-point series do not pile up in the flow.
-                state.aggregate = without_rows(aggregate)
+        self.ledger.aggregation_finished(group_index, aggregates)
         if self.on_aggregate is not None:
             notify(self.on_aggregate, aggregates)
-
-    def _set_batches(self, set_index: int) -> list[BatchResult]:
-        return [
-            cast(BatchResult, self._progress[i].result) for i in self._sets[set_index].batch_indices
-        ]
 
     def abandoned_task_runs(self) -> dict[UUID, str]:
         """Return task runs (id -> name) still unfinished or lost when the study stopped."""
         unfinished = {
-            run.future.task_run_id: run.label
-            for run in self._running.values()
-            if run.future is not None
+            future.task_run_id: self.ledger.running[key].label
+            for key, future in self._futures.items()
+            if future.task_run_id is not None and key in self.ledger.running
         }
-        for group in self._groups:
-            if group.run is not None and not group.done:
-                unfinished[group.run.task_run_id] = group.name(self.sets)
-        unfinished.pop(None, None)  # type: ignore[call-overload]  # a driver's plain runs
+        for group_index, future in self._aggregating.values():
+            indices = self.ledger.groups[group_index].set_indices
+            unfinished[future.task_run_id] = group_name(self.ledger.sets, indices)
         return {**self._abandoned, **unfinished}
 
     def _abandon(self, future: PrefectDaskFuture[Any], name: str) -> None:
@@ -939,22 +429,20 @@ class StudyOrchestrator:
 
     def _stall_report(self, stall_timeout: float) -> StallReport:
         unfinished = {
-            key: (run.label, str(cast(PrefectDaskFuture[Any], run.future).task_run_id))
-            for key, run in self._running.items()
+            key: (self.ledger.running[key].label, str(future.task_run_id))
+            for key, future in self._futures.items()
+            if key in self.ledger.running
         }
-        for key, index in self._aggregating.items():
-            future = cast(PrefectDaskFuture[Any], self._groups[index].run)
-            unfinished[key] = (self._groups[index].name(self.sets), str(future.task_run_id))
+        for key, (group_index, future) in self._aggregating.items():
+            indices = self.ledger.groups[group_index].set_indices
+            unfinished[key] = (group_name(self.ledger.sets, indices), str(future.task_run_id))
         return collect_stall_report(
             self.client, self.study.name, self.tracker, unfinished, stall_timeout
         )
 
     def _cancel_unfinished(self) -> None:
-        futures = [run.future.wrapped_future for run in self._running.values() if run.future]
-        futures += [
-            cast(PrefectDaskFuture[Any], self._groups[i].run).wrapped_future
-            for i in self._aggregating.values()
-        ]
+        futures = [future.wrapped_future for future in self._futures.values()]
+        futures += [future.wrapped_future for _, future in self._aggregating.values()]
         try:
             # Client.cancel has no deadline of its own; this is the same call, with one.
             self.client.sync(
@@ -968,7 +456,7 @@ class StudyOrchestrator:
         outcomes = SetOutcomes.of(aggregates)
         future = submit_task(self.runner, summarize_study_task, {"aggregates": outcomes})
         try:
-            return cast(StudySummary, future.result(timeout=SUMMARY_SECONDS))
+            return cast(StudySummary, future.result(timeout=self.deadlines.summary))
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
@@ -978,38 +466,40 @@ class StudyOrchestrator:
 
     def _outcome(self, stall_report: StallReport | None, abandoned: bool = False) -> StudyOutcome:
         # Sets whose outputs differ from the study's fail here, before any file is written.
-        aggregates = reconcile_outputs([s.aggregate for s in self._sets if s.aggregate is not None])
+        aggregates = reconcile_outputs(
+            [s.aggregate for s in self.ledger.set_states if s.aggregate is not None]
+        )
         if not abandoned:
             # A driver's sets were told one by one: no study summary task over thousands.
             summary = summarize_study(aggregates) if self.driver else self._summarize(aggregates)
             return StudyOutcome(aggregates, summary, stall_report)
-        with self._lock:  # replicates of unfinished batches that did finish are kept too
-            for p in self._progress:
-                for replicate in p.provisional:  # their outputs never reached a part
-                    self.tracker.replicate_unfinished(p.batch.param_id, replicate)
-            kept = [
-                (i, p.batch, [p.records[r] for r in sorted(p.records) if r not in p.provisional])
-                for i, p in enumerate(self._progress)
-                if not p.finished
-            ]
-            unfinished = [
-                (i, batch, summarize_batch(piece, records))
-                for i, batch, records in kept
-                if records
-                for piece in [
-                    batch.model_copy(
-                        update={"start": records[0].replicate, "stop": records[-1].replicate + 1}
-                    )
-                ]
-            ]
+        self._apply_events()
+        unfinished = self.ledger.kept_records()
         summary = summarize_study(aggregates)
         missing = self.tracker.missing_aggregations()
         summary.status = "failed"
-        summary.n_parameter_sets = len(self.sets)
+        summary.n_parameter_sets = len(self.ledger.sets)
         summary.failed_sets.update({pid: ["abandoned: the study stalled"] for pid in missing})
         # Counts of every replicate that finished, aggregated or not; the rest are missing.
         summary.replicate_counts = self.tracker.snapshot().replicates
         return StudyOutcome(aggregates, summary, stall_report, abandoned, unfinished)
+
+    def _edit_event_log(self, edit: Callable[..., None], **kwargs: Any) -> None:
+        try:
+            self.client.run_on_scheduler(
+                edit, topic=self.progress_topic, callback_timeout=ANSWER_SECONDS, **kwargs
+            )
+        except Exception as exc:  # only memory is at stake
+            logger.debug("could not edit the scheduler's event log: %s", exc)
+
+
+def group_name(sets: list[ParameterSet], set_indices: range) -> str:
+    """Return the task run name of a group's aggregation (agg-<id> for a lone set)."""
+    first, last = set_indices[0], set_indices[-1]
+    if first == last:
+        return aggregation_name(sets[first])
+    digits = max(4, len(str(last)))
+    return f"agg-s{first:0{digits}d}-{last:0{digits}d}"
 
 
 def _topics(dask_scheduler: Any) -> dict[str, Any] | None:
@@ -1032,19 +522,6 @@ def forget_topic(dask_scheduler: Any, topic: str) -> None:
     topics = _topics(dask_scheduler)
     if topics is not None:
         topics.pop(topic, None)
-
-
-def set_outcome(aggregate: ParameterSetAggregate) -> SetOutcome:
-    """Return what a driver learns of an aggregated set."""
-    return SetOutcome(
-        param_id=aggregate.param_id,
-        status=aggregate.status,
-        replicates=sum(aggregate.counts.values()),
-        loss=aggregate.loss,
-        loss_se=aggregate.loss_se,
-        loss_bias=aggregate.loss_bias,
-        reasons=list(aggregate.reasons),
-    )
 
 
 def aggregation_name(parameter_set: ParameterSet) -> str:

@@ -169,7 +169,8 @@ def calibration_page(
     lead = (
         f"<p>{_e(document.get('trials', len(trials)))} trials ({_e(document.get('failed', 0))} "
         f"failed) in {_e(max((t['round'] for t in trials), default=0))} asks, at most "
-        f"{_e(settings.get('parallel', ''))} trials in flight, sampler {_e(settings.get('sampler', ''))}, "
+        f"{_e(settings.get('parallel', ''))} trials in flight, sampler "
+        f"{_e(settings.get('sampler', ''))}, "
         f"replicates {_e(settings.get('replicates', ''))}: {_e(document.get('simulations', ''))}"
         f" simulations, {_e(document.get('saved', ''))} fewer than the maximum for every "
         f"trial. Status {_e(document.get('status', ''))}.</p>"
