@@ -577,7 +577,7 @@ class Ledger:
             progress.provisional.discard(replicate)
         if execution is not None:
             seen.add(execution)
-        self.tracker.replicate_finished(record.param_id, replicate, record.status)
+        self.tracker.replicate_finished(kept.param_id, replicate, kept.status)
 
     def _progress_of(self, param_id: str, replicate: int) -> BatchProgress | None:
         set_index = self._set_index.get(param_id)

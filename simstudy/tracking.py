@@ -73,12 +73,18 @@ class StudyTracker:
             self._aggregated.pop(param_id, None)
 
     def replicate_finished(self, param_id: str, replicate: int, status: str) -> None:
-        """Record one finished replicate (a repeat report of the same one is ignored)."""
+        """Record one finished replicate; a repeat report counts once, with its last status.
+
+        A replicate failed in one execution may be ok in another (Dask ran its task again):
+        the count follows the record the study keeps.
+        """
         with self._lock:
             key = (param_id, replicate)
-            if key not in self._finished and not self._in_done_batch(param_id, replicate):
-                self._finished[key] = status
+            if self._in_done_batch(param_id, replicate):
+                return
+            if key not in self._finished:
                 self._last_progress = time.monotonic()
+            self._finished[key] = status
 
     def replicate_unfinished(self, param_id: str, replicate: int) -> None:
         """Forget a finished replicate that will run again (its outputs were lost)."""
