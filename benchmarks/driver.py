@@ -33,7 +33,7 @@ import numpy as np
 from distributed import Client, LocalCluster, get_task_stream
 
 from benchmarks.burn import simulate
-from simstudy.spec import Study
+from simstudy.spec.study import Study
 
 MODEL = "benchmarks.burn:simulate"
 WARM_UP_COST_MS = 100.0

@@ -9,7 +9,7 @@ row against the scheduler by address (`execution.dask.address`), each as
 `python -m flows.cli run FILE --output DIR --no-progress` into a folder of its own (the
 command uses the API it finds in PREFECT_API_URL). Before the first study and after
 each one it prints the resident memory of the scheduler, of each worker process (under
-its nanny) and of the Prefect API, and the model processes (`simstudy.runners._child`)
+its nanny) and of the Prefect API, and the model processes (`simstudy.run.runners._child`)
 and any other processes left under each worker, so growth from study to study shows.
 The cluster gets the quiet settings of the local cluster `simstudy run` starts (as
 `DASK_` variables; `--stock-dask-config` for distributed's defaults). Everything it
@@ -38,7 +38,7 @@ WORKERS = 2
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 STUDY_TIMEOUT_SECONDS = 300.0
-MODEL_PROCESS = "simstudy.runners._child"
+MODEL_PROCESS = "simstudy.run.runners._child"
 
 
 def dask_command() -> list[str]:

@@ -46,7 +46,7 @@ DRIVER_TIMEOUT_SECONDS = 120.0
 def process_role(process: psutil.Process) -> str:
     """Return what a process of the benchmark does, from its command line."""
     command = " ".join(process.cmdline())
-    if "simstudy.runners._child" in command:
+    if "simstudy.run.runners._child" in command:
         return "model process"
     if "spawn_main" in command:
         return "dask worker"

@@ -1,4 +1,4 @@
-"""Quantile sketches for `simstudy.stats`: speed, size and accuracy (not a test).
+"""Quantile sketches for `simstudy.stats.partial`: speed, size and accuracy (not a test).
 
     python -m benchmarks.sketch_accuracy [--centroids 100]
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from simstudy.stats import Partial, summarize
+from simstudy.stats.partial import Partial, summarize
 
 LENGTH, VALUES, PARTS = 365, 2_500, 400
 QUANTILES = [0.05, 0.5, 0.95]

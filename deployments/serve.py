@@ -27,7 +27,7 @@ from prefect.schedules import Cron  # noqa: E402
 
 from flows.run_policy import POLICY_VARIABLE  # noqa: E402
 from flows.study import simulation_study  # noqa: E402
-from simstudy.policy import RunPolicy, policy_from_setting  # noqa: E402
+from simstudy.spec.policy import RunPolicy, policy_from_setting  # noqa: E402
 
 EXAMPLE_STUDY = "examples/seir.yaml"
 CALIBRATE_STUDY = "examples/seir-calibrate.yaml"

@@ -44,7 +44,7 @@ from prefect.settings import (
 )
 
 from simstudy.errors import SimstudyError
-from simstudy.runners import reaper
+from simstudy.run.runners import reaper
 
 STARTUP_TIMEOUT_SECONDS = 90.0
 LOG_TAIL_BYTES = 2000

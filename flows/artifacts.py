@@ -18,16 +18,16 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.analysis.ranking import LOSS_PREFIX, ranked
-from simstudy.batch import BatchResult
+from simstudy.design.plan import Batch
 from simstudy.display import Spread, format_number, format_parameters, split_parameters
-from simstudy.location import OutputStore
-from simstudy.plan import Batch
-from simstudy.records import ReplicateRecord
-from simstudy.results import AGGREGATES_FILE
-from simstudy.spec import Study
-from simstudy.tracking import TrackerSnapshot
+from simstudy.output.location import OutputStore
+from simstudy.output.results import AGGREGATES_FILE
+from simstudy.run.batch import BatchResult
+from simstudy.run.records import ReplicateRecord
+from simstudy.run.tracking import TrackerSnapshot
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import ParameterSetAggregate, StudySummary
 
 PROGRESS_EVERY_SECONDS = 5.0
 """Progress artifact updates at most this often: each is an API call (and server events)."""

@@ -61,13 +61,13 @@ from simstudy.calibrate.space import search_space
 from simstudy.calibrate.trials import TrialLog, trials_table
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import StudyError
-from simstudy.fingerprint import model_fingerprint
-from simstudy.location import OutputStore
-from simstudy.locking import output_lock
-from simstudy.parts import PartWriter, read_parts
-from simstudy.readiness import check_ready
-from simstudy.results import RANKING_FILE, now, write_json, write_table
-from simstudy.spec import Study
+from simstudy.output.fingerprint import model_fingerprint
+from simstudy.output.location import OutputStore
+from simstudy.output.locking import output_lock
+from simstudy.output.parts import PartWriter, read_parts
+from simstudy.output.results import RANKING_FILE, now, write_json, write_table
+from simstudy.spec.readiness import check_ready
+from simstudy.spec.study import Study
 
 BEST_TRIALS = 10
 """Trials in the table artifact of the best so far."""

@@ -32,22 +32,22 @@ from simstudy.calibrate.folder import (
     calibration_summary,
     check_calibration_dir,
 )
-from simstudy.design import expand_parameters, sample_seed
+from simstudy.design.expand import expand_parameters, sample_seed
+from simstudy.design.plan import plan_batches
 from simstudy.errors import OutputDirError, SimstudyError, StudyError
-from simstudy.loading import load_study
-from simstudy.location import OutputStore
-from simstudy.locking import output_lock
-from simstudy.parts import PARTS_DIR, stored_replicates
-from simstudy.plan import plan_batches
-from simstudy.readiness import check_ready
-from simstudy.results import (
+from simstudy.output.location import OutputStore
+from simstudy.output.locking import output_lock
+from simstudy.output.parts import PARTS_DIR, stored_replicates
+from simstudy.output.results import (
     REPLICATES_FILE,
     REPORT_FILE,
     STUDY_FILE,
     check_output_dir,
     study_id,
 )
-from simstudy.spec import MAX_LOCAL_WORKERS, Study
+from simstudy.spec.loading import load_study
+from simstudy.spec.readiness import check_ready
+from simstudy.spec.study import MAX_LOCAL_WORKERS, Study
 from simstudy.summary_table import ranking_summary, summary_table
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -176,7 +176,7 @@ def validate_command(path: str) -> int:
     )
     shown = sets
     if study.parameters.sample is not None:
-        from simstudy.sampling import design_summary
+        from simstudy.design.sampling import design_summary
 
         print("\n".join(design_summary(study.parameters.sample, sample_seed(study), len(sets))))
         shown = sets[:SHOWN_SAMPLED_SETS]

@@ -22,8 +22,8 @@ from distributed.deploy import Cluster
 from prefect_dask import DaskTaskRunner
 
 from flows.lifeline import LifelinePlugin
-from simstudy.readiness import import_cluster_class
-from simstudy.spec import DaskSettings
+from simstudy.spec.readiness import import_cluster_class
+from simstudy.spec.study import DaskSettings
 
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS_PER_WORKER = 1

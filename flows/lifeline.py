@@ -7,7 +7,7 @@
 distributed's own guard (a thread in each worker reading a pipe from its parent) cannot
 run while a task holds the GIL, such as a thread-runner model in one long C call: after a
 SIGKILLed `simstudy run` such a worker went on at full CPU. Each worker instead gets a
-lifeline, a separate small process (`simstudy.runners.reaper`) that waits for the flow
+lifeline, a separate small process (`simstudy.run.runners.reaper`) that waits for the flow
 process to die and then SIGKILLs the worker with everything it started.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from simstudy.runners import reaper
+from simstudy.run.runners import reaper
 
 
 class LifelinePlugin(WorkerPlugin):

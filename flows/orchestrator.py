@@ -1,13 +1,13 @@
 """The engine: submit a study's runs to Dask, collect them, and never wait silently.
 
-What a running study knows lives in `simstudy.ledger.Ledger`, changed only by events;
+What a running study knows lives in `simstudy.run.ledger.Ledger`, changed only by events;
 this module is its I/O loop. It keeps at most `execution.max_batches_in_flight`
 simulation runs submitted ahead of completion, turns what Dask says into the ledger's
 events (records streamed from the workers, a run's results, a lost run, an aggregation's
 result), submits what the ledger hands out (runs, reruns, due aggregations), passes
 finished batches on (the part files) and each set's outcome to a driver, and writes a
 stall report when nothing finishes for `execution.stall_timeout_seconds`. A driver
-(`simstudy/engine.py`) may add work while the loop runs: a calibration's trials.
+(`simstudy/run/engine.py`) may add work while the loop runs: a calibration's trials.
 """
 
 from __future__ import annotations
@@ -29,7 +29,19 @@ from prefect_dask.task_runners import PrefectDaskFuture
 
 from flows.submission import submit_plain, submit_task
 from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report
-from simstudy.aggregate import (
+from simstudy.analysis.targets import Targets
+from simstudy.design.expand import ParameterSet
+from simstudy.design.plan import Batch
+from simstudy.output.parts import PartWriter, StoredReplicates
+from simstudy.run.batch import BatchResult
+from simstudy.run.deadlines import Deadlines
+from simstudy.run.engine import Driver
+from simstudy.run.events import RecordsReported, RunBegan, RunEvent, parse_event
+from simstudy.run.ledger import Ledger, Run
+from simstudy.run.stall import StallReport
+from simstudy.run.tracking import StudyTracker, TrackerSnapshot
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import (
     ParameterSetAggregate,
     SetAggregation,
     SetOutcomes,
@@ -37,18 +49,6 @@ from simstudy.aggregate import (
     reconcile_outputs,
     summarize_study,
 )
-from simstudy.analysis.targets import Targets
-from simstudy.batch import BatchResult
-from simstudy.deadlines import Deadlines
-from simstudy.design import ParameterSet
-from simstudy.engine import Driver
-from simstudy.events import RecordsReported, RunBegan, RunEvent, parse_event
-from simstudy.ledger import Ledger, Run
-from simstudy.parts import PartWriter, StoredReplicates
-from simstudy.plan import Batch
-from simstudy.spec import Study
-from simstudy.stall import StallReport
-from simstudy.tracking import StudyTracker, TrackerSnapshot
 from tasks.aggregate import aggregate_parameter_sets_task, summarize_study_task
 from tasks.simulate import configured_simulate_batch, simulate_batch
 
@@ -151,7 +151,7 @@ class StudyOrchestrator:
                 self.client.unsubscribe_topic(self.progress_topic)
             self._edit_event_log(forget_topic)
 
-    # The engine protocol (simstudy/engine.py): the driver calls these from the loop.
+    # The engine protocol (simstudy/run/engine.py): the driver calls these from the loop.
 
     def add_sets(self, sets: Sequence[ParameterSet], replicates: int) -> None:
         """Run `replicates` replicates of each new set; its outcome goes to the driver."""

@@ -18,14 +18,14 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from flows.watchdog import silent_workers
 from simstudy import __version__ as simstudy_version
-from simstudy.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
 from simstudy.errors import SimstudyError
-from simstudy.memory import return_freed_memory
-from simstudy.readiness import command_problem, local_output_problem, remote_hosts
-from simstudy.runners import make_runner
-from simstudy.runners.process import STARTUP_TIMEOUT_SECONDS, ProcessRunner
-from simstudy.source_digest import source_digest
-from simstudy.spec import CommandModel, Study
+from simstudy.run.deadlines import CLUSTER_ANSWER_SECONDS, call_with_deadline
+from simstudy.run.memory import return_freed_memory
+from simstudy.run.runners import make_runner
+from simstudy.run.runners.process import STARTUP_TIMEOUT_SECONDS, ProcessRunner
+from simstudy.run.source_digest import source_digest
+from simstudy.spec.readiness import command_problem, local_output_problem, remote_hosts
+from simstudy.spec.study import CommandModel, Study
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class StudyWorkerPlugin(WorkerPlugin):
     def setup(self, worker: distributed.Worker) -> None:
         """Check the model on this worker and start its model processes."""
         # Workers handle a large buffer per run (its outputs as columns, a set's values),
-        # as the flow does: freed ones go back to the system (see simstudy/memory.py).
+        # as the flow does: freed ones go back to the system (see simstudy/run/memory.py).
         return_freed_memory()
         self.report = {
             **versions(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from simstudy.tracking import TrackerSnapshot
+from simstudy.run.tracking import TrackerSnapshot
 
 ProgressListener = Callable[[TrackerSnapshot], None]
 _listeners: list[ProgressListener] = []

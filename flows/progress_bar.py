@@ -19,7 +19,7 @@ from rich.text import Text
 
 from flows.progress import add_listener, remove_listener
 from simstudy.display import format_number
-from simstudy.tracking import TrackerSnapshot
+from simstudy.run.tracking import TrackerSnapshot
 
 
 class _StudyProgress(Progress):

@@ -18,7 +18,7 @@ import os
 
 from prefect.context import FlowRunContext
 
-from simstudy.policy import RunPolicy, policy_from_setting
+from simstudy.spec.policy import RunPolicy, policy_from_setting
 
 POLICY_VARIABLE = "SIMSTUDY_POLICY"
 

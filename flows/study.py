@@ -18,11 +18,11 @@ from prefect.states import State
 from flows.calibrate import run_calibration
 from flows.run_policy import run_policy
 from flows.study_run import run_study
-from simstudy.aggregate import StudySummary
-from simstudy.loading import resolve_study
-from simstudy.memory import return_freed_memory
-from simstudy.policy import check_request, check_study
-from simstudy.spec import Execution, Study
+from simstudy.run.memory import return_freed_memory
+from simstudy.spec.loading import resolve_study
+from simstudy.spec.policy import check_request, check_study
+from simstudy.spec.study import Execution, Study
+from simstudy.stats.aggregate import StudySummary
 
 __all__ = ["resolve_study", "simulation_study"]
 

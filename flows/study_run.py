@@ -43,18 +43,15 @@ from flows.preflight import preflight, remove_study_plugin
 from flows.progress import publish
 from flows.task_runs import crash_unfinished_task_runs, study_tag, tag_flow_run
 from flows.task_settings import task_settings_context
-from simstudy.aggregate import ParameterSetAggregate, StudySummary
 from simstudy.analysis.files import write_analysis
 from simstudy.analysis.targets import Targets, load_targets
-from simstudy.batch import BatchResult
-from simstudy.design import ParameterSet, expand_parameters
-from simstudy.fingerprint import model_fingerprint
-from simstudy.location import OutputStore
-from simstudy.locking import output_lock
-from simstudy.parts import PARTS_DIR, PartWriter, read_parts
-from simstudy.plan import Batch, plan_batches
-from simstudy.readiness import check_ready
-from simstudy.results import (
+from simstudy.design.expand import ParameterSet, expand_parameters
+from simstudy.design.plan import Batch, plan_batches
+from simstudy.output.fingerprint import model_fingerprint
+from simstudy.output.location import OutputStore
+from simstudy.output.locking import output_lock
+from simstudy.output.parts import PARTS_DIR, PartWriter, read_parts
+from simstudy.output.results import (
     STUDY_FILE,
     check_output_dir,
     now,
@@ -64,9 +61,12 @@ from simstudy.results import (
     write_json,
     write_results,
 )
-from simstudy.spec import Study
-from simstudy.stall import STALL_MARKDOWN, StallReport
-from simstudy.tracking import TrackerSnapshot
+from simstudy.run.batch import BatchResult
+from simstudy.run.stall import STALL_MARKDOWN, StallReport
+from simstudy.run.tracking import TrackerSnapshot
+from simstudy.spec.readiness import check_ready
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import ParameterSetAggregate, StudySummary
 
 LOG_EVERY_FRACTION = 0.1
 RunLogger = logging.Logger | logging.LoggerAdapter[Any]

@@ -25,7 +25,7 @@ import distributed
 import prefect
 from prefect.context import SettingsContext
 
-from simstudy.deadlines import CLUSTER_ANSWER_SECONDS
+from simstudy.run.deadlines import CLUSTER_ANSWER_SECONDS
 
 MAX_NAMED_DIFFERENCES = 3
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import distributed
 
-from simstudy.results import now
-from simstudy.stall import StallReport, StuckTask, WorkerLoad
-from simstudy.tracking import StudyTracker, TrackerSnapshot
+from simstudy.output.results import now
+from simstudy.run.stall import StallReport, StuckTask, WorkerLoad
+from simstudy.run.tracking import StudyTracker, TrackerSnapshot
 
 ANSWER_SECONDS = 5.0
 """How long the scheduler and each worker get to answer one watchdog question."""

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from simstudy.stats import quantile_column
+from simstudy.stats.partial import quantile_column
 
 SIGNIFICANT_DIGITS = 4
 """Digits shown of a float: results are statistics of random replicates, not exact values."""

@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from simstudy.display import Spread, format_number, format_parameters, split_parameters
-from simstudy.location import OutputStore
-from simstudy.results import AGGREGATES_FILE, RANKING_FILE, read_study_json, read_table
+from simstudy.output.location import OutputStore
+from simstudy.output.results import AGGREGATES_FILE, RANKING_FILE, read_study_json, read_table
 
 MAX_OUTPUTS = 6
 """Outputs shown per parameter set; all of them are in aggregates.parquet."""

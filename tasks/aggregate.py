@@ -5,16 +5,16 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from simstudy.aggregate import (
+from simstudy.analysis.targets import Targets
+from simstudy.design.expand import ParameterSet
+from simstudy.run.batch import BatchResult
+from simstudy.stats.aggregate import (
     ParameterSetAggregate,
     SetOutcomes,
     StudySummary,
     aggregate_parameter_set,
     summarize_study,
 )
-from simstudy.analysis.targets import Targets
-from simstudy.batch import BatchResult
-from simstudy.design import ParameterSet
 
 
 # `batches` arrives as values: the flow submits a group once all its batches have finished,

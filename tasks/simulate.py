@@ -17,13 +17,13 @@ import distributed
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
-from simstudy.aggregate import SetAggregation
-from simstudy.batch import BatchResult, as_columns, run_batch
-from simstudy.columns import records_to_bytes
-from simstudy.parts import PartTarget
-from simstudy.plan import Batch
-from simstudy.records import ReplicateRecord
-from simstudy.spec import Study
+from simstudy.design.plan import Batch
+from simstudy.output.parts import PartTarget
+from simstudy.run.batch import BatchResult, as_columns, run_batch
+from simstudy.run.columns import records_to_bytes
+from simstudy.run.records import ReplicateRecord
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import SetAggregation
 
 OUTER_TIMEOUT_MARGIN_SECONDS = 60.0
 
@@ -202,7 +202,7 @@ def simulate_batch(
 ) -> list[BatchResult]:
     """Run batches of replicates (one task run) on this worker, reporting each finished one.
 
-    `label` names the task run (see `simstudy.plan.run_label`); `prior_attempts` has one
+    `label` names the task run (see `simstudy.design.plan.run_label`); `prior_attempts` has one
     mapping per batch. With a `part`, the worker writes the run's records and outputs to
     that part file and returns the records without outputs: the flow gets statistics.
     With an `aggregation`, each set the run holds whole is aggregated here too.

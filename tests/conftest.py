@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from simstudy.spec import Study
+from simstudy.spec.study import Study
 
 FAULTY_MODEL = "tests.support.faulty:simulate"
 
@@ -140,7 +140,7 @@ def assert_no_new_processes(
 @pytest.fixture
 def no_leftover_processes() -> Iterator[None]:
     """Assert that the test leaves no process of its own behind, even re-parented away."""
-    from simstudy.runners.process import close_shared_runners
+    from simstudy.run.runners.process import close_shared_runners
 
     before = {p.pid for p in descendants()}
     with DescendantWatcher() as watcher:

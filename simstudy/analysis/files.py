@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from simstudy.aggregate import ParameterSetAggregate
 from simstudy.analysis.ranking import ranking_table
 from simstudy.analysis.sensitivity import sensitivity_table
 from simstudy.analysis.targets import Targets, observed_table
-from simstudy.design import ParameterSet
+from simstudy.design.expand import ParameterSet
 from simstudy.display import split_parameters
-from simstudy.location import OutputStore
-from simstudy.results import RANKING_FILE, SENSITIVITY_FILE, TARGETS_FILE, write_table
-from simstudy.spec import Study
+from simstudy.output.location import OutputStore
+from simstudy.output.results import RANKING_FILE, SENSITIVITY_FILE, TARGETS_FILE, write_table
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import ParameterSetAggregate
 
 
 def write_analysis(

@@ -10,7 +10,7 @@ method beyond.
 ```python
 >>> import numpy as np
 >>> from simstudy.analysis.targets import BUILTIN_LOSSES, OutputTarget, Targets
->>> from simstudy.stats import Partial
+>>> from simstudy.stats.partial import Partial
 >>> target = OutputTarget("cases", "mse_of_mean", None, np.array([3.0]), np.ones(1), None)
 >>> targets = Targets((target,), None, 0, 1, "observed.csv")
 >>> set_loss({"cases": Partial.from_values(np.array([[1.0], [3.0]]))}, {"cases": "scalar"},
@@ -38,7 +38,7 @@ from scipy import special
 
 from simstudy.analysis.targets import BUILTIN_LOSSES, OutputTarget, Targets
 from simstudy.errors import SimstudyError
-from simstudy.stats import Partial
+from simstudy.stats.partial import Partial
 
 FLOOR = 1e-6
 """Smallest rate (poisson, negative_binomial), standard deviation (gaussian_nll) and

@@ -1,7 +1,7 @@
 """The ranking: parameter sets ordered by their loss against the targets.
 
 ```python
->>> from simstudy.aggregate import ParameterSetAggregate
+>>> from simstudy.stats.aggregate import ParameterSetAggregate
 >>> sets = [
 ...     ParameterSetAggregate(param_id=pid, index=i, params={"beta": b}, status="ok",
 ...                           counts={"ok": 2}, loss=loss, loss_se=0.1,
@@ -24,8 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from simstudy.aggregate import ParameterSetAggregate
 from simstudy.analysis.targets import observed_table
+from simstudy.stats.aggregate import ParameterSetAggregate
 
 __all__ = ["loss_column", "ranked", "ranking_table", "observed_table", "target_outputs"]
 

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from simstudy.aggregate import ParameterSetAggregate
-from simstudy.design import ParameterSet, sample_seed, sampled_design
-from simstudy.sample_spec import SENSITIVITY_METHODS, SampleDesign
-from simstudy.spec import Study
+from simstudy.design.expand import ParameterSet, sample_seed, sampled_design
+from simstudy.spec.sample import SENSITIVITY_METHODS, SampleDesign
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import ParameterSetAggregate
 
 LOSS_OUTPUT = "loss"
 """The `output` of the loss's indices."""
@@ -125,7 +125,7 @@ def sobol_rows(
     """Return Sobol' S1 and ST (and S2 with second_order) of one output, with their intervals."""
     from SALib.analyze import sobol
 
-    from simstudy.sampling import salib_problem
+    from simstudy.design.sampling import salib_problem
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SALib's numpy warnings on tiny designs
@@ -162,7 +162,7 @@ def morris_rows(
     """
     from SALib.analyze import morris
 
-    from simstudy.sampling import salib_problem
+    from simstudy.design.sampling import salib_problem
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from simstudy.spec import Study
+    from simstudy.spec.study import Study
 
 BUILTIN_LOSSES = (
     "mse_of_mean",

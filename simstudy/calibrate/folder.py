@@ -21,9 +21,9 @@ import pyarrow as pa
 from simstudy.calibrate.trials import TrialRecord
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import JournalError, OutputDirError
-from simstudy.location import OutputStore
-from simstudy.results import LOCK_FILE, LOGS_DIR
-from simstudy.spec import Study
+from simstudy.output.location import OutputStore
+from simstudy.output.results import LOCK_FILE, LOGS_DIR
+from simstudy.spec.study import Study
 
 CALIBRATION_FILE = "calibration.json"
 JOURNAL_FILE = "optuna.journal"

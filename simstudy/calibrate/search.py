@@ -4,7 +4,7 @@
 >>> from simstudy.calibrate.search import Search
 ```
 
-`Search` is a driver (`simstudy/engine.py`): it keeps `calibrate.parallel` trials in
+`Search` is a driver (`simstudy/run/engine.py`): it keeps `calibrate.parallel` trials in
 flight, asks Optuna for new ones as soon as capacity frees, and tells a trial as soon as
 its set is complete, so the cluster never idles while trials remain. No rounds: one
 engine, one flow run. Every change of a trial is appended to `trials.jsonl` (`TrialLog`)
@@ -34,9 +34,9 @@ from simstudy.calibrate.optimizer import Optimizer, TrialProposal
 from simstudy.calibrate.space import trial_params
 from simstudy.calibrate.spec import CalibrateSettings
 from simstudy.calibrate.trials import TrialLog, TrialRecord
-from simstudy.design import ParameterSet
-from simstudy.engine import Engine, SetOutcome
-from simstudy.identity import param_id
+from simstudy.design.expand import ParameterSet
+from simstudy.design.identity import param_id
+from simstudy.run.engine import Engine, SetOutcome
 
 OPEN_TRIALS = 16
 """Best trials kept open for more replicates; a trial below them is not extended again."""

@@ -1,7 +1,7 @@
 """The search space: `parameters.sample` bounds as Optuna distributions.
 
 ```python
->>> from simstudy.sample_spec import SampleDesign
+>>> from simstudy.spec.sample import SampleDesign
 >>> from simstudy.calibrate.space import search_space
 >>> design = SampleDesign.model_validate(
 ...     {"bounds": {"beta": [0.1, 0.6], "gamma": {"low": 0.05, "high": 0.5, "log": True}}})
@@ -25,8 +25,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from simstudy.sample_spec import ChoiceBound, RangeBound, SampleDesign
-from simstudy.sampling import round_significant
+from simstudy.design.sampling import round_significant
+from simstudy.spec.sample import ChoiceBound, RangeBound, SampleDesign
 
 
 def search_space(design: SampleDesign) -> dict[str, BaseDistribution]:

@@ -11,11 +11,11 @@ The same function serves the flow (at the end of a study) and `simstudy report D
 
 from __future__ import annotations
 
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
+from simstudy.output.results import PLOTS_DIR, REPORT_FILE, write_text
 from simstudy.report.data import load_report_data
 from simstudy.report.page import render_page
 from simstudy.report.plots import all_plots, sensitivity_plots
-from simstudy.results import PLOTS_DIR, REPORT_FILE, write_text
 
 __all__ = ["build_report"]
 

@@ -24,7 +24,8 @@ from simstudy.calibrate.folder import CALIBRATION_FILE, TRIALS_FILE
 from simstudy.calibrate.trials import TRIALS_SCHEMA
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import OutputDirError
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
+from simstudy.output.results import PLOTS_DIR, REPORT_FILE, read_table, write_text
 from simstudy.report import report_location
 from simstudy.report.page import RANKED_ROWS, _e, _Figures, _table, html_document
 from simstudy.report.plots import (
@@ -37,7 +38,6 @@ from simstudy.report.plots import (
     loss_norm,
     plain_ticks,
 )
-from simstudy.results import PLOTS_DIR, REPORT_FILE, read_table, write_text
 
 FAILED_TRIALS = 20
 """Failed trials listed with their reasons; all are in trials.parquet."""

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from simstudy.display import split_parameters
 from simstudy.errors import OutputDirError
-from simstudy.location import OutputStore
-from simstudy.results import (
+from simstudy.output.location import OutputStore
+from simstudy.output.results import (
     AGGREGATES_FILE,
     RANKING_FILE,
     REPLICATES_FILE,

@@ -40,7 +40,7 @@ from simstudy.report.data import (
     series_quantiles,
     series_view,
 )
-from simstudy.stats import quantile_column
+from simstudy.stats.partial import quantile_column
 
 TOP_SETS = 20
 """Parameter sets drawn one by one in a replicate distribution plot."""

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 
-from simstudy.design import expand_parameters
-from simstudy.identity import replicate_seed
-from simstudy.spec import Study
+from simstudy.design.expand import expand_parameters
+from simstudy.design.identity import replicate_seed
+from simstudy.spec.study import Study
 
 
 @pytest.fixture

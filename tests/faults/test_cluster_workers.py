@@ -31,7 +31,7 @@ from flows.preflight import (
     remove_study_plugin,
 )
 from flows.study import simulation_study
-from simstudy.spec import Study
+from simstudy.spec.study import Study
 from tests.conftest import INTERPRETER_HELPERS
 from tests.support.outputs import FaultyStudy, rows_by_replicate
 

@@ -21,7 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.study import simulation_study
-from simstudy.spec import Study
+from simstudy.spec.study import Study
 from tests.support.faulty import executions
 from tests.support.outputs import FaultyStudy, rows_by_replicate
 

@@ -17,8 +17,8 @@ import pytest
 from distributed import Client, LocalCluster
 
 from flows.study import simulation_study
-from simstudy.identity import replicate_seed
-from simstudy.spec import Study
+from simstudy.design.identity import replicate_seed
+from simstudy.spec.study import Study
 from tests.support.faulty import executions
 from tests.support.outputs import FaultyStudy, rows_by_replicate
 

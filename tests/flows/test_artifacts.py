@@ -18,9 +18,9 @@ from flows.artifacts import (
     ranking_markdown,
     summary_markdown,
 )
-from simstudy.aggregate import StudySummary
-from simstudy.location import OutputStore
-from simstudy.spec import Study
+from simstudy.output.location import OutputStore
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import StudySummary
 from tests.support.aggregates import OUTPUTS, sample_aggregates, scalar_row
 
 NUMBER = re.compile(r"-?[\d.]+(?:e[+-]\d+)?")

@@ -22,7 +22,7 @@ from flows.cli import main
 from flows.study import simulation_study
 from simstudy.calibrate.folder import JOURNAL_FILE, TRIAL_LOG_FILE, TRIALS_FILE
 from simstudy.calibrate.trials import TrialLog, TrialRecord
-from simstudy.identity import replicate_seed
+from simstudy.design.identity import replicate_seed
 from tests.support.faulty import executions
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api_url")]

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from flows.cli import main
-from simstudy.design import design_row_ids, expand_parameters
-from simstudy.loading import load_study
+from simstudy.design.expand import design_row_ids, expand_parameters
+from simstudy.spec.loading import load_study
 
 REPO = Path(__file__).parents[2]
 
@@ -253,7 +253,7 @@ def test_report_of_a_folder_that_is_no_finished_study_exits_2_naming_it(
 def test_report_rebuilds_plots_and_page_from_the_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from simstudy.location import OutputStore
+    from simstudy.output.location import OutputStore
     from tests.simstudy.report.folders import write_folder
 
     write_folder(OutputStore(tmp_path), sets=3, ranking=True)
@@ -332,7 +332,7 @@ def test_ctrl_c_stops_everything_including_the_api_server(tmp_path: Path) -> Non
     while time.monotonic() < deadline:
         children = parent.children(recursive=True)
         seen.update(p.pid for p in children)
-        if any("simstudy.runners._child" in " ".join(_cmdline(p)) for p in children):
+        if any("simstudy.run.runners._child" in " ".join(_cmdline(p)) for p in children):
             break
         time.sleep(0.5)
     else:

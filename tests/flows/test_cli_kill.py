@@ -32,7 +32,7 @@ API_SERVER = "prefect.server.api.server:create_app"
 RESOURCE_TRACKER = "multiprocessing.resource_tracker"
 DASK_WORKER = "spawn_main"
 LIFELINE = "reaper.py lifeline"
-SUPERVISOR = "simstudy.runners._child"
+SUPERVISOR = "simstudy.run.runners._child"
 
 
 def simstudy_command() -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from distributed import Client
 
 from flows.cluster import quiet_cluster_config, quiet_local_cluster, study_task_runner
-from simstudy.spec import DaskSettings, Study
+from simstudy.spec.study import DaskSettings, Study
 
 PROFILER = "distributed.worker.profile.enabled"
 ALLOWED_FAILURES = "distributed.scheduler.allowed-failures"

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.study import simulation_study
-from simstudy.spec import Study
+from simstudy.spec.study import Study
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes")]
 

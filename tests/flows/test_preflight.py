@@ -18,8 +18,8 @@ from flows.preflight import (
 )
 from simstudy import __version__
 from simstudy.errors import SimstudyError
-from simstudy.source_digest import source_digest
-from simstudy.spec import Study
+from simstudy.run.source_digest import source_digest
+from simstudy.spec.study import Study
 
 
 def test_missing_resource_names_it_and_the_workers() -> None:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from flows.progress import publish
 from flows.progress_bar import progress_bar
-from simstudy.tracking import TrackerSnapshot
+from simstudy.run.tracking import TrackerSnapshot
 
 
 @pytest.mark.timeout(30)

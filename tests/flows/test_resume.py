@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from flows.study import simulation_study
-from simstudy.location import OutputStore
-from simstudy.parts import PARTS_DIR
-from simstudy.results import read_study_json, read_table
-from simstudy.spec import Study
+from simstudy.output.location import OutputStore
+from simstudy.output.parts import PARTS_DIR
+from simstudy.output.results import read_study_json, read_table
+from simstudy.spec.study import Study
 from tests.support.hold_lock import start_lock_holder, stop_lock_holder
 
 pytestmark = [pytest.mark.slow]

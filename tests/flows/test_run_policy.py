@@ -8,7 +8,7 @@ from uuid import uuid4
 import pytest
 
 from flows.run_policy import policy_for
-from simstudy.policy import PolicyError, RunPolicy
+from simstudy.spec.policy import PolicyError, RunPolicy
 
 
 def test_runs_outside_deployments_are_not_restricted() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
 from tests.support.aggregates import sample_aggregates, write_finished_study
 
 REPO = Path(__file__).parents[2]
@@ -34,7 +34,7 @@ def test_show_fits_80_columns_with_every_value_whole(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_show_prints_the_ten_best_sets_by_loss_with_their_parameters(tmp_path: Path) -> None:
     from simstudy.analysis.ranking import ranking_table
-    from simstudy.results import RANKING_FILE, write_table
+    from simstudy.output.results import RANKING_FILE, write_table
 
     aggregates = [
         a.model_copy(update={"loss": 10.0 - a.index, "loss_se": 0.25, "target_losses": {}})

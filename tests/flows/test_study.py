@@ -18,10 +18,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.api import free_port
 from flows.study import simulation_study
-from simstudy.design import expand_parameters
-from simstudy.identity import replicate_seed
-from simstudy.plan import plan_batches
-from simstudy.spec import Study
+from simstudy.design.expand import expand_parameters
+from simstudy.design.identity import replicate_seed
+from simstudy.design.plan import plan_batches
+from simstudy.spec.study import Study
 from tests.support.faulty import FAULTS_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes")]

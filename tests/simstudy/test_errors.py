@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from simstudy.errors import SHOWN_VALUE_CHARS, StudyError
-from simstudy.loading import load_study, validate_study
+from simstudy.spec.loading import load_study, validate_study
 
 SECRET = "hunter2-correct-horse-battery-staple"
 

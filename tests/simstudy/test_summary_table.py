@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from simstudy.display import format_number
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
 from simstudy.summary_table import MAX_SETS, summary_table
 from tests.support.aggregates import sample_aggregates, write_finished_study
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from simstudy.aggregate import ParameterSetAggregate, summarize_study
-from simstudy.identity import param_id
-from simstudy.location import OutputStore
-from simstudy.results import (
+from simstudy.design.identity import param_id
+from simstudy.output.location import OutputStore
+from simstudy.output.results import (
     AGGREGATES_FILE,
     STUDY_FILE,
     aggregates_table,
     write_json,
     write_table,
 )
+from simstudy.stats.aggregate import ParameterSetAggregate, summarize_study
 
 FIXED = {"gamma": 0.1, "population": 1000000}
 OUTPUTS = {"attack_rate": 0.32116600000000006, "peak_infected": 101823.4, "peak_day": 177.02}

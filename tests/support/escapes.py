@@ -50,7 +50,7 @@ def runner_host_pid() -> int:
     """Return the pid of the process that runs the runner (the Dask worker), not a supervisor."""
     parent = psutil.Process().parent()
     assert parent is not None
-    if "simstudy.runners._child" in " ".join(parent.cmdline()):
+    if "simstudy.run.runners._child" in " ".join(parent.cmdline()):
         grandparent = parent.parent()
         assert grandparent is not None
         return grandparent.pid

@@ -5,8 +5,8 @@ import sys
 import time
 from pathlib import Path
 
-from simstudy.location import OutputStore
-from simstudy.locking import output_lock
+from simstudy.output.location import OutputStore
+from simstudy.output.locking import output_lock
 
 REPO = Path(__file__).parents[2]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from simstudy.spec import Study
+from simstudy.spec.study import Study
 
 FaultyStudy = Callable[..., tuple[Study, list[str]]]
 """The `faulty_study` fixture: build a study whose chosen replicates misbehave."""

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 
-from simstudy.columns import records_from_bytes
-from simstudy.records import ReplicateRecord
+from simstudy.run.columns import records_from_bytes
+from simstudy.run.records import ReplicateRecord
 from tasks.simulate import replicate_reporter
 
 TOPIC = "test-progress"

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from simstudy.aggregate import aggregate_parameter_set
 from simstudy.analysis.losses import (
     FLOOR,
     LossError,
@@ -19,9 +18,10 @@ from simstudy.analysis.losses import (
     set_loss,
 )
 from simstudy.analysis.targets import OutputTarget, Targets
-from simstudy.batch import BatchResult
-from simstudy.design import ParameterSet
-from simstudy.stats import EXACT_REPLICATES, Partial
+from simstudy.design.expand import ParameterSet
+from simstudy.run.batch import BatchResult
+from simstudy.stats.aggregate import aggregate_parameter_set
+from simstudy.stats.partial import EXACT_REPLICATES, Partial
 
 # Three replicates of a 3-point series: mean (2, 4, 6), sample variance (1, 4, 9).
 SERIES = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [3.0, 6.0, 9.0]])

@@ -6,9 +6,9 @@ import math
 
 import pyarrow as pa
 
-from simstudy.aggregate import ParameterSetAggregate
 from simstudy.analysis.ranking import ranking_table
-from simstudy.results import aggregates_table
+from simstudy.output.results import aggregates_table
+from simstudy.stats.aggregate import ParameterSetAggregate
 
 
 def aggregate(index: int, loss: float | None, status: str = "ok") -> ParameterSetAggregate:
@@ -76,7 +76,7 @@ def test_loss_columns_stay_float_when_every_loss_se_is_null() -> None:
 
 
 def test_a_set_refused_for_its_outputs_loses_its_loss() -> None:
-    from simstudy.aggregate import reconcile_outputs
+    from simstudy.stats.aggregate import reconcile_outputs
 
     odd = aggregate(2, 1.0).model_copy(
         update={"scalars": [{"param_id": "p2", "output": "other", "n_ok": 2, "mean": 1.0}]}

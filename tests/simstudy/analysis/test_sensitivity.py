@@ -7,11 +7,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from simstudy.aggregate import ParameterSetAggregate
 from simstudy.analysis.sensitivity import SENSITIVITY_SCHEMA, sensitivity_table
-from simstudy.design import ParameterSet, expand_parameters
-from simstudy.loading import validate_study
-from simstudy.spec import Study
+from simstudy.design.expand import ParameterSet, expand_parameters
+from simstudy.spec.loading import validate_study
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import ParameterSetAggregate
 
 
 def sampled_study(method: str, n: int, bounds: dict[str, Any], **options: Any) -> Study:

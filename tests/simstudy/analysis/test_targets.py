@@ -13,9 +13,9 @@ import pytest
 
 from simstudy.analysis.targets import load_targets, observed_table
 from simstudy.errors import StudyError
-from simstudy.loading import validate_study
-from simstudy.readiness import check_ready
-from simstudy.spec import Study
+from simstudy.spec.loading import validate_study
+from simstudy.spec.readiness import check_ready
+from simstudy.spec.study import Study
 
 
 def study_with(
@@ -165,9 +165,9 @@ def test_targets_arrays_are_float_and_int(tmp_path: Path) -> None:
 
 def test_targets_and_losses_are_not_part_of_the_results_identity(tmp_path: Path) -> None:
     # Resume reuses every replicate when only the targets or the loss change.
-    from simstudy.design import expand_parameters
-    from simstudy.fingerprint import model_fingerprint
-    from simstudy.results import study_id
+    from simstudy.design.expand import expand_parameters
+    from simstudy.output.fingerprint import model_fingerprint
+    from simstudy.output.results import study_id
 
     poisson = study_with(tmp_path, "output,value\na,1\n", loss="poisson")
     other = study_with(tmp_path, "output,value\na,1\n", loss="mse_of_mean")

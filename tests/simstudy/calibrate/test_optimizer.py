@@ -26,8 +26,8 @@ from simstudy.calibrate.optimizer import (
     TrialProposal,
 )
 from simstudy.calibrate.spec import CalibrateSettings, Sampler
+from simstudy.design.sampling import round_significant
 from simstudy.errors import JournalError
-from simstudy.sampling import round_significant
 
 SPACE: dict[str, BaseDistribution] = {
     "beta": FloatDistribution(0.1, 0.6),

@@ -15,8 +15,8 @@ from simstudy.calibrate.optimizer import Optimizer
 from simstudy.calibrate.search import Search
 from simstudy.calibrate.spec import CalibrateSettings
 from simstudy.calibrate.trials import TrialLog
-from simstudy.design import ParameterSet
-from simstudy.engine import SetOutcome
+from simstudy.design.expand import ParameterSet
+from simstudy.run.engine import SetOutcome
 
 SPACE = {"a": FloatDistribution(0.0, 3.0)}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from simstudy.calibrate.space import search_space, trial_params
-from simstudy.identity import param_id
-from simstudy.sample_spec import SampleDesign
-from simstudy.sampling import round_significant
+from simstudy.design.identity import param_id
+from simstudy.design.sampling import round_significant
+from simstudy.spec.sample import SampleDesign
 
 
 def test_bounds_map_to_float_integer_and_categorical_distributions() -> None:

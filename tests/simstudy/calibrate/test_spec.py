@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from simstudy.calibrate.spec import CalibrateSettings, nearest_doubling
-from simstudy.design import expand_parameters
+from simstudy.design.expand import expand_parameters
 from simstudy.errors import StudyError
-from simstudy.loading import validate_study
+from simstudy.spec.loading import validate_study
 
 CALIBRATION: dict[str, Any] = {
     "name": "calibrate-demo",

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from simstudy.columns import RECORD_SCHEMA
-from simstudy.identity import param_id
-from simstudy.location import OutputStore
-from simstudy.results import (
+from simstudy.design.identity import param_id
+from simstudy.output.location import OutputStore
+from simstudy.output.results import (
     AGGREGATES_FILE,
     RANKING_FILE,
     REPLICATES_FILE,
@@ -25,6 +24,7 @@ from simstudy.results import (
     write_json,
     write_table,
 )
+from simstudy.run.columns import RECORD_SCHEMA
 
 SCALARS = ("attack_rate", "peak_day")
 SERIES = "incidence"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
 from simstudy.report import build_report
 from tests.simstudy.report.folders import write_folder
 

@@ -11,9 +11,9 @@ import pytest
 from simstudy.calibrate.folder import CALIBRATION_FILE, TRIALS_FILE
 from simstudy.calibrate.trials import TrialRecord, trials_table
 from simstudy.errors import OutputDirError
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
+from simstudy.output.results import write_json, write_table
 from simstudy.report.calibration import build_calibration_report
-from simstudy.results import write_json, write_table
 
 
 def calibration_folder(folder: Path, name: str = "calib") -> OutputStore:

@@ -6,14 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from simstudy.aggregate import ParameterSetAggregate
 from simstudy.analysis.ranking import ranking_table
 from simstudy.analysis.sensitivity import sensitivity_table
-from simstudy.design import expand_parameters
-from simstudy.location import OutputStore
-from simstudy.report import build_report
-from simstudy.report.data import load_report_data
-from simstudy.results import (
+from simstudy.design.expand import expand_parameters
+from simstudy.output.location import OutputStore
+from simstudy.output.results import (
     AGGREGATES_FILE,
     RANKING_FILE,
     SENSITIVITY_FILE,
@@ -24,7 +21,10 @@ from simstudy.results import (
     write_json,
     write_table,
 )
-from simstudy.spec import Study
+from simstudy.report import build_report
+from simstudy.report.data import load_report_data
+from simstudy.spec.study import Study
+from simstudy.stats.aggregate import ParameterSetAggregate
 from tests.support.aggregates import scalar_row
 
 

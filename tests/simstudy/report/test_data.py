@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simstudy.errors import OutputDirError
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
 from simstudy.report.data import load_report_data, replicate_values, series_view
 from tests.simstudy.report.folders import SERIES, write_folder
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
 from simstudy.report import build_report, page
 from simstudy.report.plots import MAX_OUTPUTS
 from tests.simstudy.report.folders import write_folder

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from simstudy.location import OutputStore
+from simstudy.output.location import OutputStore
 from simstudy.report import plots
 from simstudy.report.data import ReportData, load_report_data
 from tests.simstudy.report.folders import SERIES, write_folder

@@ -1,0 +1,1 @@
+"""Statistics: `partial.py` mergeable statistics and sketches; `aggregate.py` per set and study."""
