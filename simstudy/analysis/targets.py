@@ -18,7 +18,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,8 +27,6 @@ from simstudy.errors import StudyError
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
-
-    from simstudy.spec.study import Study
 
 BUILTIN_LOSSES = (
     "mse_of_mean",
@@ -158,9 +156,26 @@ class Targets:
         return "\n".join(lines)
 
 
-def load_targets(study: Study) -> Targets | None:
+class TargetedStudy(Protocol):
+    """What `load_targets` reads of a study (a `simstudy.spec.study.Study`).
+
+    A protocol, not the class: the study spec builds on this module (`TargetsSpec`), and
+    this module must not import it back.
+    """
+
+    targets: TargetsSpec | None
+    calibrate: Any
+    replicates: int
+    seed: int
+
+    def resolve(self, path: str) -> Path:
+        """Return a path of the study file's folder."""
+        ...
+
+
+def load_targets(study: TargetedStudy) -> Targets | None:
     """Return the study's targets read and checked, None without targets; or raise StudyError."""
-    spec: TargetsSpec | None = getattr(study, "targets", None)
+    spec = study.targets
     if spec is None:
         return None
     path = study.resolve(spec.data)
