@@ -218,6 +218,11 @@ class StudyOrchestrator:
             action = watch.check(snapshot)
             if action != "none":
                 report = self._stall_report(watch.stall_timeout)
+                if report.seconds_without_progress < watch.stall_timeout:
+                    # Something finished while the report was collected (the workers get
+                    # seconds to answer): no stall. Reported anyway, it read "nothing
+                    # finished for 3 s" with a 15 s stall timeout.
+                    continue
                 watch.add(report)
                 notify(self.on_stall, report)
                 if action == "fail":
