@@ -78,9 +78,9 @@ def calibration(folder: Path, name: str, label: str, target: float, **settings: 
     output, wall = run(study, folder, name)
     trials = sorted(pq.read_table(output / "trials.parquet").to_pylist(), key=lambda r: r["trial"])
     complete = [t for t in trials if t["state"] == "complete"]
-    best = min(complete, key=lambda t: t["loss"])
+    best = min(complete, key=lambda t: t["score"])  # as simstudy ranks: like with like
     reached = [t for t in complete if t["loss"] <= target]
-    first_round = min((t["round"] for t in reached), default=None)
+    first_round = min((t["round"] for t in reached), default=None)  # rounds: asks
     spent = [t for t in trials if first_round is not None and t["round"] <= first_round]
     to_reach = sum(t["replicates"] for t in spent) if reached else None
     return {"name": label, "simulations": sum(t["replicates"] for t in trials), "wall": wall,

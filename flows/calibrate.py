@@ -182,6 +182,8 @@ class Calibration:
                            self.logger)  # fmt: skip
                 if study.execution.dask.address:
                     remove_study_plugin(client, plugin_name)
+            for unfinished in outcome.unfinished:  # a stalled run keeps what finished
+                notify(parts.write, [unfinished])
             address = str(study.execution.dask.address or cast(Any, client.scheduler).address)
             if not outcome.abandoned:
                 self._report_best(address)

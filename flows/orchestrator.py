@@ -218,11 +218,6 @@ class StudyOrchestrator:
             action = watch.check(snapshot)
             if action != "none":
                 report = self._stall_report(watch.stall_timeout)
-                if report.seconds_without_progress < watch.stall_timeout:
-                    # Something finished while the report was collected (the workers get
-                    # seconds to answer): no stall. Reported anyway, it read "nothing
-                    # finished for 3 s" with a 15 s stall timeout.
-                    continue
                 watch.add(report)
                 notify(self.on_stall, report)
                 if action == "fail":
@@ -408,6 +403,10 @@ class StudyOrchestrator:
             indices = self.ledger.groups[group_index].set_indices
             self._abandon(future, group_name(self.ledger.sets, indices))
             self.ledger.aggregation_failed(group_index, describe_failure(exc))
+            if self.ledger.groups[group_index].done and self.on_aggregate is not None:
+                # Past max_resubmits its sets failed with the reason: listeners hear of it.
+                failed = [self.ledger.set_states[s].aggregate for s in indices]
+                notify(self.on_aggregate, [a for a in failed if a is not None])
             return
         # Released, the scheduler forgets the task and its arguments (the batches'
         # statistics: ~3 MB a set of 1,000 replicates of a 365-point series).

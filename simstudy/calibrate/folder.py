@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pyarrow as pa
 
@@ -72,7 +73,7 @@ def check_search_state(store: OutputStore) -> None:
     again (renumbered trials, losses at other replicate counts) or lose its told trials,
     and mix two searches silently.
     """
-    journal, log = (_size(store, name) for name in (JOURNAL_FILE, TRIAL_LOG_FILE))
+    journal, log = journal_trials(store), _size(store, TRIAL_LOG_FILE)
     if bool(journal) == bool(log):
         return
     present, missing = (JOURNAL_FILE, TRIAL_LOG_FILE) if journal else (TRIAL_LOG_FILE, JOURNAL_FILE)
@@ -82,6 +83,22 @@ def check_search_state(store: OutputStore) -> None:
         f"state. Put {missing} back, or run with --overwrite to start the search over "
         "(finished replicates are reused)"
     )
+
+
+CREATE_TRIAL = re.compile(rb'"op_code":\s*4\b')
+"""How Optuna's journal writes a new trial (JournalOperation.CREATE_TRIAL is 4)."""
+
+
+def journal_trials(store: OutputStore) -> int:
+    """Return the trials Optuna's journal created (0: none yet, or no journal).
+
+    A run that failed before its first trial (a refused preflight, Ctrl-C) leaves a journal
+    holding only its study: that is no search to resume, and must not lock the folder.
+    """
+    if not store.exists(JOURNAL_FILE):
+        return 0
+    with store.fs.open(store.path(JOURNAL_FILE), "rb") as handle:
+        return sum(CREATE_TRIAL.search(line) is not None for line in handle)
 
 
 def _size(store: OutputStore, name: str) -> int:

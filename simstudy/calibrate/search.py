@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from simstudy.calibrate.adaptive import Allocation, TrialScore, allocate
-from simstudy.calibrate.optimizer import Optimizer, TrialProposal
+from simstudy.calibrate.optimizer import INTERRUPTED_REASON, Optimizer, TrialProposal
 from simstudy.calibrate.space import trial_params
 from simstudy.calibrate.spec import CalibrateSettings
 from simstudy.calibrate.trials import TrialLog, TrialRecord
@@ -38,6 +38,8 @@ from simstudy.design.expand import ParameterSet
 from simstudy.design.identity import param_id
 from simstudy.run.engine import Engine, SetOutcome
 
+KEPT = "kept at"
+"""How the allocation of a trial whose extension failed begins."""
 OPEN_TRIALS = 16
 """Best trials kept open for more replicates; a trial below them is not extended again."""
 
@@ -77,19 +79,22 @@ class Search:
         self._unheard: dict[int, TrialRecord] = {}  # ordered: recorded, waiting for earlier ones
         for record in self.records.values():
             self._trials_of.setdefault(record.param_id, []).append(record.trial)
+            if record.allocation.startswith(KEPT):
+                self._closed.add(record.param_id)  # its extension failed: not again
 
     # The driver protocol.
 
     def start(self, engine: Engine) -> None:
         """Finish what a crash interrupted, then fill the engine with new trials."""
         self._engine = engine
+        self._record_interrupted()
         for proposal in self.optimizer.pending():
             record = self.records.get(proposal.number)
             if record is not None and record.state != "pending":
                 # Recorded, then killed before the tell: told now, from its record.
                 self._tell(record)
             else:
-                self._propose(proposal, self._asks or 1)
+                self._propose(proposal, record.round if record else max(self._asks, 1))
                 self._run(proposal.number, self.settings.min_replicates)
         self._tell_in_order()
         self._extend_competitive()
@@ -117,7 +122,8 @@ class Search:
 
     def finished(self) -> bool:
         """Return whether every trial is told and no extension is running."""
-        return self._told() >= self.settings.trials and not self._running and not self._unheard
+        told = self._told() - self._interrupted()
+        return told >= self.settings.trials and not self._running and not self._unheard
 
     # Reading the state.
 
@@ -140,11 +146,12 @@ class Search:
     def _fill(self) -> None:
         """Ask new trials while fewer than `parallel` sets run and trials remain."""
         room = self.settings.parallel - len(self._running)
+        asked = self.optimizer.asked() - self._interrupted()
         if self._ordered:
             # The window, not the running sets (extensions run when they happen to): trial n
             # is asked once trial n - parallel is told, so the asks are the same on any layout.
             room = self.optimizer.told() + self.settings.parallel - self.optimizer.asked()
-        remaining = self.settings.trials - self.optimizer.asked()
+        remaining = self.settings.trials - asked
         count = min(room, remaining)
         if count <= 0:
             return
@@ -192,8 +199,6 @@ class Search:
 
     def _apply(self, record: TrialRecord, outcome: SetOutcome) -> TrialRecord | None:
         """Return the trial's record updated by its set's outcome (None: nothing changes)."""
-        if outcome.stalled:
-            return None  # not a verdict: a resume runs it again
         reason = "; ".join(outcome.reasons) or "failed"
         if outcome.status == "ok" and outcome.loss is not None:
             return self._update(
@@ -204,9 +209,9 @@ class Search:
         if record.state == "complete":
             # More replicates failed, not the trial: it keeps its loss, and is not extended
             # again (its failed replicates would fail again).
-            self._closed.add(record.param_id)
+            self._close(record.param_id)
             return self._update(
-                record, allocation=f"kept at {record.replicates} replicates: "
+                record, allocation=f"{KEPT} {record.replicates} replicates: "
                 f"{outcome.replicates} failed ({reason})",
             )  # fmt: skip
         return self._update(
@@ -251,6 +256,22 @@ class Search:
 
     def _told(self) -> int:
         return sum(r.state != "pending" for r in self.records.values())
+
+    def _interrupted(self) -> int:
+        """Return the trials a kill left without their parameters: they count for nothing."""
+        return sum(r.allocation == INTERRUPTED_REASON for r in self.records.values())
+
+    def _record_interrupted(self) -> None:
+        """Record the trials Optuna told failed on opening its journal (parameters lost)."""
+        lost = [
+            TrialRecord(trial=number, round=max(self._asks, 1), param_id="", state="failed",
+                        replicates=0, allocation=reason or INTERRUPTED_REASON, params={})
+            for number, (_, reason) in self.optimizer.told_trials().items()
+            if number not in self.records and reason == INTERRUPTED_REASON
+        ]  # fmt: skip
+        for record in lost:
+            self.records[record.trial] = record
+        self.log.append(lost)
 
     def _extend_competitive(self) -> None:
         """Give competitive trials more replicates; close the sets no longer among the best."""

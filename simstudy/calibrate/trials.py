@@ -126,14 +126,17 @@ class TrialLog:
         if not records:
             return
         text = "".join(record.model_dump_json() + "\n" for record in records)
+        self._cut_torn_line()
         with self.path.open("ab") as handle:
-            if handle.tell() > 0 and not self._ends_with_newline():
-                handle.write(b"\n")  # after a torn line: never glue two records together
             handle.write(text.encode())
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as handle:
-            handle.seek(-1, os.SEEK_END)
-            return handle.read(1) == b"\n"
+    def _cut_torn_line(self) -> None:
+        """Cut the log back to its last complete line: a torn one would end up mid-file."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb+") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)

@@ -41,9 +41,8 @@ class SetOutcome:
     loss_bias: float | None = None
     """The part of the loss due to the finite replicates (None: unknown for the loss)."""
     reasons: list[str] = field(default_factory=list)
-    """Why the set failed (empty when ok)."""
-    stalled: bool = False
-    """The run stopped before this set could finish (a stall): not a verdict on the set."""
+    """Why the set failed (empty when ok). A stall gives no outcome: the run ends, and the
+    sets in flight are run again by the next run."""
 
 
 class Engine(Protocol):

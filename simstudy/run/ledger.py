@@ -156,7 +156,6 @@ class Ledger:
         # that one kills would both be charged.
         self.suspects: deque[Run] = deque()
         self.running: dict[str, Run] = {}  # Dask key -> run
-        self._early_starts: dict[str, list[tuple[str, int]]] = {}  # starts before the key
         self._priors: dict[str, dict[tuple[str, int], int]] = {}  # key -> prior attempts
         self._finished: list[tuple[int, Batch, BatchResult]] = []  # to hand on
         self._not_written: set[int] = set()  # reused batches of a driver's sets
@@ -205,6 +204,7 @@ class Ledger:
                 f"{state.replicates}, and only a set with an outcome and not closed is extended"
             )
         group.done = False
+        group.attempts = 0  # each aggregation of the set has its own resubmits
         state.aggregate = None
         self.tracker.aggregate_reopened(param_id)
         self._plan_set(self._set_index[param_id], state.replicates, replicates)
@@ -334,7 +334,6 @@ class Ledger:
         run.key = key
         self.running[key] = run
         self._priors[key] = priors
-        run.started.extend(self._early_starts.pop(key, ()))
 
     def not_submitted(self, runs: list[Run]) -> None:
         """Put back runs whose submission failed: they go first next time."""
@@ -345,12 +344,11 @@ class Ledger:
 
     def run_began(self, event: RunBegan) -> None:
         """Note a run's (careful: a replicate's) start."""
-        started = (event.param_id, event.replicate)
         run = self.running.get(event.key)
+        # Events are applied on the loop's thread after the runs of its turn are submitted:
+        # an unknown key is a run already taken or lost (a late event), kept nowhere.
         if run is not None:
-            run.started.append(started)
-        else:  # a run may begin before its submission call has returned
-            self._early_starts.setdefault(event.key, []).append(started)
+            run.started.append((event.param_id, event.replicate))
 
     def records_reported(self, event: RecordsReported) -> None:
         """Keep streamed records: a record is a result wherever it comes from."""
@@ -402,7 +400,7 @@ class Ledger:
         charged = False
         for index, piece in run.pieces:
             progress = self.progress[index]
-            if progress.cancelled:
+            if progress.cancelled or progress.finished:  # finished by another run meanwhile
                 continue
             missing = progress.missing(piece)
             started = [r for pid, r in run.started if pid == piece.param_id or not run.careful]
@@ -650,6 +648,8 @@ class Ledger:
             again.setdefault(index, set()).update(range(start, stop))
         for index, piece in run.pieces:
             progress = self.progress[index]
+            if progress.cancelled:
+                continue
             for replicate in sorted(progress.provisional):
                 if piece.start <= replicate < piece.stop:
                     progress.provisional.discard(replicate)

@@ -130,25 +130,32 @@ def test_a_failed_set_is_told_failed_with_its_reason(tmp_path: Path) -> None:
     assert search.best() == []
 
 
-def test_competitive_trials_are_extended_and_scored_as_at_their_minimum_replicates(
-    tmp_path: Path,
-) -> None:
+def two_close_trials(tmp_path: Path, bias: float | None) -> tuple[Search, ScriptedEngine, list]:
+    """Start a search of two trials, and complete both within each other's noise."""
     search = make_search(tmp_path, trials=2, replicates={"min": 2, "max": 8})
     engine = ScriptedEngine()
     search.start(engine)
-    # Both trials within each other's noise: both double, interleaved with nothing else.
     pids = list(engine.running)
-    outcomes = [SetOutcome(pid, "ok", 2, loss=10.0 + i, loss_se=5.0, loss_bias=3.0)
-                for i, pid in enumerate(pids)]  # fmt: skip
     engine.running = []
-    search.on_outcomes(engine, outcomes)
+    search.on_outcomes(engine, [
+        SetOutcome(pid, "ok", 2, loss=10.0 + i, loss_se=5.0, loss_bias=bias)
+        for i, pid in enumerate(pids)
+    ])  # fmt: skip
+    engine.running = []
+    return search, engine, pids
+
+
+def test_competitive_trials_are_extended_and_scored_as_at_their_minimum_replicates(
+    tmp_path: Path,
+) -> None:
+    # Both trials within each other's noise: both double, interleaved with nothing else.
+    search, engine, pids = two_close_trials(tmp_path, bias=3.0)
     assert sorted(call for call in engine.calls if call[0] == "extend") == sorted(
         ("extend", pid, 4) for pid in pids
     )
     assert [r.score for r in search.best()] == [10.0, 11.0]  # at min replicates: as measured
     assert sorted(loss for loss, _ in search.optimizer.told_trials().values()) == [10.0, 11.0]
     # The extension's outcome updates the record, not what Optuna was told.
-    engine.running = []
     search.on_outcomes(engine, [SetOutcome(pids[0], "ok", 4, loss=9.0, loss_se=0.1, loss_bias=1.5)])
     record = next(r for r in search.records.values() if r.param_id == pids[0])
     # As at 2 replicates: its bias at 4 (1.5) would be twice that at 2.
@@ -159,13 +166,7 @@ def test_competitive_trials_are_extended_and_scored_as_at_their_minimum_replicat
 def test_a_failed_extension_keeps_the_trial_s_loss_and_is_not_extended_again(
     tmp_path: Path,
 ) -> None:
-    search = make_search(tmp_path, trials=2, replicates={"min": 2, "max": 8})
-    engine = ScriptedEngine()
-    search.start(engine)
-    pids = list(engine.running)
-    engine.running = []
-    search.on_outcomes(engine, [SetOutcome(pid, "ok", 2, loss=10.0, loss_se=5.0) for pid in pids])
-    engine.running = []
+    search, engine, pids = two_close_trials(tmp_path, bias=None)
     search.on_outcomes(engine, [SetOutcome(pids[0], "failed", 4, reasons=["timed out"])])
     record = next(r for r in search.records.values() if r.param_id == pids[0])
     assert record.state == "complete" and record.loss == 10.0 and record.replicates == 2
@@ -205,12 +206,26 @@ def test_a_trial_in_flight_at_a_kill_runs_again_with_its_parameters(tmp_path: Pa
     assert resumed.optimizer.asked() == 2, "no new trial while the old ones fill the slots"
 
 
-def test_a_stalled_outcome_is_no_verdict(tmp_path: Path) -> None:
-    search, engine = make_search(tmp_path), ScriptedEngine()
-    search.start(engine)
-    pid = engine.running.pop(0)
-    search.on_outcomes(engine, [SetOutcome(pid, "failed", 0, stalled=True)])
-    assert search.optimizer.told() == 0
+def test_a_trial_a_kill_left_without_parameters_is_recorded_and_replaced(
+    tmp_path: Path,
+) -> None:
+    search, engine = make_search(tmp_path, trials=4), ScriptedEngine()
+    search.start(engine)  # trials 0 and 1 asked and logged
+    # Killed while a third trial was being written: created, its parameter never.
+    search.optimizer.study.ask()
+    journal = tmp_path / "optuna.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    created = max(i for i, line in enumerate(lines) if b'"op_code":4,' in line)
+    journal.write_bytes(b"".join(lines[: created + 1]))
+
+    resumed, engine = make_search(tmp_path, trials=4), ScriptedEngine()
+    run_to_end(resumed, engine)
+    interrupted = [r for r in resumed.records.values() if r.state == "failed"]
+    assert [r.trial for r in interrupted] == [2]
+    assert "interrupted before its parameters" in interrupted[0].allocation
+    complete = [r for r in resumed.records.values() if r.state == "complete"]
+    assert len(complete) == 4, "the budget of trials is kept: a new trial replaced it"
+    assert TrialLog(tmp_path / "trials.jsonl").read()[2].state == "failed"
 
 
 def finishing_order_histories(tmp_path: Path, order: str) -> list[list[tuple[Any, ...]]]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from simstudy.calibrate.trials import TRIALS_SCHEMA, TrialRecord, trials_table
+from simstudy.calibrate.trials import TRIALS_SCHEMA, TrialLog, TrialRecord, trials_table
 
 
 def record(trial: int, **fields: object) -> TrialRecord:
@@ -45,3 +47,17 @@ def test_an_empty_calibration_has_the_fixed_columns() -> None:
 def test_an_unknown_state_is_refused() -> None:
     with pytest.raises(ValidationError, match="state"):
         record(0, state="running")
+
+
+def test_the_trial_log_survives_torn_lines_on_every_resume(tmp_path: Path) -> None:
+    log = TrialLog(tmp_path / "trials.jsonl")
+    log.append([record(0), record(1)])
+    for kill in range(3):  # killed mid-write, again and again: each resume reads it all
+        with log.path.open("ab") as handle:
+            handle.write(record(9).model_dump_json()[:25].encode())
+        assert sorted(log.read()) == list(range(kill + 2))
+        log.append([record(kill + 2)])
+    assert sorted(log.read()) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="line 2: not a trial record"):
+        log.path.write_bytes(log.path.read_bytes().replace(b"\n", b"\ngarbage\n", 1))
+        log.read()
