@@ -80,8 +80,8 @@ def calibration(folder: Path, name: str, label: str, target: float, **settings: 
     complete = [t for t in trials if t["state"] == "complete"]
     best = min(complete, key=lambda t: t["score"])  # as simstudy ranks: like with like
     reached = [t for t in complete if t["loss"] <= target]
-    first_round = min((t["round"] for t in reached), default=None)  # rounds: asks
-    spent = [t for t in trials if first_round is not None and t["round"] <= first_round]
+    first_ask = min((t["ask"] for t in reached), default=None)
+    spent = [t for t in trials if first_ask is not None and t["ask"] <= first_ask]
     to_reach = sum(t["replicates"] for t in spent) if reached else None
     return {"name": label, "simulations": sum(t["replicates"] for t in trials), "wall": wall,
             "loss": best["loss"], "loss_se": best["loss_se"], "distance": distance(best),

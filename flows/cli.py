@@ -214,13 +214,13 @@ def output_folder(path: str) -> OutputStore:
 
 
 def validate_calibration(study: Study) -> int:
-    """Print a valid calibration: its search space, rounds, replicates and targets."""
+    """Print a valid calibration: its search space, trials in flight, replicates and targets."""
     settings = study.calibrate
     assert settings is not None and study.parameters.sample is not None
     targets = load_targets(study)
     print(
-        f"{study.name}: calibration of {settings.trials} trials, {settings.parallel} per round "
-        f"({settings.rounds} rounds), {settings.min_replicates} to {settings.max_replicates} "
+        f"{study.name}: calibration of {settings.trials} trials, {settings.parallel} in flight, "
+        f"{settings.min_replicates} to {settings.max_replicates} "
         f"replicates each, optuna {settings.sampler} sampler, seed {settings.seed}"
     )
     for name, bound in study.parameters.sample.bounds.items():

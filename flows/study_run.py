@@ -74,10 +74,10 @@ RunLogger = logging.Logger | logging.LoggerAdapter[Any]
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a study run treats its folder, for runs that share one (a calibration's rounds)."""
+    """How a study run treats its folder, for runs that share one (a calibration's)."""
 
     keep_other_parts: bool = False
-    """Keep part files of sets outside this run: other rounds reuse them."""
+    """Keep part files of sets outside this run: the calibration's other trials reuse them."""
     report: bool = True
     """Draw plots and report.html at the end."""
     keep_written_parts: bool = True

@@ -1,4 +1,4 @@
-"""Adaptive replicates: after a round, trials still competitive with the best double theirs.
+"""Adaptive replicates: as trials complete, those still competitive with the best double theirs.
 
 ```python
 >>> from simstudy.calibrate.adaptive import TrialScore, allocate

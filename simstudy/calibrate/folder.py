@@ -140,8 +140,9 @@ def calibration_summary(store: OutputStore) -> str:
         )
     best = document.get("best")
     if best:
+        ask = best.get("ask", best.get("round"))  # 'round' in folders of older versions
         lines.append(
-            f"best trial {best['trial']} (round {best['round']}, {best['replicates']} "
+            f"best trial {best['trial']} (ask {ask}, {best['replicates']} "
             f"replicates): loss {format_number(best['loss'])} +- "
             f"{format_number(best['loss_se'])}, {format_parameters(best['params'])}"
         )

@@ -74,7 +74,7 @@ class Search:
         self._sets: dict[str, ParameterSet] = {}  # param_id -> its set, once added
         self._running: set[str] = set()  # sets whose outcome the engine still owes
         self._closed: set[str] = set()
-        self._asks = max((r.round for r in self.records.values()), default=0)
+        self._asks = max((r.ask for r in self.records.values()), default=0)
         self._ordered = settings.order == "ask"
         self._unheard: dict[int, TrialRecord] = {}  # ordered: recorded, waiting for earlier ones
         for record in self.records.values():
@@ -94,7 +94,7 @@ class Search:
                 # Recorded, then killed before the tell: told now, from its record.
                 self._tell(record)
             else:
-                self._propose(proposal, record.round if record else max(self._asks, 1))
+                self._propose(proposal, record.ask if record else max(self._asks, 1))
                 self._run(proposal.number, self.settings.min_replicates)
         self._tell_in_order()
         self._extend_competitive()
@@ -167,7 +167,7 @@ class Search:
         params = trial_params(proposal.params)
         pid = param_id({**self.fixed, **params})
         self.records[proposal.number] = TrialRecord(
-            trial=proposal.number, round=ask, param_id=pid, state="pending",
+            trial=proposal.number, ask=ask, param_id=pid, state="pending",
             replicates=0, allocation="new trial", params=params,
         )  # fmt: skip
         numbers = self._trials_of.setdefault(pid, [])
@@ -264,7 +264,7 @@ class Search:
     def _record_interrupted(self) -> None:
         """Record the trials Optuna told failed on opening its journal (parameters lost)."""
         lost = [
-            TrialRecord(trial=number, round=max(self._asks, 1), param_id="", state="failed",
+            TrialRecord(trial=number, ask=max(self._asks, 1), param_id="", state="failed",
                         replicates=0, allocation=reason or INTERRUPTED_REASON, params={})
             for number, (_, reason) in self.optimizer.told_trials().items()
             if number not in self.records and reason == INTERRUPTED_REASON

@@ -4,8 +4,8 @@
 >>> from simstudy.calibrate.spec import CalibrateSettings
 >>> settings = CalibrateSettings.model_validate(
 ...     {"trials": 100, "parallel": 16, "replicates": {"min": 4, "max": 64}, "seed": 7})
->>> (settings.rounds, settings.min_replicates, settings.max_replicates)
-(7, 4, 64)
+>>> (settings.parallel, settings.min_replicates, settings.max_replicates)
+(16, 4, 64)
 ```
 
 Pydantic only (Optuna is imported by `optimizer.py`, when a calibration runs). The samplers
@@ -16,7 +16,6 @@ when the study is validated, rather than after the first trials have run.
 from __future__ import annotations
 
 import importlib.util
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -173,8 +172,3 @@ class CalibrateSettings(CalibrateModel):
         if isinstance(self.replicates, int):
             return self.replicates
         return self.replicates.max
-
-    @property
-    def rounds(self) -> int:
-        """Return the number of rounds: ceil(trials / parallel)."""
-        return math.ceil(self.trials / self.parallel)

@@ -2,14 +2,14 @@
 
 ```python
 >>> from simstudy.calibrate.trials import TrialRecord, trials_table
->>> record = TrialRecord(trial=0, round=1, param_id="3f2a", state="complete", loss=405.0,
+>>> record = TrialRecord(trial=0, ask=1, param_id="3f2a", state="complete", loss=405.0,
 ...                      loss_se=12.0, replicates=8, allocation="best 405+-12, no other trial "
 ...                      "overlaps", params={"beta": 0.31})
 >>> trials_table([record], ["beta"]).column_names[-1]
 'beta'
 ```
 
-Columns (`TRIALS_SCHEMA`, then one per parameter): `trial`, `round`, `param_id`, `state`
+Columns (`TRIALS_SCHEMA`, then one per parameter): `trial`, `ask`, `param_id`, `state`
 ("complete" | "failed" | "pending"), `loss`, `loss_se`, `replicates` (the replicates its
 loss is over), `allocation` (the reason of its last allocation), `loss_bias`, `score`
 (the loss as at replicates.min: what trials are ranked by), then each parameter.
@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 TrialState = Literal["complete", "failed", "pending"]
 
 TRIALS_SCHEMA = pa.schema(
     [
         ("trial", pa.int64()),
-        ("round", pa.int64()),
+        ("ask", pa.int64()),
         ("param_id", pa.string()),
         ("state", pa.string()),
         ("loss", pa.float64()),
@@ -54,8 +54,10 @@ class TrialRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     trial: int = Field(ge=0, description="Optuna's trial number, from 0 in the order asked.")
-    round: int = Field(
-        ge=1, description="Its ask: trials asked together when capacity freed share it (from 1)."
+    ask: int = Field(
+        ge=1,
+        validation_alias=AliasChoices("ask", "round"),  # trial logs before 'round' was renamed
+        description="Its ask: trials asked together when capacity freed share it (from 1).",
     )
     param_id: str = Field(description="The parameter set's id, as in every result file.")
     state: TrialState = Field(

@@ -84,10 +84,10 @@ def search_progress(trials: list[dict[str, Any]]) -> Plot | None:
     ax.set_xlabel("trial")
     ax.set_ylabel("loss")
     ax.legend(loc="best")
-    rounds = max(t["round"] for t in trials)
+    asks = max(t["ask"] for t in trials)
     caption = (
         f"The loss of each of the {len(complete)} complete trials (grey; failed trials have "
-        f"none) over {rounds} asks, and the best loss so far (red)."
+        f"none) over {asks} asks, and the best loss so far (red)."
     )
     return Plot("calibration-progress.png", "Search progress", caption, _png(figure))
 
@@ -168,7 +168,7 @@ def calibration_page(
     best = document.get("best")
     lead = (
         f"<p>{_e(document.get('trials', len(trials)))} trials ({_e(document.get('failed', 0))} "
-        f"failed) in {_e(max((t['round'] for t in trials), default=0))} asks, at most "
+        f"failed) in {_e(max((t['ask'] for t in trials), default=0))} asks, at most "
         f"{_e(settings.get('parallel', ''))} trials in flight, sampler "
         f"{_e(settings.get('sampler', ''))}, "
         f"replicates {_e(settings.get('replicates', ''))}: {_e(document.get('simulations', ''))}"
@@ -178,7 +178,7 @@ def calibration_page(
     if best:
         loss, se = format_number(best["loss"]), format_number(best["loss_se"])
         lead += (
-            f"<p>Best trial {_e(best['trial'])} (round {_e(best['round'])}, "
+            f"<p>Best trial {_e(best['trial'])} (ask {_e(best.get('ask', best.get('round')))}, "
             f"{_e(best['replicates'])} replicates): loss {_e(loss)} +- {_e(se)}, "
             f"{_e(format_parameters(best['params']))}.</p>"
         )
@@ -187,7 +187,7 @@ def calibration_page(
         "simulations/report.html</a>.</p>"
     )
     ranked = sorted(_complete(trials), key=lambda t: (t["loss"], t["trial"]))[:RANKED_ROWS]
-    columns = ["trial", "round", "loss", "loss_se", "replicates", *names, "allocation"]
+    columns = ["trial", "ask", "loss", "loss_se", "replicates", *names, "allocation"]
     failed = [t for t in trials if t["state"] == "failed"][:FAILED_TRIALS]
     numbered = _Figures()
     sections = [
@@ -202,7 +202,7 @@ def calibration_page(
     if failed:
         sections += [
             "<h2>Failed trials</h2>",
-            _table(["trial", "round", *names, "allocation"], failed, "Why they failed"),
+            _table(["trial", "ask", *names, "allocation"], failed, "Why they failed"),
         ]
     return html_document(f"{name}: calibration", sections)
 

@@ -546,7 +546,7 @@ class Study(StudyModel):
     @classmethod
     def _calibration_replicates(cls, data: Any) -> Any:
         # A calibration's replicates are calibrate.replicates; the top-level field, which
-        # plans a round's batches, defaults to their max.
+        # plans the batches of the best trials' study, defaults to their max.
         if not isinstance(data, dict) or data.get("calibrate") is None or "replicates" in data:
             return data
         given = data["calibrate"]

@@ -88,10 +88,10 @@ def test_a_seeded_calibration_is_the_same_on_one_and_two_workers_and_tells_failu
         assert state.is_completed(), state.message
         results.append(trials(output))
     one, two = results
-    keys = ["trial", "round", "param_id", "state", "loss", "loss_se", "replicates", "a"]
+    keys = ["trial", "ask", "param_id", "state", "loss", "loss_se", "replicates", "a"]
     assert [[r[k] for k in keys] for r in one] == [[r[k] for k in keys] for r in two]
     # Three asked at once, then one each time the trial three before is told.
-    assert len(one) == 6 and [r["round"] for r in one] == [1, 1, 1, 2, 3, 4]
+    assert len(one) == 6 and [r["ask"] for r in one] == [1, 1, 1, 2, 3, 4]
     failed = [r for r in one if r["behavior"] == "raise"]
     complete = [r for r in one if r["behavior"] == "ok"]
     assert failed and complete, "the seed should draw both behaviours"

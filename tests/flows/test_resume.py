@@ -185,7 +185,8 @@ def test_changed_model_source_reuses_nothing(
 @pytest.mark.timeout(240)
 @pytest.mark.usefixtures("prefect_api_url", "no_leftover_processes")
 def test_truncated_part_is_rerun(make_study: Callable[..., Study]) -> None:
-    study = make_study(replicates=4, execution={"batch_size": 2})
+    # Workers write one part per run (the flow writes runs that finish together as one).
+    study = make_study(replicates=4, execution={"batch_size": 2, "part_files": "workers"})
     assert simulation_study(study=study, return_state=True).is_completed()
     parts = sorted((Path(study.output_dir) / PARTS_DIR).glob("*.parquet"))
     assert len(parts) == 4

@@ -36,7 +36,7 @@ def test_a_journal_with_trials_but_no_trial_log_says_which_is_missing(tmp_path: 
     assert journal_trials(store) == 2
     with pytest.raises(JournalError, match="trials.jsonl beside it is missing"):
         check_search_state(store)
-    record = TrialRecord(trial=0, round=1, param_id="x", state="pending", replicates=0,
+    record = TrialRecord(trial=0, ask=1, param_id="x", state="pending", replicates=0,
                          params={"a": 0.5})  # fmt: skip
     TrialLog(tmp_path / "trials.jsonl").append([record])
     check_search_state(store)

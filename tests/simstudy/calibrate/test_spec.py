@@ -42,7 +42,6 @@ def test_a_calibration_gets_its_replicates_and_seed_from_the_study() -> None:
     assert study.calibrate is not None
     assert (study.replicates, study.calibrate.seed) == (32, 11)
     assert (study.calibrate.min_replicates, study.calibrate.max_replicates) == (4, 32)
-    assert study.calibrate.rounds == 3  # ceil(20 / 8)
     assert (study.calibrate.method, study.calibrate.sampler) == ("optuna", "tpe")
 
 
@@ -128,9 +127,9 @@ def test_a_calibration_has_no_design_to_expand() -> None:
         expand_parameters(study)
 
 
-def test_settings_alone_count_rounds_and_replicates() -> None:
+def test_settings_alone_give_trials_in_flight_and_replicates() -> None:
     settings = CalibrateSettings(trials=17, parallel=16, replicates=4)
-    assert (settings.rounds, settings.min_replicates, settings.max_replicates) == (2, 4, 4)
+    assert (settings.parallel, settings.min_replicates, settings.max_replicates) == (16, 4, 4)
     assert settings.seed is None  # resolved by the Study
 
 

@@ -14,7 +14,7 @@ from simstudy.calibrate.trials import TRIALS_SCHEMA, TrialLog, TrialRecord, tria
 def record(trial: int, **fields: object) -> TrialRecord:
     values: dict[str, object] = {
         "trial": trial,
-        "round": 1,
+        "ask": 1,
         "param_id": f"id{trial}",
         "state": "complete",
         "loss": 10.0 + trial,
@@ -61,3 +61,10 @@ def test_the_trial_log_survives_torn_lines_on_every_resume(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="line 2: not a trial record"):
         log.path.write_bytes(log.path.read_bytes().replace(b"\n", b"\ngarbage\n", 1))
         log.read()
+
+
+def test_a_trial_log_written_with_rounds_reads_them_as_asks(tmp_path: Path) -> None:
+    log = TrialLog(tmp_path / "trials.jsonl")
+    old_line = record(0, ask=3).model_dump_json().replace('"ask"', '"round"')
+    log.path.write_text(old_line + "\n")
+    assert log.read()[0].ask == 3

@@ -19,7 +19,7 @@ from simstudy.report.calibration import build_calibration_report
 def calibration_folder(folder: Path, name: str = "calib") -> OutputStore:
     store = OutputStore(str(folder))
     records = [
-        TrialRecord(trial=n, round=1 + n // 4, param_id=f"{n:064x}",
+        TrialRecord(trial=n, ask=1 + n // 4, param_id=f"{n:064x}",
                     state="failed" if n == 5 else "complete",
                     loss=None if n == 5 else (n - 6) ** 2 + 100.0 * (n % 3) + 1.0,
                     loss_se=None if n == 5 else 0.5, replicates=4,
@@ -52,7 +52,7 @@ def test_the_report_shows_the_search_the_best_trials_and_the_failures_escaped(
         assert base64.b64encode(drawn).decode() in images
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<img src=x" not in page and "Failed trials" in page
-    assert "Best trial 6 (round 2, 4 replicates): loss 1 +- 0.5" in page
+    assert "Best trial 6 (ask 2, 4 replicates): loss 1 +- 0.5" in page
     assert 'href="simulations/report.html"' in page
 
 
