@@ -12,8 +12,9 @@ after the other, each on a local Dask cluster of 2 single-threaded worker proces
   `replicates` plain `client.submit` futures with seeds of its own; 2 x workers trials in
   flight, a new one asked as soon as one finishes (`distributed.as_completed`); loss: the
   Poisson negative log-likelihood of the replicate mean against the observed incidence.
-  "study" time excludes the cluster's start-up, "whole" includes it and the shut-down
-  (not the interpreter's start and imports, which simstudy's "whole" does include).
+  run as a whole command in a subprocess (`--hand`), as simstudy is: "study" time excludes
+  the cluster's start-up, "whole" is the command's wall time (interpreter, imports, cluster,
+  search, shut-down).
 - simstudy: `simstudy run` of a temporary copy of the example with
   `calibrate: {trials, parallel: 4, replicates: <fixed>, seed}`, as a whole command in a
   subprocess without PREFECT_API_URL (so it starts its own temporary Prefect API, like the
@@ -140,6 +141,20 @@ def hand_loop(trials: int, replicates: int, seed: int) -> dict[str, Any]:
                    best["beta"], best["gamma"], search.best_value)  # fmt: skip
 
 
+def hand_command(trials: int, replicates: int, seed: int) -> dict[str, Any]:
+    """Run `hand_loop` as a whole command in a subprocess; return its figures."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    command = [sys.executable, "-m", "benchmarks.calibration_loop", "--hand", "--trials",
+               str(trials), "--replicates", str(replicates), "--seeds", str(seed)]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=3600)  # fmt: skip
+    whole = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the hand loop failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "whole": whole}
+
+
 def simstudy_run(trials: int, replicates: int, seed: int, parallel: int = 8) -> dict[str, Any]:
     """Calibrate with `simstudy run` as a whole command; return its figures."""
     document = yaml.safe_load(EXAMPLE.read_text())
@@ -175,10 +190,14 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[7])
     parser.add_argument("--parallel", type=int, default=8, help="simstudy's trials in flight")
+    parser.add_argument("--hand", action="store_true", help="run only the hand loop; print JSON")
     args = parser.parse_args()
+    if args.hand:
+        print(json.dumps(hand_loop(args.trials, args.replicates, args.seeds[0])))
+        return
     rows = []
     for seed in args.seeds:  # sequential: the systems never share the cores
-        rows.append(hand_loop(args.trials, args.replicates, seed))
+        rows.append(hand_command(args.trials, args.replicates, seed))
         rows.append(simstudy_run(args.trials, args.replicates, seed, args.parallel))
     print(f"\n{args.trials} trials x {args.replicates} replicates, {WORKERS} workers; "
           f"truth beta 0.35, gamma 0.15, R0 {TRUTH_R0:.3f}\n")  # fmt: skip

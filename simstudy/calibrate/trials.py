@@ -139,6 +139,12 @@ class TrialLog:
         if not self.path.exists():
             return
         with self.path.open("rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return  # the usual case, read in one byte: the log grows by every change
+            handle.seek(0)
             data = handle.read()
-            if data and not data.endswith(b"\n"):
-                handle.truncate(data.rfind(b"\n") + 1)
+            handle.truncate(data.rfind(b"\n") + 1)

@@ -173,9 +173,14 @@ class Partial:
 
     def quantile(self, q: float) -> np.ndarray:
         """Return the q-quantile per time point: exact, or from the sketch beyond the threshold."""
+        return self.quantiles([q])[0]
+
+    def quantiles(self, qs: list[float]) -> np.ndarray:
+        """Return the qs-quantiles per time point, one row per q (exact values sorted once)."""
         if self.exact is not None:
-            return _nan_quantile(self.exact, q)
-        return self._sketched().quantile(q)
+            return _nan_quantiles(self.exact, qs)
+        sketch = self._sketched()
+        return np.array([sketch.quantile(q) for q in qs]).reshape(len(qs), -1)
 
 
 def summarize(partial: Partial, quantiles: list[float]) -> dict[str, np.ndarray]:
@@ -190,8 +195,8 @@ def summarize(partial: Partial, quantiles: list[float]) -> dict[str, np.ndarray]
         "min": partial.minimum,
         "max": partial.maximum,
     }
-    for q in quantiles:
-        result[quantile_column(q)] = partial.quantile(q)
+    for q, values in zip(quantiles, partial.quantiles(quantiles), strict=True):
+        result[quantile_column(q)] = values
     return result
 
 
@@ -207,10 +212,21 @@ def _exact_or_sketch(values: np.ndarray) -> tuple[np.ndarray | None, _Sketch | N
     return None, _Sketch.from_values(values)
 
 
-def _nan_quantile(values: np.ndarray, q: float) -> np.ndarray:
-    if values.shape[0] == 0:
-        return np.full(values.shape[1], np.nan)
-    # An all-NaN time point is simply NaN; numpy's warning about it is noise here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanquantile(values, q, axis=0)
+def _nan_quantiles(values: np.ndarray, qs: list[float]) -> np.ndarray:
+    """Return numpy's nanquantile of each q per column, as one (len(qs) x columns) array."""
+    result = np.full((len(qs), values.shape[1]), np.nan)
+    if values.shape[0] == 0 or not qs:
+        return result
+    # np.nanquantile runs a Python-level loop over columns; columns without NaN (nearly
+    # all) are one vectorised np.quantile instead: measured on a calibration's 100-point
+    # series, it was a quarter of the workers' CPU. The same numbers either way.
+    has_nan = np.isnan(values).any(axis=0)
+    if not has_nan.all():
+        with np.errstate(invalid="ignore"):  # inf - inf between two infinite values: NaN
+            result[:, ~has_nan] = np.quantile(values[:, ~has_nan], qs, axis=0)
+    if has_nan.any():
+        # An all-NaN time point is simply NaN; numpy's warning about it is noise here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result[:, has_nan] = np.nanquantile(values[:, has_nan], qs, axis=0)
+    return result

@@ -133,3 +133,16 @@ def test_sketched_partials_leave_nan_out_and_keep_infinite_values() -> None:
     low, high = sketch_bracket(np.sort(values[10:, 1]), 0.5)
     assert low <= stats["q0.5"][1] <= high
     assert stats["q0.1"][2] == -np.inf and stats["q1"][2] == np.nanmax(values[:, 2])
+
+
+def test_exact_quantiles_are_numpys_nanquantile_with_nan_and_infinite_values() -> None:
+    values = np.random.default_rng(5).poisson(20, size=(6, 12)).astype(float)
+    values[0, 3] = np.nan  # a missing value
+    values[:, 4] = np.nan  # a time point no replicate reached
+    values[1, 5], values[2, 6], values[:, 7] = np.inf, -np.inf, np.inf
+    quantiles = [0.05, 0.5, 0.95]
+    stats = summarize(Partial.from_values(values), quantiles)
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+        expected = [np.nanquantile(values, q, axis=0) for q in quantiles]
+    for q, want in zip(quantiles, expected, strict=True):
+        np.testing.assert_array_equal(stats[quantile_column(q)], want)
