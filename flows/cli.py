@@ -312,6 +312,17 @@ def raise_user_error(state: Any) -> None:
             raise error
 
 
+def import_flow(study: Study) -> None:
+    """Import the flow and what its run needs (Prefect, Dask; Optuna for a calibration)."""
+    import flows.orchestrator
+    import flows.progress_bar
+    import flows.study
+
+    if study.calibrate is not None:
+        import flows.calibrate  # noqa: F401 (the flow imports it when it runs)
+    quiet_user_errors_on_console()
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Validate, then run the study on one local Prefect API and a Dask cluster."""
     study, store = checked_study(args)
@@ -322,20 +333,22 @@ def run_command(args: argparse.Namespace) -> int:
         # reaches the Prefect API. --no-progress keeps the full console log.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
-    # Prefect is imported only now: validation errors above come back in well under a second.
-    from flows.api import prefect_api
-    from flows.orchestrator import STOP_REQUESTED
-    from flows.progress_bar import progress_bar
-    from flows.study import simulation_study
+    from flows.api import prefect_api  # imports Prefect only once its server is starting
 
-    quiet_user_errors_on_console()
     check_api_url()
     started = time.monotonic()
-    STOP_REQUESTED.clear()
-    interrupt = InterruptFlag(STOP_REQUESTED)
+    interrupt = InterruptFlag(threading.Event())
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        with prefect_api() as api_url:
+        # Prefect and the flow are imported while the API server starts (seconds each):
+        # validation errors above came back in well under a second.
+        with prefect_api(while_starting=lambda: import_flow(study)) as api_url:
+            from flows.orchestrator import STOP_REQUESTED
+            from flows.progress_bar import progress_bar
+            from flows.study import simulation_study
+
+            STOP_REQUESTED.clear()
+            interrupt.stop = STOP_REQUESTED  # a Ctrl-C from now on stops the study's loop
             console.print(f"Prefect API: {api_url}", highlight=False)
             with progress_bar(console, enabled=not args.no_progress):
                 state = simulation_study(

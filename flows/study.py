@@ -15,7 +15,6 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.states import State
 
-from flows.calibrate import run_calibration
 from flows.run_policy import run_policy
 from flows.study_run import run_study
 from simstudy.run.memory import return_freed_memory
@@ -69,5 +68,9 @@ def simulation_study(
     if policy is not None:
         check_study(policy, study)
     if study.calibrate is not None:
+        # Imported here: Dask workers import this module with every task run (its flow is
+        # in the task's context), and Optuna with scipy.stats cost each of them ~1 s.
+        from flows.calibrate import run_calibration
+
         return run_calibration(study, logger, overwrite=overwrite, fresh=fresh)
     return run_study(study, logger, overwrite=overwrite, fresh=fresh)
