@@ -104,7 +104,11 @@ def run_calibration(
         if not store.exists(CALIBRATION_FILE):  # claimed before the journal is created
             write_json(store, CALIBRATION_FILE, {"name": study.name, "calibration_id": identity,
                                                  "status": "starting"})  # fmt: skip
-        return Calibration(study, store, identity, logger).run()
+        calibration = Calibration(study, store, identity, logger)
+        try:
+            return calibration.run()
+        finally:
+            calibration.search.optimizer.close()
 
 
 def engine_study(study: Study, store: OutputStore) -> Study:

@@ -19,7 +19,7 @@
 Why a journal file and not SQLite: SQLite's lock fails under concurrent writers ("database
 is locked", optuna issue 820), while the journal is an append-only log that a rerun
 replays, so a crash loses at most the line being written. One process (the calibration's
-flow) writes it.
+flow) writes it, through `simstudy.calibrate.journal.JournalFile`.
 
 Crashes: a torn last line is cut; a trial a kill left without all its parameters is told
 failed, never run; any other damage raises `JournalError`, naming the file and the way out.
@@ -46,9 +46,9 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from simstudy.calibrate.journal import JournalFile
 from simstudy.calibrate.space import trial_params
 from simstudy.calibrate.spec import CalibrateSettings
 from simstudy.errors import JournalError
@@ -159,6 +159,7 @@ class Optimizer:
         settings: CalibrateSettings,
         space: dict[str, BaseDistribution],
         path: Path | None = None,
+        journal: JournalFile | None = None,
     ):
         if settings.seed is None:
             raise ValueError(
@@ -171,6 +172,7 @@ class Optimizer:
         self._seed: int = settings.seed
         self._space = space
         self._path = path
+        self._journal = journal
         self._study_id = storage.get_study_id_from_name(study.study_name)
 
     @classmethod
@@ -196,7 +198,8 @@ class Optimizer:
         check_journal_lines(path)
         sampler = build_sampler(settings.sampler, settings.seed)
         try:
-            storage = JournalStorage(JournalFileBackend(str(path)))
+            journal = JournalFile(path)
+            storage = JournalStorage(journal)
             study = optuna.create_study(
                 storage=storage,
                 study_name=name,
@@ -209,9 +212,19 @@ class Optimizer:
                 f"the Optuna journal {path} cannot be loaded ({type(exc).__name__}: {exc}): "
                 f"{START_OVER}"
             ) from exc
-        optimizer = cls(study, storage, settings, space, path)
+        optimizer = cls(study, storage, settings, space, path, journal)
         optimizer._fail_interrupted()
         return optimizer
+
+    def sync(self) -> None:
+        """Write what the journal holds through to the disk (before a record relies on it)."""
+        if self._journal is not None:
+            self._journal.sync()
+
+    def close(self) -> None:
+        """Sync and close the journal file."""
+        if self._journal is not None:
+            self._journal.close()
 
     @property
     def study(self) -> optuna.Study:

@@ -110,7 +110,7 @@ class Search:
                 record = self._apply(self.records[number], outcome)
                 if record is not None:
                     changed.append(record)
-        self.log.append(changed)  # on disk before Optuna hears of them
+        self._record(changed)  # on disk before Optuna hears of them
         for record in changed:
             if record.state != "pending":
                 self._tell(record)
@@ -159,7 +159,7 @@ class Search:
         proposals = self.optimizer.ask(count)
         for proposal in proposals:
             self._propose(proposal, self._asks)
-        self.log.append([self.records[p.number] for p in proposals])
+        self._record([self.records[p.number] for p in proposals])
         for proposal in proposals:
             self._run(proposal.number, self.settings.min_replicates)
 
@@ -222,8 +222,14 @@ class Search:
     def _apply_twin(self, record: TrialRecord, twin: TrialRecord) -> None:
         fields = ("state", "loss", "loss_se", "loss_bias", "score", "replicates", "allocation")
         updated = self._update(record, **{name: getattr(twin, name) for name in fields})
-        self.log.append([updated])
+        self._record([updated])
         self._tell(updated)
+
+    def _record(self, records: list[TrialRecord]) -> None:
+        """Append records to the trial log, after the journal lines they refer to are on disk."""
+        if records:
+            self.optimizer.sync()
+            self.log.append(records)
 
     def _update(self, record: TrialRecord, **changes: Any) -> TrialRecord:
         updated = record.model_copy(update=changes)
@@ -271,7 +277,7 @@ class Search:
         ]  # fmt: skip
         for record in lost:
             self.records[record.trial] = record
-        self.log.append(lost)
+        self._record(lost)
 
     def _extend_competitive(self) -> None:
         """Give competitive trials more replicates; close the sets no longer among the best."""
@@ -298,7 +304,7 @@ class Search:
                 self._run(number, allocation.replicates)
             elif allocation.reason != record.allocation:
                 changed.append(self._update(record, allocation=allocation.reason))
-        self.log.append(changed)
+        self._record(changed)
 
     def _close(self, pid: str) -> None:
         if pid in self._closed:
