@@ -23,13 +23,17 @@ from flows.api import write_one_certificate_bundle
 REPO = Path(__file__).parents[2]
 
 # Start the local API, print its private folder and the server's pid, then end as the
-# first argument says: leave the block normally, or be SIGKILLed inside it.
+# first argument says: leave the block normally, be SIGKILLed inside it, or fail while the
+# server starts (the work that overlaps its start raises).
 API_USER = """
 import os, signal, sys
 from pathlib import Path
 from flows.api import prefect_api
 
-with prefect_api():
+def fail_to_import():
+    raise ImportError("the flow cannot be imported")
+
+with prefect_api(while_starting=fail_to_import if sys.argv[1] == "fail" else None):
     folder = Path(os.environ["PREFECT_API_SSL_CERT_FILE"]).parent
     print(folder, oct(folder.stat().st_mode & 0o777), sorted(os.listdir(folder)), flush=True)
     if sys.argv[1] == "kill":
@@ -105,3 +109,17 @@ def test_api_files_are_removed_when_the_flow_process_is_killed(tmp_path: Path) -
     server = [p for p in psutil.process_iter(["cmdline"]) if folder in (p.info["cmdline"] or [])]
     _, alive = psutil.wait_procs(server, timeout=10)
     assert not alive, f"API server still running: {alive}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_failure_while_the_api_starts_stops_the_server(tmp_path: Path) -> None:
+    done, temp = run_api_user(tmp_path, "fail")
+    assert done.returncode == 1 and "the flow cannot be imported" in done.stderr
+    assert os.listdir(temp) == []  # the private folder is gone
+    server = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(temp) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not server, f"API server still running: {server}"
