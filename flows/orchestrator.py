@@ -16,6 +16,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
 from flows.submission import submit_plain, submit_task
-from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report
+from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report, computing_tasks
 from simstudy.analysis.targets import Targets
 from simstudy.design.expand import ParameterSet
 from simstudy.design.plan import Batch
@@ -63,6 +64,10 @@ code (seen: inside Prefect's context serialisation), and the study would then wa
 forever; the orchestrator's loop checks this event too, at a point where stopping is
 safe.
 """
+AGGREGATION_PROGRESS_STALLS = 10
+"""A running aggregation counts as progress while its worker computes, for at most this
+many stall timeouts: an aggregation of long series may take longer than any simulation,
+and is slow, not stalled; one that computes for ever still gets its stall report."""
 EVENT_TOPIC_LENGTH = 8
 """Events of a study's progress topic the scheduler keeps: subscribers get every one as
 it is published, and a kept copy of every record would grow with the study."""
@@ -123,6 +128,7 @@ class StudyOrchestrator:
         self.deadlines = Deadlines.of(self.study.execution)
         self._futures: dict[str, PrefectDaskFuture[Any]] = {}  # Dask key -> simulation run
         self._aggregating: dict[str, tuple[int, PrefectDaskFuture[Any]]] = {}  # -> group
+        self._computing_asked = 0.0  # when the scheduler was last asked (`_snapshot`)
         self._abandoned: dict[UUID, str] = {}  # task runs that failed or never finished
         self._events: queue.SimpleQueue[RunEvent] = queue.SimpleQueue()
         self._task_done = threading.Event()
@@ -211,7 +217,7 @@ class StudyOrchestrator:
             self._hand_on()
             if self._hand_outcomes():
                 continue  # the driver's new work is submitted at once
-            snapshot = self.tracker.snapshot()
+            snapshot = self._snapshot(watch.stall_timeout)
             if snapshot != last_snapshot:
                 notify(self.on_progress, snapshot)
                 last_snapshot = snapshot
@@ -227,6 +233,26 @@ class StudyOrchestrator:
                 self._task_done.wait(POLL_SECONDS)
                 self._task_done.clear()
         return self._outcome(stall_report=watch.last_report)
+
+    def _snapshot(self, stall_timeout: float) -> TrackerSnapshot:
+        """Return the tracker's snapshot, counting an aggregation still computing as progress.
+
+        Asked of the scheduler only past half the stall timeout without progress, at most
+        once per `ANSWER_SECONDS`: the loop polls every POLL_SECONDS.
+        """
+        snapshot = self.tracker.snapshot()
+        half = stall_timeout / 2
+        if not self._aggregating or snapshot.seconds_since_progress < half:
+            return snapshot
+        if time.monotonic() - self._computing_asked < min(ANSWER_SECONDS, half):
+            return snapshot
+        self._computing_asked = time.monotonic()
+        longest = AGGREGATION_PROGRESS_STALLS * stall_timeout
+        keys = list(self._aggregating)
+        if computing_tasks(self.client, keys, longest, min(ANSWER_SECONDS, half)):
+            self.tracker.work_progressed()
+            snapshot = self.tracker.snapshot()
+        return snapshot
 
     def _done(self) -> bool:
         """Return whether every group is aggregated and the driver wants nothing more."""

@@ -46,6 +46,40 @@ def _task_states(dask_scheduler: Any, keys: list[str]) -> dict[str, dict[str, An
     return states
 
 
+BUSY_CPU_PERCENT = 50.0
+"""A worker process using at least half a core is computing, not waiting on something."""
+
+
+def _computing(dask_scheduler: Any, keys: list[str], longest: float) -> list[str]:
+    """Runs on the scheduler: the keys executing for under `longest` s on a worker that
+    beats and uses CPU (the worker's own last sample: ~0.5 s old)."""
+    now_s = time.time()
+    found = []
+    for key in keys:
+        ts = dask_scheduler.tasks.get(key)
+        worker = ts.processing_on if ts is not None else None
+        if worker is None or ts not in worker.executing:
+            continue
+        if worker.executing[ts] >= longest or now_s - worker.last_seen > SILENT_HEARTBEAT_SECONDS:
+            continue
+        if (worker.metrics.get("cpu") or 0.0) >= BUSY_CPU_PERCENT:
+            found.append(key)
+    return found
+
+
+def computing_tasks(
+    client: distributed.Client, keys: list[str], longest: float, seconds: float = ANSWER_SECONDS
+) -> list[str]:
+    """Return which of `keys` are computing now, for under `longest` s (no answer: none)."""
+    try:
+        found: list[str] = client.run_on_scheduler(
+            _computing, keys=keys, longest=longest, callback_timeout=seconds
+        )
+    except Exception:  # no answer: nothing is known to be computing
+        return []
+    return found
+
+
 def worker_loads(dask_scheduler: Any) -> list[dict[str, Any]]:
     """Runs on the scheduler: each worker's load and when it was last heard from."""
     now_s = time.time()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -216,14 +217,16 @@ def aggregates_table(aggregates: list[ParameterSetAggregate], series: bool) -> p
     Scalar rows of a study with targets also get the set's `loss`, `loss_se` and
     `loss_<output>` per target output (null where a set has none).
     """
-    targets = [] if series else target_outputs(aggregates)
+    if series:
+        return series_aggregates_table(aggregates)
+    targets = target_outputs(aggregates)
     rows = []
     for aggregate in aggregates:
         losses: dict[str, Any] = {}
         if targets:
             losses = {"loss": aggregate.loss, "loss_se": aggregate.loss_se}
             losses.update({loss_column(n): aggregate.target_losses.get(n) for n in targets})
-        for row in aggregate.series if series else aggregate.scalars:
+        for row in aggregate.scalars:
             rows.append({**aggregate.params, **row, **losses})
     if not rows:
         return None
@@ -232,6 +235,32 @@ def aggregates_table(aggregates: list[ParameterSetAggregate], series: bool) -> p
         if targets and field.name.startswith("loss") and pa.types.is_null(field.type):
             # loss_se is null for every set of one replicate: still a float column.
             table = table.set_column(index, field.name, table.column(index).cast(pa.float64()))
+    return table
+
+
+def series_aggregates_table(aggregates: list[ParameterSetAggregate]) -> pa.Table | None:
+    """Return a row per set, series output and time point: parameters, ids, t, statistics.
+
+    Built column by column: the ids and parameters are one row per set and output, taken
+    once per point, so a 1,000,000-point series costs arrays, not a million Python rows.
+    """
+    heads: list[dict[str, Any]] = []
+    pieces: list[dict[str, np.ndarray]] = []
+    for aggregate in aggregates:
+        n_failed = sum(aggregate.counts.values()) - aggregate.counts.get("ok", 0)
+        for output, statistics in aggregate.series.items():
+            heads.append(
+                {**aggregate.params, "param_id": aggregate.param_id, "output": output,
+                 "n_failed": n_failed}
+            )  # fmt: skip
+            pieces.append(statistics.columns)
+    if not heads:
+        return None
+    lengths = [len(columns["n_ok"]) for columns in pieces]
+    table = pa.Table.from_pylist(heads).take(np.repeat(np.arange(len(heads)), lengths))
+    table = table.append_column("t", pa.array(np.concatenate([np.arange(n) for n in lengths])))
+    for name in pieces[0]:  # every set has the study's statistics columns
+        table = table.append_column(name, pa.array(np.concatenate([p[name] for p in pieces])))
     return table
 
 

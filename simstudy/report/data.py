@@ -228,16 +228,15 @@ def series_view(
 ) -> SeriesView | None:
     """Return the chosen sets' series of an output whole, and the others' envelope.
 
-    Read a batch at a time, so memory holds the drawn sets and one batch, whatever the
-    number of sets. The centre is q0.5 with `quantiles` (band q0.05-q0.95), else the
+    Read a batch at a time, so memory holds the drawn sets' arrays and one batch, whatever
+    the number of sets. The centre is q0.5 with `quantiles` (band q0.05-q0.95), else the
     mean (band mean +- 2 std).
     """
     if not data.store.exists(TIMESERIES_AGGREGATES_FILE):
         return None
     wanted = ["q0.05", "q0.5", "q0.95"] if quantiles else ["mean", "std"]
-    centre = "q0.5" if quantiles else "mean"
     chosen = set(drawn)
-    pieces: list[pa.Table] = []
+    pieces: dict[str, list[tuple[np.ndarray, ...]]] = {}
     others: set[str] = set()
     low = np.full(0, np.nan)
     high = np.full(0, np.nan)
@@ -258,27 +257,31 @@ def series_view(
         ids = rows.column("param_id")
         names = ids.dictionary.to_pylist()
         codes = ids.indices.to_numpy(zero_copy_only=False)
-        mine = np.isin(codes, [i for i, name in enumerate(names) if name in chosen])
-        if mine.any():
-            table = pa.Table.from_batches([rows.filter(pa.array(mine))])
-            pieces.append(table.drop_columns(["output"]).cast(_decoded(table.schema)))
-        rest = ~mine
+        t = rows.column("t").to_numpy(zero_copy_only=False)
+        centre, low_edge, high_edge = _centre_and_band(rows, quantiles)
+        mine = np.zeros(len(codes), dtype=bool)
+        for code, name in enumerate(names):
+            if name in chosen:
+                here = codes == code
+                if here.any():
+                    mine |= here
+                    pieces.setdefault(name, []).append(
+                        (t[here], centre[here], low_edge[here], high_edge[here])
+                    )
+        rest = ~mine & (t >= 0)  # time points are positions in the series: never negative
         if not rest.any():
             continue
         others.update(names[i] for i in np.unique(codes[rest]))
-        t = rows.column("t").to_numpy(zero_copy_only=False)[rest]
-        value = rows.column(centre).to_numpy(zero_copy_only=False).astype(float)[rest]
-        keep = t >= 0  # time points are positions in the series: never negative
-        t, value = t[keep], value[keep]
-        if len(t) and t.max() >= len(low):
-            grown = int(t.max()) + 1
+        if t[rest].max() >= len(low):
+            grown = int(t[rest].max()) + 1
             low = np.r_[low, np.full(grown - len(low), np.nan)]
             high = np.r_[high, np.full(grown - len(high), np.nan)]
-        np.fmin.at(low, t, value)  # fmin/fmax: a missing (NaN) centre does not erase the rest
-        np.fmax.at(high, t, value)
+        # fmin/fmax: a missing (NaN) centre does not erase the rest
+        np.fmin.at(low, t[rest], centre[rest])
+        np.fmax.at(high, t[rest], centre[rest])
     if not pieces and not others:
         return None
-    series = _by_set(pa.concat_tables(pieces), quantiles) if pieces else {}
+    series = {name: _joined(parts) for name, parts in pieces.items()}
     envelope = None
     if others:
         points = np.flatnonzero(~np.isnan(low))
@@ -286,38 +289,28 @@ def series_view(
     return SeriesView(drawn=series, envelope=envelope, others=len(others))
 
 
-def _decoded(schema: pa.Schema) -> pa.Schema:
-    return pa.schema(
-        [
-            (f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
-            for f in schema
-            if f.name != "output"
-        ]
-    )
-
-
-def _by_set(
-    table: pa.Table, quantiles: bool
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Return each set's (t, centre, low, high), sorted by t."""
-    table = table.sort_by([("param_id", "ascending"), ("t", "ascending")])
-    ids = table.column("param_id").to_pylist()
-    t = table.column("t").to_numpy().astype(float)
-
+def _centre_and_band(
+    rows: pa.RecordBatch, quantiles: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     def column(name: str) -> np.ndarray:
-        return table.column(name).to_numpy(zero_copy_only=False).astype(float)
+        return rows.column(name).to_numpy(zero_copy_only=False).astype(float)
 
     if quantiles:
-        centre, low, high = column("q0.5"), column("q0.05"), column("q0.95")
-    else:
-        centre = column("mean")
-        spread = 2 * np.nan_to_num(column("std"))
-        low, high = centre - spread, centre + spread
-    starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
-    return {
-        ids[start]: (t[start:end], centre[start:end], low[start:end], high[start:end])
-        for start, end in zip(starts, [*starts[1:], len(ids)], strict=True)
-    }
+        return column("q0.5"), column("q0.05"), column("q0.95")
+    centre = column("mean")
+    spread = 2 * np.nan_to_num(column("std"))
+    return centre, centre - spread, centre + spread
+
+
+def _joined(
+    parts: list[tuple[np.ndarray, ...]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return one set's (t, centre, low, high) from its batches' pieces, sorted by t."""
+    t, centre, low, high = (np.concatenate(column) for column in zip(*parts, strict=True))
+    if len(t) > 1 and (np.diff(t) < 0).any():  # written in order: sorting is rarely needed
+        order = np.argsort(t, kind="stable")
+        t, centre, low, high = t[order], centre[order], low[order], high[order]
+    return t.astype(float), centre, low, high
 
 
 def series_quantiles(data: ReportData) -> bool:

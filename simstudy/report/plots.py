@@ -40,6 +40,7 @@ from simstudy.report.data import (
     series_quantiles,
     series_view,
 )
+from simstudy.report.thinning import thin_band, thin_line
 from simstudy.stats.partial import quantile_column
 
 TOP_SETS = 20
@@ -189,16 +190,17 @@ def series_bands(data: ReportData, output: str) -> Plot | None:
     figure, axes = _figure(height=4.0)
     ax = axes[0]
     if view.envelope is not None:
-        ax.fill_between(*view.envelope, color="0.85", linewidth=0, label="other sets")
+        ax.fill_between(*thin_band(*view.envelope), color="0.85", linewidth=0,
+                        label="other sets")  # fmt: skip
     drawn = [pid for pid in candidates if pid in view.drawn]
     for color, pid in zip(_colors(len(drawn)), drawn, strict=True):
         # A quantile can be missing (no ok replicate at a time point): the band has a gap.
         t, centre, low, high = view.drawn[pid]
-        ax.fill_between(t, low, high, color=color, alpha=0.15, linewidth=0)
-        ax.plot(t, centre, color=color, linewidth=1.2, label=_set_label(data, pid))
+        ax.fill_between(*thin_band(t, low, high), color=color, alpha=0.15, linewidth=0)
+        ax.plot(*thin_line(t, centre), color=color, linewidth=1.2, label=_set_label(data, pid))
     observed = _series_target(data, output)
     if observed is not None:
-        ax.plot(*observed, "o", color="black", markersize=2.5, label="observed")
+        ax.plot(*thin_line(*observed), "o", color="black", markersize=2.5, label="observed")
     ax.set_xlabel("t")
     ax.set_ylabel(output)
     if len(drawn) + (observed is not None) <= 12:

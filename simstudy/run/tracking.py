@@ -86,6 +86,11 @@ class StudyTracker:
                 self._last_progress = time.monotonic()
             self._finished[key] = status
 
+    def work_progressed(self) -> None:
+        """Note progress that finished nothing yet (an aggregation still computing)."""
+        with self._lock:
+            self._last_progress = time.monotonic()
+
     def replicate_unfinished(self, param_id: str, replicate: int) -> None:
         """Forget a finished replicate that will run again (its outputs were lost)."""
         with self._lock:

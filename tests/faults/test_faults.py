@@ -215,3 +215,46 @@ def test_unkillable_stall_is_reported_and_fails_the_study(faulty_study: FaultySt
         )
     assert runs and all(run.state is not None and run.state.is_final() for run in runs)
     print(f"unkillable stall: flow failed after {elapsed:.1f} s")
+
+
+def slow_loss_study(make_study: Callable[..., Study], tmp_path: Path, loss: str) -> Study:
+    """One set of 2 replicates whose aggregation runs a slow user loss; stall timeout 3 s."""
+    (tmp_path / "observed.csv").write_text("output,value\ny,2\n")
+    return make_study(
+        parameters={"list": [{"a": 1.0}]},
+        replicates=2,
+        targets={"data": str(tmp_path / "observed.csv"), "loss": loss, "bootstrap": 0},
+        execution={"stall_timeout_seconds": 3, "on_stall": "fail"},
+    )
+
+
+@pytest.mark.timeout(120)
+def test_an_aggregation_computing_past_the_stall_timeout_is_progress(
+    make_study: Callable[..., Study], tmp_path: Path
+) -> None:
+    study = slow_loss_study(make_study, tmp_path, "tests.support.losses:computing")
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_completed(), state.message
+    assert not (Path(study.output_dir) / "stall-report.json").exists()
+    ranking = pq.read_table(Path(study.output_dir) / "ranking.parquet").to_pylist()
+    assert [row["loss"] for row in ranking] == [0.0]  # y = 2a = 2, observed 2
+    print(f"aggregation computing for 8 s with a 3 s stall timeout: completed in {elapsed:.1f} s")
+
+
+@pytest.mark.timeout(120)
+def test_an_aggregation_waiting_past_the_stall_timeout_is_a_stall_naming_it(
+    make_study: Callable[..., Study], tmp_path: Path
+) -> None:
+    study = slow_loss_study(make_study, tmp_path, "tests.support.losses:waiting")
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_failed() and "stalled" in (state.message or "")
+    report = json.loads((Path(study.output_dir) / "stall-report.json").read_text())
+    (task,) = report["tasks"]
+    assert task["name"].startswith("agg-") and task["state"] == "processing"
+    assert any("losses.py" in line and "sleep" in line for line in task["call_stack"])
+    assert elapsed < 2 * 3 + 30
+    print(f"aggregation waiting: stalled and failed after {elapsed:.1f} s")

@@ -18,10 +18,11 @@ PROFILER = "distributed.worker.profile.enabled"
 ALLOWED_FAILURES = "distributed.scheduler.allowed-failures"
 TICK = "distributed.admin.tick.interval"
 LOG_LENGTH = "distributed.admin.low-level-log-length"
+LARGE_GRAPH = "distributed.admin.large-graph-warning-threshold"
 
 
 def test_quiet_config_leaves_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    logs = {LOG_LENGTH: 10}
+    logs = {LOG_LENGTH: 10, LARGE_GRAPH: "100GB"}
     assert quiet_cluster_config() == {PROFILER: False, TICK: "500ms", ALLOWED_FAILURES: 0, **logs}
     with dask.config.set({TICK: "100ms"}):
         assert quiet_cluster_config() == {PROFILER: False, ALLOWED_FAILURES: 0, **logs}
@@ -29,6 +30,7 @@ def test_quiet_config_leaves_what_the_user_set(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "3")
     monkeypatch.setenv("DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH", "1000")
+    monkeypatch.setenv("DASK_DISTRIBUTED__ADMIN__LARGE_GRAPH_WARNING_THRESHOLD", "10MB")
     assert quiet_cluster_config() == {TICK: "500ms"}
 
 

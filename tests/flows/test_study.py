@@ -220,3 +220,30 @@ def test_every_replicate_is_recorded_once(make_study: Callable[..., Study]) -> N
     expected = {(b.param_id, r) for b in plan_batches(study, expand_parameters(study))
                 for r in range(b.start, b.stop)}  # fmt: skip
     assert len(keys) == len(set(keys)) and set(keys) == expected
+
+
+@pytest.mark.timeout(300)
+def test_a_million_point_series_completes_with_its_statistics_and_report(
+    make_study: Callable[..., Study],
+) -> None:
+    # The documented longest series, 2 sets x 4 replicates, a 30 s timeout and the default
+    # stall timeout: it was taken for a stall (aggregating a million Python rows a set).
+    points = 1_000_000
+    study = make_study(
+        fixed={"series_points": points}, replicates=4,
+        execution={"timeout_seconds": 30, "dask": {"n_workers": 2}},
+    )  # fmt: skip
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_completed(), state.message
+    out = Path(study.output_dir)
+    statistics = pq.ParquetFile(out / "timeseries_aggregates.parquet")
+    assert statistics.metadata.num_rows == 2 * points
+    tail = statistics.read_row_group(statistics.num_row_groups - 1)
+    last = tail.slice(tail.num_rows - 1).to_pylist()[0]
+    # series = a t + (seed % 7): the last point of set a = 2.0 is 2 (points - 1) + 0..6
+    assert last["t"] == points - 1 and last["n_ok"] == 4
+    assert 2.0 * (points - 1) <= last["min"] <= last["max"] <= 2.0 * (points - 1) + 6
+    assert (out / "report.html").exists() and (out / "plots" / "series-series.png").exists()
+    print(f"2 x 4 replicates of a {points:,}-point series: {elapsed:.1f} s")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,13 +19,14 @@ from simstudy.output.results import (
     check_output_dir,
     prepare_output_dir,
     replicates_table,
+    series_aggregates_table,
     timeseries_table,
     write_json,
     write_results,
 )
 from simstudy.run.batch import BatchResult
 from simstudy.run.records import ReplicateRecord
-from simstudy.stats.aggregate import ParameterSetAggregate
+from simstudy.stats.aggregate import ParameterSetAggregate, SeriesStatistics
 
 
 def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path) -> None:
@@ -65,6 +68,53 @@ def test_tables_have_one_row_per_replicate_and_long_series() -> None:
     series = timeseries_table(records)
     assert series is not None and series.num_rows == 6
     assert series.column_names == ["param_id", "replicate", "output", "t", "value"]
+
+
+def test_series_aggregates_have_a_row_per_set_output_and_point_with_the_parameters() -> None:
+    def aggregate(index: int, params: dict[str, Any], points: int) -> ParameterSetAggregate:
+        columns = {"n_ok": np.full(points, 3), "mean": np.arange(points) + 0.5 * index,
+                   "q0.5": np.arange(points) * 2.0}  # fmt: skip
+        return ParameterSetAggregate(
+            param_id=f"p{index}", index=index, params=params, status="ok",
+            counts={"ok": 3, "failed": index}, series={"s": SeriesStatistics(columns)},
+        )  # fmt: skip
+
+    # Set 1's `a` is an int and set 0's a float: one float column, as from rows.
+    table = series_aggregates_table(
+        [aggregate(0, {"a": 0.5, "name": "x"}, 3), aggregate(1, {"a": 2, "name": "y"}, 2)]
+    )
+    assert table is not None
+    assert table.column_names == [
+        "a", "name", "param_id", "output", "n_failed", "t", "n_ok", "mean", "q0.5",
+    ]  # fmt: skip
+    assert table.to_pylist()[3] == {
+        "a": 2.0,
+        "name": "y",
+        "param_id": "p1",
+        "output": "s",
+        "n_failed": 1,
+        "t": 0,
+        "n_ok": 3,
+        "mean": 0.5,
+        "q0.5": 0.0,
+    }
+    assert table.column("t").to_pylist() == [0, 1, 2, 0, 1]
+    assert table.column("param_id").to_pylist() == ["p0"] * 3 + ["p1"] * 2
+    assert table.schema.field("n_ok").type == pa.int64()
+    assert series_aggregates_table([aggregate(0, {}, 0).model_copy(update={"series": {}})]) is None
+
+
+def test_a_million_point_series_aggregate_is_a_few_arrays() -> None:
+    points = 1_000_000
+    columns = {name: np.ones(points) for name in ("mean", "std", "min", "max", "q0.5")}
+    series = SeriesStatistics({"n_ok": np.full(points, 4), **columns})
+    aggregate = ParameterSetAggregate(
+        param_id="p", index=0, params={"a": 1.0}, status="ok", counts={"ok": 4},
+        series={"s": series},
+    )  # fmt: skip
+    assert len(pickle.dumps(aggregate)) < 50 * points  # 6 float columns: 48 bytes a point
+    table = series_aggregates_table([aggregate])
+    assert table is not None and table.num_rows == points
 
 
 def record(param_id: str, replicate: int, status: str = "ok", **outputs: Any) -> ReplicateRecord:

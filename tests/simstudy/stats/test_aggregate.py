@@ -15,6 +15,7 @@ from simstudy.run.records import ReplicateRecord
 from simstudy.spec.study import Study
 from simstudy.stats.aggregate import (
     ParameterSetAggregate,
+    SeriesStatistics,
     SetOutcomes,
     aggregate_parameter_set,
     reconcile_outputs,
@@ -42,8 +43,9 @@ def test_batch_split_does_not_change_the_aggregate(make_study: Callable[..., Stu
     for size in (2, 5):
         assert rows[size]["x"]["mean"] == pytest.approx(rows[1]["x"]["mean"], rel=1e-14)
         assert rows[size]["x"]["q0.5"] == rows[1]["x"]["q0.5"]
-    assert len(results[1].series) == 5  # one row per time point of 'series'
-    assert {r["t"] for r in results[1].series} == set(range(5))
+    assert results[1].series["series"].points == 5  # every time point of 'series'
+    for size in (2, 5):
+        assert results[size].series == results[1].series
 
 
 def test_set_below_min_success_fraction_fails_with_reasons(
@@ -93,12 +95,11 @@ def output_aggregate(index: int, kinds: dict[str, str], length: int = 3) -> Para
     params = {"a": float(index)}
     pid = param_id(params)
     scalars = [scalar_row(pid, name, 1.0, False) for name, k in kinds.items() if k == "scalar"]
-    series = [
-        {**scalar_row(pid, name, 1.0, False), "t": t}
+    series = {
+        name: SeriesStatistics({"n_ok": np.full(length, 10), "mean": np.ones(length)})
         for name, k in kinds.items()
         if k == "series"
-        for t in range(length)
-    ]
+    }
     return ParameterSetAggregate(
         param_id=pid, index=index, params=params, status="ok", counts={"ok": 10},
         scalars=scalars, series=series,
@@ -195,15 +196,16 @@ def test_aggregation_inputs_without_records_give_the_same_aggregate() -> None:
 
 def test_the_summary_task_needs_one_row_per_output() -> None:
     def aggregate(index: int, kind: str) -> ParameterSetAggregate:
-        rows = [{"param_id": str(index), "output": "s", "t": t, "mean": 1.0} for t in range(365)]
+        columns = {"n_ok": np.full(365, 2), "mean": np.ones(365)}
+        series = {"s": SeriesStatistics(columns)} if kind == "series" else {}
         return ParameterSetAggregate(
             param_id=str(index), index=index, params={}, status="ok", counts={"ok": 2},
-            scalars=[{"output": "x", "mean": 1.0}], series=rows if kind == "series" else [],
+            scalars=[{"output": "x", "mean": 1.0}], series=series,
         )  # fmt: skip
 
     aggregates = [aggregate(0, "series"), aggregate(1, "series"), aggregate(2, "none")]
     slim = [without_rows(a) for a in aggregates]
-    assert [len(a.series) for a in slim] == [1, 1, 0]
+    assert [[s.points for s in a.series.values()] for a in slim] == [[1], [1], []]
     assert summarize_study(slim) == summarize_study(aggregates)  # the odd set is named in both
     assert summarize_study(slim).failed_sets.keys() == {"2"}
     # The summary task gets them as one buffer, rows left out, and summarises the same.
