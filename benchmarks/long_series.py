@@ -108,8 +108,10 @@ def main() -> None:
         command = [sys.executable, "-m", "flows.cli", "run", str(path), "--no-progress"]
         started = time.monotonic()
         with TreeMeter() as tree:
-            process = subprocess.Popen(command, cwd=REPO, env=environment, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+            process = subprocess.Popen(
+                command, cwd=REPO, env=environment, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )  # fmt: skip
             flow = ProcessPeak(process.pid)
             assert process.stdout is not None
             lines = process.stdout.read().splitlines()  # drained to the end: no full pipe
@@ -120,17 +122,22 @@ def main() -> None:
         print("\n".join(lines[-30:]))
         raise SystemExit(f"simstudy run exited with {process.returncode}")
     times = log_times(lines)
-    report = next((float(m.group(1)) for line in lines
-                   if (m := re.search(r" - report: .* \(([\d.]+) s\)", line))), float("nan"))  # fmt: skip
+    logged = (re.search(r" - report: .* \(([\d.]+) s\)", line) for line in lines)
+    report = next((float(match.group(1)) for match in logged if match), float("nan"))
     aggregation = (times["sets"] - times["replicates"]).total_seconds()
     written = (times["written"] - times["sets"]).total_seconds()
     values = args.sets * args.replicates * args.points * 8
-    print(f"| sets x replicates | points | whole | aggregation | result files | report "
-          f"| flow peak | tree peak | replicate values |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {args.sets} x {args.replicates} | {args.points:,} | {wall:.1f} s | "
-          f"{aggregation:.1f} s | {written:.1f} s | {report:.1f} s | {flow_peak / 2**20:,.0f} MiB | "
-          f"{tree.peak / 2**20:,.0f} MiB | {values / 2**20:,.0f} MiB |")  # fmt: skip
+    cells = [
+        f"{args.sets} x {args.replicates}", f"{args.points:,}", f"{wall:.1f} s",
+        f"{aggregation:.1f} s", f"{written:.1f} s", f"{report:.1f} s",
+        f"{flow_peak / 2**20:,.0f} MiB", f"{tree.peak / 2**20:,.0f} MiB",
+        f"{values / 2**20:,.0f} MiB",
+    ]  # fmt: skip
+    header = ["sets x replicates", "points", "whole", "aggregation", "result files", "report",
+              "flow peak", "tree peak", "replicate values"]  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" * len(header))
+    print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
