@@ -22,9 +22,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-
 from simstudy.analysis.targets import load_targets
 from simstudy.calibrate.folder import (
     CALIBRATION_FILE,
@@ -34,6 +31,7 @@ from simstudy.calibrate.folder import (
 )
 from simstudy.design.expand import expand_parameters, sample_seed
 from simstudy.design.plan import plan_batches
+from simstudy.display import visible
 from simstudy.errors import OutputDirError, SimstudyError, StudyError
 from simstudy.output.location import OutputStore
 from simstudy.output.locking import output_lock
@@ -49,6 +47,7 @@ from simstudy.spec.loading import load_study
 from simstudy.spec.readiness import check_ready
 from simstudy.spec.study import MAX_LOCAL_WORKERS, Study
 from simstudy.summary_table import ranking_summary, summary_table
+from simstudy.terminal import TerminalConsole, labelled
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 API_ANSWER_SECONDS = 5.0
@@ -57,7 +56,7 @@ SHOWN_SAMPLED_SETS = 10
 """Parameter sets `validate` lists of a sampled design (all of a grid, list or file)."""
 
 # soft_wrap: messages are never hard-wrapped, so they stay greppable in logs.
-console = Console(stderr=True, soft_wrap=True)
+console = TerminalConsole(stderr=True, soft_wrap=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,16 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             store = OutputStore(args.output)
             calibration = store.exists(CALIBRATION_FILE) and not store.exists(STUDY_FILE)
             built = build_calibration_report(store) if calibration else build_report(store)
-            console.print(f"report: {built}", highlight=False)
+            console.print(f"report: {built}")
             return EXIT_OK
         return run_command(args)
     except SimstudyError as exc:
-        # escape: a message quoting '[...]' (a list, an errno) is no console markup.
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        console.print(labelled("error:", "red", str(exc)))
         return exc.exit_code
     except KeyboardInterrupt:
         console.print(
-            f"[yellow]interrupted[/yellow]: running replicates were stopped. {_kept(args)}"
+            labelled("interrupted:", "yellow", f"running replicates were stopped. {_kept(args)}")
         )
         return EXIT_INTERRUPTED
 
@@ -168,8 +166,8 @@ def validate_command(path: str) -> int:
     batches = plan_batches(study, sets)
     targets = load_targets(study)  # the observed data checked, as before a run
     for warning in caught:
-        console.print(f"[yellow]warning:[/yellow] {warning.message}", highlight=False)
-    print(
+        console.print(labelled("warning:", "yellow", str(warning.message)))
+    say(
         f"{study.name}: {len(sets)} parameter sets x {study.replicates} replicates = "
         f"{len(sets) * study.replicates} simulations in {len(batches)} batches "
         f"of up to {max(b.size for b in batches)}"
@@ -178,15 +176,20 @@ def validate_command(path: str) -> int:
     if study.parameters.sample is not None:
         from simstudy.design.sampling import design_summary
 
-        print("\n".join(design_summary(study.parameters.sample, sample_seed(study), len(sets))))
+        say("\n".join(design_summary(study.parameters.sample, sample_seed(study), len(sets))))
         shown = sets[:SHOWN_SAMPLED_SETS]
     for ps in shown:
-        print(f"{ps.param_id}  {json.dumps(ps.params, sort_keys=True)}")
+        say(f"{ps.param_id}  {json.dumps(ps.params, sort_keys=True)}")
     if len(shown) < len(sets):
-        print(f"... and {len(sets) - len(shown):,} more parameter sets")
+        say(f"... and {len(sets) - len(shown):,} more parameter sets")
     if targets is not None:
-        print(targets.describe())
+        say(targets.describe())
     return EXIT_OK
+
+
+def say(text: str) -> None:
+    """Print user-facing text on stdout, its control characters as escapes."""
+    print(visible(text))
 
 
 def show_results(store: OutputStore, calibration: bool | None) -> None:
@@ -194,7 +197,7 @@ def show_results(store: OutputStore, calibration: bool | None) -> None:
     if calibration is None:
         calibration = store.exists(CALIBRATION_FILE) and not store.exists(STUDY_FILE)
     if calibration:
-        console.print(calibration_summary(store), highlight=False)
+        console.print(calibration_summary(store))
     else:
         console.print(summary_table(store))
     best = ranking_summary(store)
@@ -218,15 +221,15 @@ def validate_calibration(study: Study) -> int:
     settings = study.calibrate
     assert settings is not None and study.parameters.sample is not None
     targets = load_targets(study)
-    print(
+    say(
         f"{study.name}: calibration of {settings.trials} trials, {settings.parallel} in flight, "
         f"{settings.min_replicates} to {settings.max_replicates} "
         f"replicates each, optuna {settings.sampler} sampler, seed {settings.seed}"
     )
     for name, bound in study.parameters.sample.bounds.items():
-        print(f"  {name}: {bound.model_dump(exclude_defaults=True)}")
+        say(f"  {name}: {bound.model_dump(exclude_defaults=True)}")
     if targets is not None:
-        print(targets.describe())
+        say(targets.describe())
     return EXIT_OK
 
 
@@ -293,15 +296,31 @@ class QuietUserErrors(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], SimstudyError))
 
 
-def quiet_user_errors_on_console() -> None:
+class VisibleText(logging.Filter):
+    """Write a log line's control and bidirectional characters as escapes (a model's error
+    with a NUL or U+202E would otherwise reach the terminal as it is)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the record's message by its visible form when they differ; keep it."""
+        message = record.getMessage()
+        shown = visible(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
+
+
+def filter_console_logs() -> None:
     """Filter the console handlers of Prefect's logging (set up once Prefect is imported)."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler) and not any(
-            isinstance(f, QuietUserErrors) for f in handler.filters
-        ):
-            handler.addFilter(QuietUserErrors())
+        if isinstance(handler, PrefectConsoleHandler):
+            for kind in (QuietUserErrors, VisibleText):
+                if not any(isinstance(f, kind) for f in handler.filters):
+                    handler.addFilter(kind())
+            # Its Rich console turns ':smile:' in a model's error into an emoji. Same
+            # console, theme and level colours; only strings render as TerminalConsole's.
+            handler.console.__class__ = TerminalConsole
 
 
 def raise_user_error(state: Any) -> None:
@@ -320,7 +339,7 @@ def import_flow(study: Study) -> None:
 
     if study.calibrate is not None:
         import flows.calibrate  # noqa: F401 (the flow imports it when it runs)
-    quiet_user_errors_on_console()
+    filter_console_logs()
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -349,7 +368,7 @@ def run_command(args: argparse.Namespace) -> int:
 
             STOP_REQUESTED.clear()
             interrupt.stop = STOP_REQUESTED  # a Ctrl-C from now on stops the study's loop
-            console.print(f"Prefect API: {api_url}", highlight=False)
+            console.print(f"Prefect API: {api_url}")
             with progress_bar(console, enabled=not args.no_progress):
                 state = simulation_study(
                     study=study, overwrite=args.overwrite, fresh=args.fresh, return_state=True
@@ -362,9 +381,9 @@ def run_command(args: argparse.Namespace) -> int:
     if store.exists(REPLICATES_FILE) or store.exists(CALIBRATION_FILE):
         show_results(store, calibration=study.calibrate is not None)
     if store.exists(REPORT_FILE):
-        console.print(f"report: {store.path(REPORT_FILE)}", highlight=False)
+        console.print(f"report: {store.path(REPORT_FILE)}")
     elapsed = time.monotonic() - started
-    console.print(f"{state.name}: {state.message} [{elapsed:.1f} s]", highlight=False)
+    console.print(f"{state.name}: {state.message} [{elapsed:.1f} s]")
     return EXIT_OK if state.is_completed() else EXIT_FAILED
 
 

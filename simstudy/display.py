@@ -18,6 +18,7 @@ show numbers through `format_number`, so a value reads the same everywhere.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +28,19 @@ from simstudy.stats.partial import quantile_column
 SIGNIFICANT_DIGITS = 4
 """Digits shown of a float: results are statistics of random replicates, not exact values."""
 
+# C0 and C1 control characters but tab and newline (a NUL ends a C string, an ESC starts
+# a terminal command), and the Unicode controls that reorder or hide text (U+202E shows
+# "txt.exe" as "exe.txt"): user text shows them as escapes, never acts on them.
+INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
 LOWER_QUANTILE, UPPER_QUANTILE = 0.05, 0.95
 Z_95 = 1.959963984540054
 """Standard normal quantile of 0.975: a 95% confidence interval is mean +- Z_95 * sem."""
+
+
+def visible(text: str) -> str:
+    """Return `text` with control and bidirectional characters written as escapes."""
+    return INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def format_number(value: Any) -> str:

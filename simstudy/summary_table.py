@@ -12,9 +12,16 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from simstudy.display import Spread, format_number, format_parameters, split_parameters
+from simstudy.display import (
+    Spread,
+    format_number,
+    format_parameters,
+    split_parameters,
+    visible,
+)
 from simstudy.output.location import OutputStore
 from simstudy.output.results import AGGREGATES_FILE, RANKING_FILE, read_study_json, read_table
+from simstudy.terminal import plain
 
 MAX_OUTPUTS = 6
 """Outputs shown per parameter set; all of them are in aggregates.parquet."""
@@ -61,7 +68,7 @@ def summary_table(store: OutputStore) -> Table:
         for line in range(max(len(described), len(cells), 1)):
             output = cells[line] if line < len(cells) else ("", "", "")
             first = described[line] if line < len(described) else ""
-            table.add_row(*(Text(cell) for cell in (first, *output)))
+            table.add_row(*(plain(cell) for cell in (first, *output)))
         table.add_section()
     table.caption = _caption(store, study, fixed, len(sets), len(all_outputs))
     table.caption_justify = "default"  # left, without padding every line to the width
@@ -87,7 +94,7 @@ def ranking_summary(store: OutputStore, best: int = BEST_SETS) -> Table | None:
         se = f" +- {format_number(row['loss_se'])}" if row["loss_se"] is not None else ""
         described = f"{row['param_id'][:ID_CHARS]} {format_parameters(row, names)}".rstrip()
         cells = (str(row["rank"] or "-"), f"{format_number(row['loss'])}{se}", described)
-        table.add_row(*(Text(cell) for cell in cells))
+        table.add_row(*(plain(cell) for cell in cells))
     table.caption = _wrapped(f"all in {store.path(RANKING_FILE)}")
     table.caption_justify = "default"
     return table
@@ -117,4 +124,4 @@ def _caption(
 def _wrapped(text: str) -> Text:
     # The CLI's console soft-wraps (log lines stay whole); title and caption must still
     # fit the terminal, so they wrap on their own.
-    return Text(text, no_wrap=False, overflow="fold")
+    return Text(visible(text), no_wrap=False, overflow="fold")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from simstudy.display import Spread, format_number, format_parameters
+from simstudy.display import Spread, format_number, format_parameters, visible
 from simstudy.report.data import ReportData
 from simstudy.report.plots import MAX_OUTPUTS, Plot
 
@@ -332,4 +332,5 @@ def _cell(column: str, value: Any) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    # Control and bidirectional characters as escapes: U+202E would reorder what follows.
+    return html.escape(visible(str(value)), quote=True)

@@ -237,6 +237,7 @@ def loss_profiles(data: ReportData) -> Plot | None:
             ax.set_xticks(range(len(ticks)), ticks, rotation=30)
         if _log_scale(loss):
             ax.set_yscale("log")
+            plain_ticks(ax.yaxis)
         ax.set_xlabel(name)
         ax.set_ylabel("loss")
     caption = (

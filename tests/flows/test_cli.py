@@ -311,6 +311,34 @@ def test_run_exit_codes_and_show(tmp_path: Path, prefect_api_url: str) -> None:
     assert "model failed on purpose" in failed.stderr
 
 
+HOSTILE_TEXT = "[/x] [bold red]red[/bold red] :smile: [/tmp/data.csv] \x00 \u202eexe.txt \x1b[31m"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_user_text_is_shown_as_it_is_never_as_markup_or_terminal_controls(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
+    study = write_study(
+        tmp_path / "hostile.yaml", name="hostile",
+        parameters={"list": [{"behavior": "raise_text", "error_text": HOSTILE_TEXT}]},
+    )  # fmt: skip
+    for args in (["--no-progress"], []):  # every log line on the console, or the live bar
+        failed = cli("run", str(study), "--overwrite", *args, env=env)
+        assert failed.returncode == 1, failed.stderr
+        assert "MarkupError" not in failed.stderr and "Traceback" not in failed.stderr
+        shown = "[/x] [bold red]red[/bold red] :smile: [/tmp/data.csv] \\x00 \\u202eexe.txt"
+        final = failed.stderr.strip().splitlines()[-1]
+        assert final.startswith("Failed: 1 parameter set(s) failed") and shown in final
+        assert not {"\x00", "\u202e", "\x1b[31m"} & set(failed.stderr.split(" "))
+        assert "\x00" not in failed.stderr and "\u202e" not in failed.stderr
+    show = cli("show", str(tmp_path / "out"), env=env)
+    assert show.returncode == 0 and "\x00" not in show.stderr and "\u202e" not in show.stderr
+    assert "[bold red]red[/bold red]" in show.stderr.replace("\n", "")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_ctrl_c_stops_everything_including_the_api_server(tmp_path: Path) -> None:

@@ -106,6 +106,8 @@ def simulate(params: dict[str, Any], seed: int) -> dict[str, Any]:
         ctypes.string_at(0)
     elif behavior == "raise":
         raise RuntimeError(f"model failed on purpose (seed {seed})")
+    elif behavior == "raise_text":  # an error quoting user text: markup, controls
+        raise RuntimeError(str(params.get("error_text")))
     elif behavior == "bad_output":
         return {"seed": 1.0}
     elif behavior == "not_a_mapping":

@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from simstudy.output.location import OutputStore
+from simstudy.output.results import RANKING_FILE, read_table, write_table
 from simstudy.report import plots
 from simstudy.report.data import ReportData, load_report_data
 from tests.simstudy.report.folders import SERIES, write_folder
@@ -106,3 +109,27 @@ def test_untrusted_names_are_drawn_as_text_and_filed_safely(tmp_path: Path) -> N
         assert "/" not in plot.name and ".." not in plot.name.removesuffix(".png")
         assert_drawn(plots.output_vs_parameters(data, output))  # "contact" is categorical
     assert plots.file_name("x", odd[0]) != plots.file_name("x", "__frac_x_")
+
+
+def test_no_tick_label_is_raw_math_text_on_any_axis_even_logarithmic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = OutputStore(tmp_path)
+    write_folder(store, sets=6, series_points=50, ranking=True, targets=True, sensitivity="sobol")
+    # Losses over five orders of magnitude: the loss axes and colours are logarithmic.
+    ranking = read_table(store, RANKING_FILE)
+    spread = pa.array([10.0**rank for rank in ranking.column("rank").to_pylist()])
+    write_table(store, RANKING_FILE, ranking.set_column(4, "loss", spread))
+    drawn: list[Figure] = []
+    real_png = plots._png
+    monkeypatch.setattr(plots, "_png", lambda figure: drawn.append(figure) or real_png(figure))
+    data = load_report_data(store)
+    assert plots.all_plots(data) and plots.sensitivity_plots(data)
+    labels = [
+        label.get_text()
+        for figure in drawn
+        for ax in figure.axes
+        for label in ax.get_xticklabels() + ax.get_yticklabels()
+    ]
+    assert any(ax.get_yscale() == "log" for figure in drawn for ax in figure.axes)
+    assert labels and not [text for text in labels if "$" in text or "mathdefault" in text]
