@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -87,6 +86,7 @@ def quiet_cluster_class(path: str) -> Callable[..., Cluster]:
         # scheduler from rerunning a lost batch unseen by the flow.
         if local:
             kwargs.setdefault("plugins", (LifelinePlugin(os.getpid()),))
+            kwargs.setdefault("dashboard_address", dashboard_address())
         with dask.config.set(quiet_cluster_config()):
             cluster: Cluster = cluster_class(**kwargs)
         return cluster
@@ -94,6 +94,15 @@ def quiet_cluster_class(path: str) -> Callable[..., Cluster]:
     # prefect-dask logs the builder's qualified name: show the class's.
     build.__module__, build.__qualname__ = cluster_class.__module__, cluster_class.__qualname__
     return build
+
+
+def dashboard_address() -> str:
+    """Return the scheduler's HTTP address (and the dashboard's, with bokeh): any free port.
+
+    The scheduler serves HTTP whatever the dashboard setting, at 8787 by default: taken by
+    any other cluster on the machine, a UserWarning in the user's run.
+    """
+    return "127.0.0.1:0"
 
 
 def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
@@ -104,9 +113,7 @@ def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
         "threads_per_worker": settings.threads_per_worker or DEFAULT_THREADS_PER_WORKER,
         "processes": True,
         "host": "127.0.0.1",
-        # The dashboard needs bokeh; without it distributed only warns, so ask for it
-        # only when it can work.
-        "dashboard_address": "127.0.0.1:0" if importlib.util.find_spec("bokeh") else None,
+        "dashboard_address": dashboard_address(),
     }
     if settings.memory_limit:
         kwargs["memory_limit"] = settings.memory_limit

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client
 
-from flows.cluster import quiet_cluster_config, quiet_local_cluster, study_task_runner
+from flows.cluster import (
+    quiet_cluster_class,
+    quiet_cluster_config,
+    quiet_local_cluster,
+    study_task_runner,
+)
 from simstudy.spec.study import DaskSettings, Study
 
 PROFILER = "distributed.worker.profile.enabled"
@@ -81,6 +89,23 @@ def test_a_cluster_class_gets_its_kwargs_adapt_and_the_quiet_config() -> None:
     assert runner.adapt_kwargs == {"minimum": 1, "maximum": 2}
     local = study_task_runner(DaskSettings(adapt={"minimum": 1, "maximum": 3}))
     assert local.cluster_kwargs["n_workers"] == 1 and local.adapt_kwargs["maximum"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_local_cluster_class_takes_a_free_dashboard_port_quietly() -> None:
+    build = quiet_cluster_class("distributed.LocalCluster")
+    with socket.socket() as taken, warnings.catch_warnings(record=True) as caught:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # held by someone else already: as good
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        warnings.simplefilter("always")
+        with build(n_workers=1, host="127.0.0.1") as cluster:
+            assert cluster.scheduler_info["workers"]
+    assert not [str(w.message) for w in caught if "8787" in str(w.message)
+                or "dashboard" in str(w.message).lower()]  # fmt: skip
 
 
 @pytest.mark.slow

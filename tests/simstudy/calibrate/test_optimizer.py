@@ -154,6 +154,7 @@ def test_importances_need_two_complete_trials(tmp_path: Path) -> None:
     assert set(importances) == set(SPACE)
     assert all(value >= 0 for value in importances.values())
     assert sum(importances.values()) == pytest.approx(1.0)
+    optimizer.close()
 
 
 def test_a_categorical_space_is_asked_and_reopened(tmp_path: Path) -> None:
