@@ -10,10 +10,12 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from simstudy.errors import SimstudyError
-from simstudy.spec.study import MAX_SERIES_LENGTH
 
 Status = Literal["ok", "failed", "timed_out"]
 OutputValue = float | list[float]
+
+MAX_SERIES_LENGTH = 1_000_000
+"""Most points of one series output of one replicate."""
 
 OUTPUT_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -59,7 +61,7 @@ def normalize_outputs(raw: Any) -> dict[str, OutputValue]:
         raise OutputError("the model returned no outputs")
     outputs: dict[str, OutputValue] = {}
     for name, value in raw.items():
-        if not isinstance(name, str) or not OUTPUT_NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not OUTPUT_NAME_PATTERN.fullmatch(name):
             raise OutputError(
                 f"output name {name!r} is not valid: use letters, digits, '_' and '.', "
                 "not starting with a digit"

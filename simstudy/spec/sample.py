@@ -15,10 +15,12 @@ design's size is known before anything is sampled (`SampleDesign.size`).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -30,6 +32,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from simstudy.spec.text import short_text
 
 SampleMethod = Literal["random", "lhs", "sobol", "halton", "saltelli", "morris"]
 QMC_METHODS = ("random", "lhs", "sobol", "halton")
@@ -44,7 +48,13 @@ MAX_EXACT_INTEGER = 2**53
 """Largest integer bound: integers are drawn through float64, exact up to 2^53."""
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Choice = StrictBool | StrictInt | StrictFloat | StrictStr
+
+Scalar = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr, BeforeValidator(short_text)]
+"""A parameter value: a boolean, a number, or a text of at most MAX_TEXT_VALUE_CHARS
+(checked before the union: one error saying why, not one per type it is not).
+
+Strict members: in lax mode pydantic would turn 1.0 into True."""
+Choice = Scalar
 
 
 class SampleModel(BaseModel):
@@ -249,6 +259,13 @@ def range_problems(where: str, bound: RangeBound) -> list[str]:
     if low >= high:
         return [f"{where}: low ({low:g}) must be below high ({high:g})"]
     problems = []
+    if not bound.log and not math.isfinite(high - low):
+        # A sample is low + u (high - low): with an infinite width every one is +-inf,
+        # shown as 1e308, and all the same set.
+        problems.append(
+            f"{where}: high - low ({high:g} - {low:g}) is beyond the largest float; narrow "
+            "the bounds, or use log: true for a range over many orders of magnitude"
+        )
     if bound.log and low <= 0:
         problems.append(
             f"{where}: log needs low > 0 (got low={low:g}); shift the parameter or drop log"

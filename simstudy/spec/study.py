@@ -24,20 +24,15 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
     field_validator,
     model_validator,
 )
 
 from simstudy.analysis.targets import TargetsSpec
 from simstudy.calibrate.spec import CalibrateSettings
-from simstudy.spec.sample import SampleDesign
+from simstudy.spec.sample import SampleDesign, Scalar
 
-# Strict members: in lax mode pydantic would turn 1.0 into True.
-ScalarParam = StrictBool | StrictInt | StrictFloat | StrictStr
+ScalarParam = Scalar
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -90,8 +85,6 @@ MIN_MODEL_MEMORY_BYTES = 128 * 1024 * 1024
 numpy is ~100 MB before the model allocates anything."""
 MAX_RESUBMITS = 10
 """Most reruns of a batch lost to infrastructure."""
-MAX_SERIES_LENGTH = 1_000_000
-"""Most points of one series output of one replicate."""
 MAX_NAME_LENGTH = 100
 """Longest study name: it names the output folder, and file names stop at 255 bytes."""
 MAX_QUANTILES = 100
@@ -203,7 +196,7 @@ class DaskSettings(StudyModel):
     def _address_form(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        match = re.match(ADDRESS_PATTERN, value)
+        match = re.fullmatch(ADDRESS_PATTERN, value)
         port = value.rstrip("/").rsplit(":", 1)[-1] if match else ""
         if not match or (port.isdigit() and not 0 < int(port) < 65536):
             raise ValueError(
@@ -215,7 +208,7 @@ class DaskSettings(StudyModel):
     @field_validator("cluster_class")
     @classmethod
     def _cluster_class_form(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(CLUSTER_CLASS_PATTERN, value):
+        if value is not None and not re.fullmatch(CLUSTER_CLASS_PATTERN, value):
             raise ValueError(
                 f"{value!r} is not an import path of a class; write it as package.module.Class, "
                 "e.g. dask_jobqueue.SLURMCluster"
@@ -562,7 +555,7 @@ class Study(StudyModel):
     @field_validator("model")
     @classmethod
     def _model_ref(cls, value: str | CommandModel) -> str | CommandModel:
-        if isinstance(value, str) and not re.match(MODEL_REF_PATTERN, value):
+        if isinstance(value, str) and not re.fullmatch(MODEL_REF_PATTERN, value):
             raise ValueError(
                 f"model {value!r} is not 'module:function' (e.g. simstudy.models.seir:simulate); "
                 "for an external program write {command: [...]}"
@@ -732,7 +725,7 @@ class Study(StudyModel):
 def check_parameter_names(values: dict[str, Any], where: str) -> None:
     """Raise naming the field when a parameter name is not an identifier or is reserved."""
     for name in values:
-        if not re.match(PARAMETER_NAME_PATTERN, name):
+        if not re.fullmatch(PARAMETER_NAME_PATTERN, name):
             raise ValueError(
                 f"{where}: parameter name {name!r} must be an identifier "
                 "(letters, digits, underscore; not starting with a digit)"

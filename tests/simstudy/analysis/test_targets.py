@@ -202,3 +202,52 @@ def test_a_calibration_s_spread_loss_needs_two_replicates_from_its_first_round(
     )  # fmt: skip
     with pytest.raises(StudyError, match=r"the study has 1; raise calibrate.replicates.min"):
         load_targets(study)
+
+
+def parquet_problems(tmp_path: Path, table: pa.Table, **kwargs: Any) -> str:
+    pq.write_table(table, tmp_path / "observed.parquet")
+    with pytest.raises(StudyError) as caught:
+        load_targets(study_with(tmp_path, "", data="observed.parquet", **kwargs))
+    return str(caught.value)
+
+
+def test_time_points_beyond_the_longest_series_are_refused_not_overflowed(
+    tmp_path: Path,
+) -> None:
+    text = problems(tmp_path, "output,t,value\ncases,1e19,3\ncases,1000000,3\ncases,999999,3\n")
+    assert "column 't', row 1: '1e19' is beyond the longest series" in text
+    assert "column 't', row 2: '1000000' is beyond" in text and "row 3" not in text
+    biggest = pa.table({"output": ["cases"], "t": pa.array([2**64 - 1], pa.uint64()),
+                        "value": [3.0]})  # fmt: skip
+    assert f"column 't', row 1: {2**64 - 1} is beyond" in parquet_problems(tmp_path, biggest)
+
+
+def test_a_parquet_file_is_measured_from_its_footer_before_it_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = 1_000_001
+    many = pa.table({"output": pa.array(["cases"] * rows).dictionary_encode(),
+                     "value": pa.array(np.zeros(rows))})  # fmt: skip
+
+    def no_read(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(pq.ParquetFile, "read", no_read)
+    assert "more than 1,000,000 rows" in parquet_problems(tmp_path, many)
+    # A 100 kB output name repeated 2,000 times: a small file, 200 MB decoded.
+    monkeypatch.undo()
+    names = pa.table({"output": pa.array(["x" * 100_000] * 2000).dictionary_encode(),
+                      "value": pa.array(np.zeros(2000))})  # fmt: skip
+    text = parquet_problems(tmp_path, names)
+    assert "column 'output' holds a text of 100,000 characters, more than 1,000" in text
+
+
+def test_outputs_called_na_null_or_nan_are_outputs_and_numbers_are_plain(tmp_path: Path) -> None:
+    csv = "output,value\nNA,1\nnull,2\nNaN,3\n"
+    targets = load_targets(study_with(tmp_path, csv))
+    assert targets is not None and [t.output for t in targets.outputs] == ["NA", "null", "NaN"]
+    text = problems(tmp_path, "output,t,value\ncases,0,1_000\ncases,1,NaN\n")
+    assert "column 'value', row 1: '1_000' is not a number" in text
+    assert "column 'value', row 2: 'NaN' is not finite" in text
+    flags = pa.table({"output": ["cases"], "value": [True]})
+    assert "column 'value', row 1: True is not a number" in parquet_problems(tmp_path, flags)

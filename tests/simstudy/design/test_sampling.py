@@ -129,6 +129,10 @@ def test_space_filling_designs_report_their_discrepancy() -> None:
         ({"bounds": {"beta": [0.6, 0.1]}}, "bounds.beta: low (0.6) must be below high (0.1)"),
         ({"bounds": {"b": {"low": 0, "high": 1, "log": True}}}, "bounds.b: log needs low > 0"),
         (
+            {"bounds": {"b": [-1e308, 1e308]}},
+            "bounds.b: high - low (1e+308 - -1e+308) is beyond the largest float",
+        ),
+        (
             {"bounds": {"k": {"low": 1.5, "high": 4, "integer": True}}},
             "bounds.k: integer needs whole-number bounds (got low=1.5)",
         ),

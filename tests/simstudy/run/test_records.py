@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simstudy.run.records import OutputError, normalize_outputs, output_kinds
-from simstudy.spec.study import MAX_SERIES_LENGTH
+from simstudy.run.records import MAX_SERIES_LENGTH, OutputError, normalize_outputs, output_kinds
 
 
 def test_numbers_and_sequences_become_floats_and_float_lists() -> None:
