@@ -248,10 +248,14 @@ def _output_loss(target: OutputTarget, partial: Partial, targets: Targets) -> fl
         values = partial.exact[:, target.points] if partial.exact is not None else None
         value = _user_loss(target, stats, values)
     if not math.isfinite(value):
-        raise LossError(
-            f"targets: the {target.loss} loss of output {target.output!r} is {value} "
-            "(a replicate value is infinite, or the replicates have no spread); check the "
+        why = (
+            "a replicate value is infinite, or the replicates have no spread; check the "
             "model's output or choose another loss"
+            if target.loss in BUILTIN_LOSSES
+            else f"returned by {target.loss} itself, from finite replicate values; check it"
+        )
+        raise LossError(
+            f"targets: the {target.loss} loss of output {target.output!r} is {value} ({why})"
         )
     return value
 
@@ -268,9 +272,12 @@ def _user_loss(target: OutputTarget, stats: Stats, values: np.ndarray | None) ->
     function = user_loss_function(target.loss)
     try:
         return float(function(summary, observed))
-    except Exception as exc:
+    except BaseException as exc:
+        # As the runners do for a model: SystemExit or KeyboardInterrupt escaping into the
+        # Dask worker ended it (three times, "KilledWorker"), naming neither loss nor error.
+        what = "ran out of memory:" if isinstance(exc, MemoryError) else "raised"
         raise LossError(
-            f"targets: loss {target.loss} of output {target.output!r} raised "
+            f"targets: loss {target.loss} of output {target.output!r} {what} "
             f"{type(exc).__name__}: {exc}"
         ) from exc
 
@@ -281,7 +288,7 @@ def user_loss_function(reference: str) -> Callable[[dict[str, Any], dict[str, An
     module_name, _, name = reference.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
+    except (Exception, SystemExit) as exc:  # a module may fail, or exit, as it is imported
         raise LossError(
             f"targets.loss: cannot import {reference} ({type(exc).__name__}: {exc}); check "
             "the module is importable where the study runs"

@@ -22,3 +22,18 @@ def waiting(summary: dict[str, Any], observed: dict[str, Any]) -> float:
     """Wait for an hour without computing (a loss blocked on something), then return 0."""
     time.sleep(3600)
     return 0.0
+
+
+def exiting(summary: dict[str, Any], observed: dict[str, Any]) -> float:
+    """Call sys.exit, as a script's loss might."""
+    raise SystemExit(3)
+
+
+def interrupting(summary: dict[str, Any], observed: dict[str, Any]) -> float:
+    """Raise KeyboardInterrupt."""
+    raise KeyboardInterrupt
+
+
+def not_a_number(summary: dict[str, Any], observed: dict[str, Any]) -> float:
+    """Return NaN whatever the replicates."""
+    return float("nan")

@@ -282,6 +282,23 @@ def test_a_failing_user_loss_names_itself_and_its_error() -> None:
         loss_of(f"{__name__}:failing_loss")
 
 
+@pytest.mark.parametrize(
+    ("function", "error"),
+    [("exiting", "SystemExit: 3"), ("interrupting", "KeyboardInterrupt: ")],
+)
+def test_a_user_loss_that_exits_or_interrupts_is_a_loss_error_naming_it(
+    function: str, error: str
+) -> None:
+    # Escaping into a Dask worker, either ended the worker three times ("KilledWorker").
+    with pytest.raises(LossError, match=f"losses:{function} of output 'cases' raised {error}"):
+        loss_of(f"tests.support.losses:{function}")
+
+
+def test_a_user_loss_returning_nan_is_blamed_not_the_replicates() -> None:
+    with pytest.raises(LossError, match="is nan \\(returned by tests.support.losses:not_a_number"):
+        loss_of("tests.support.losses:not_a_number")
+
+
 @pytest.mark.parametrize("loss", ["poisson", "mse_of_mean", "binomial", "mean_of_mse"])
 def test_a_loss_minus_its_replicate_bias_does_not_drift_with_the_replicates(loss: str) -> None:
     # The same truth at 2 and at 32 replicates: the raw loss of a mean falls with more
