@@ -13,6 +13,9 @@ from simstudy.run.records import AttemptResult, ReplicateRecord
 
 STDERR_TAIL_LINES = 20
 STDERR_TAIL_BYTES = 4096
+REPLICATE_LOG_BYTES = 1024 * 1024
+"""Most bytes of model output a log keeps per replicate: its first and last half MiB (a
+model printing 1 GiB a replicate filled the disk with its logs)."""
 
 
 class Runner(Protocol):
@@ -56,6 +59,26 @@ def file_tail(path: Path, start: int = 0) -> str:
         return ""
     lines = data.decode("utf-8", "replace").splitlines()
     return "\n".join(lines[-STDERR_TAIL_LINES:])
+
+
+def trim_log(path: Path, start: int = 0, limit: int = REPLICATE_LOG_BYTES) -> int:
+    """Keep the head and tail of what a log got after byte `start`, at most `limit` bytes and
+    a line saying how much was cut between them; return the bytes cut (0: nothing)."""
+    try:
+        with path.open("r+b") as handle:
+            size = handle.seek(0, 2)
+            if size - start <= limit:
+                return 0
+            half = limit // 2
+            handle.seek(size - half)
+            tail = handle.read(half)
+            cut = size - start - 2 * half
+            handle.seek(start + half)
+            handle.write(f"\n[... {cut:,} bytes of model output cut ...]\n".encode() + tail)
+            handle.truncate()
+            return cut
+    except OSError:  # the log is gone or unwritable: nothing to keep small
+        return 0
 
 
 def timeout_message(timeout_seconds: float) -> str:

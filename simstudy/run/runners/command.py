@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from simstudy.run.records import AttemptResult, OutputError, normalize_outputs
 from simstudy.run.runners import reaper
-from simstudy.run.runners.base import file_tail, timeout_message, with_stderr_tail
+from simstudy.run.runners.base import file_tail, timeout_message, trim_log, with_stderr_tail
 from simstudy.run.runners.process import kill_process_tree
 
 MAX_RESULT_LINE_BYTES = 64 * 2**20
@@ -92,6 +92,7 @@ class CommandRunner:
             kill_process_tree(process)
             duration = time.perf_counter() - started
             last_line = _read_last_line(stdout, MAX_RESULT_LINE_BYTES)
+        trim_log(log_path)
         tail = file_tail(log_path)
         result = _interpret(timed_out, process.returncode, last_line, timeout_seconds, duration)
         if process.returncode == reaper.EXEC_FAILED_EXIT_CODE and tail.startswith("cannot start"):

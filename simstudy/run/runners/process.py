@@ -38,7 +38,7 @@ from simstudy.run.runners._wire import (
     unread_bytes,
     write_frame,
 )
-from simstudy.run.runners.base import file_tail, timeout_message, with_stderr_tail
+from simstudy.run.runners.base import file_tail, timeout_message, trim_log, with_stderr_tail
 from simstudy.run.runners.reaper import exit_description
 
 __all__ = ["ProcessRunner", "exit_description", "shared_process_runner"]
@@ -137,8 +137,17 @@ class WarmProcess:
 
     def run(self, params: dict[str, Any], seed: int, timeout_seconds: float) -> AttemptResult:
         """Run one replicate; a timeout or crash kills this child (it must then be dropped)."""
-        started = time.perf_counter()
         log_offset = self.log_path.stat().st_size
+        try:
+            return self._run(params, seed, timeout_seconds, log_offset)
+        finally:
+            # The model is between replicates now (or dead): its output is cut to size.
+            trim_log(self.log_path, log_offset)
+
+    def _run(
+        self, params: dict[str, Any], seed: int, timeout_seconds: float, log_offset: int
+    ) -> AttemptResult:
+        started = time.perf_counter()
 
         def unsuccessful(status: Status, message: str) -> AttemptResult:
             tail = file_tail(self.log_path, log_offset)

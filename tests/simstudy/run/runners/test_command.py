@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from simstudy.run.runners import command
+from simstudy.run.runners.base import REPLICATE_LOG_BYTES
 from simstudy.run.runners.command import MAX_RESULT_LINE_BYTES, CommandRunner, ResultLineTooLong
 from tests.simstudy.run.runners.test_process import assert_gone_soon
 
@@ -38,9 +39,16 @@ def test_ten_megabytes_on_a_stream_do_not_block(runner: CommandRunner, behavior:
     assert result.status == "ok", result.error
 
 
-def test_stderr_goes_to_a_log_file(runner: CommandRunner, tmp_path: Path) -> None:
+def test_stderr_goes_to_a_log_file_cut_to_its_head_and_tail(
+    runner: CommandRunner, tmp_path: Path
+) -> None:
     runner.attempt({"behavior": "stderr_flood"}, 1, 30, "p/r0")
-    assert (tmp_path / "p" / "r0.stderr.log").stat().st_size > 10 * 1024 * 1024
+    log = tmp_path / "p" / "r0.stderr.log"
+    assert log.stat().st_size < REPLICATE_LOG_BYTES + 100
+    text = log.read_text()
+    assert (
+        text.startswith("x" * 1023) and text.endswith("flood done\n") and "bytes of model" in text
+    )
 
 
 def test_hanging_program_is_killed_within_timeout_plus_two_seconds(runner: CommandRunner) -> None:

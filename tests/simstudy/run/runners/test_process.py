@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from simstudy.run.runners.base import REPLICATE_LOG_BYTES
 from simstudy.run.runners.process import ProcessRunner
 from tests.conftest import FAULTY_MODEL, DescendantWatcher
 from tests.support.escapes import daemon_alive
@@ -131,11 +132,17 @@ def test_model_over_its_memory_limit_is_a_failed_replicate_saying_so(tmp_path: P
         runner.close()
 
 
-def test_ten_megabytes_of_stderr_do_not_block(runner: ProcessRunner, tmp_path: Path) -> None:
-    result = runner.attempt({"behavior": "stderr_flood"}, 1, 20, "x")
-    assert result.status == "ok"
-    logs = list((tmp_path / "logs").glob("process-*.stderr.log"))
-    assert sum(p.stat().st_size for p in logs) > 10 * 1024 * 1024
+def test_ten_megabytes_of_stderr_do_not_block_and_the_log_keeps_head_and_tail(
+    runner: ProcessRunner, tmp_path: Path
+) -> None:
+    for seed in (1, 2):  # the same warm process: each replicate's output is cut on its own
+        result = runner.attempt({"behavior": "stderr_flood"}, seed, 20, "x")
+        assert result.status == "ok"
+    (log,) = list((tmp_path / "logs").glob("process-*.stderr.log"))
+    text = log.read_text()
+    assert log.stat().st_size < 2 * REPLICATE_LOG_BYTES + 200
+    assert text.count("flood done") == 2 and text.startswith("x" * 1023 + "\n")
+    assert text.count(f"[... {10 * 1024 * 1024 + 11 - REPLICATE_LOG_BYTES:,} bytes of model") == 2
 
 
 def test_model_prints_cannot_corrupt_the_protocol(runner: ProcessRunner) -> None:
