@@ -20,7 +20,8 @@ from simstudy.display import (
     visible,
 )
 from simstudy.output.location import OutputStore
-from simstudy.output.results import AGGREGATES_FILE, RANKING_FILE, read_study_json, read_table
+from simstudy.output.reading import read_result_table, read_study_document
+from simstudy.output.results import AGGREGATES_FILE, RANKING_FILE
 from simstudy.terminal import plain
 
 MAX_OUTPUTS = 6
@@ -36,8 +37,11 @@ RANKING_COLUMNS = ("rank", "param_id", "index", "status", "loss", "loss_se")
 
 def summary_table(store: OutputStore) -> Table:
     """Return a table of a finished study: each set's key outputs with mean and spread."""
-    study = read_study_json(store)
-    rows = read_table(store, AGGREGATES_FILE).to_pylist() if store.exists(AGGREGATES_FILE) else []
+    study = read_study_document(store)
+    aggregates = (
+        read_result_table(store, AGGREGATES_FILE) if store.exists(AGGREGATES_FILE) else None
+    )
+    rows = aggregates.to_pylist() if aggregates is not None else []
     by_set: dict[tuple[str, str], dict[str, Any]] = {(r["param_id"], r["output"]): r for r in rows}
     all_outputs = sorted({r["output"] for r in rows})
     outputs = all_outputs[:MAX_OUTPUTS]
@@ -79,7 +83,7 @@ def ranking_summary(store: OutputStore, best: int = BEST_SETS) -> Table | None:
     """Return the best parameter sets by loss (rank, loss +- se, parameters), None unranked."""
     if not store.exists(RANKING_FILE):
         return None
-    ranking = read_table(store, RANKING_FILE)
+    ranking = read_result_table(store, RANKING_FILE)
     names = [
         name
         for name in ranking.column_names

@@ -16,13 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simstudy.calibrate.trials import TrialRecord
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import JournalError, OutputDirError
 from simstudy.output.location import OutputStore
+from simstudy.output.reading import Kind, read_result_table
 from simstudy.output.results import LOCK_FILE, LOGS_DIR
 from simstudy.spec.study import Study
 
@@ -127,10 +130,69 @@ def trials_ranking(records: list[TrialRecord], names: list[str]) -> pa.Table:
     return pa.table(columns)
 
 
+class BestTrial(BaseModel):
+    """The best trial as calibration.json holds it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    trial: int = Field(description="Trial number.")
+    replicates: int = Field(description="Replicates it ran.")
+    loss: float | None = Field(description="Its loss.")
+    loss_se: float | None = Field(default=None, description="The loss's standard error.")
+    params: dict[str, bool | int | float | str | None] = Field(description="Its parameters.")
+
+
+class CalibrationDocument(BaseModel):
+    """What the readers of calibration.json use; the rest of the document is free."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="The study's name.")
+    status: str | None = Field(default=None, description="running, completed or stalled.")
+    study: dict[str, Any] = Field(default_factory=dict, description="The study as run.")
+    trials: int | None = Field(default=None, description="Trials told.")
+    failed: int | None = Field(default=None, description="Trials failed.")
+    simulations: int | None = Field(default=None, description="Simulations run.")
+    saved: int | None = Field(default=None, description="Simulations saved by adaptivity.")
+    best: BestTrial | None = Field(default=None, description="The best trial.")
+    importances: dict[str, float] = Field(default_factory=dict, description="Optuna's.")
+
+
+TRIAL_COLUMNS: dict[str, Kind] = {
+    "trial": "integer", "ask": "integer", "state": "text", "loss": "number",
+    "loss_se": "number", "replicates": "integer",
+}  # fmt: skip
+"""The columns of trials.parquet its readers use."""
+
+
+def read_calibration_document(store: OutputStore) -> dict[str, Any]:
+    """Return calibration.json, checked to hold what its readers use; else raise naming it."""
+    path = store.path(CALIBRATION_FILE)
+    try:
+        with store.fs.open(path, "rb") as handle:
+            document: dict[str, Any] = json.load(handle)
+        CalibrationDocument.model_validate(document)
+    except (OSError, ValueError) as exc:  # unreadable, not JSON, or not the document
+        detail = str(exc)
+        if isinstance(exc, ValidationError):
+            error = exc.errors()[0]
+            detail = f"{'.'.join(map(str, error['loc'])) or 'the document'}: {error['msg']}"
+        raise OutputDirError(
+            f"{path} is not a simstudy calibration.json ({detail}): give the output folder "
+            "of a finished calibration, or run it again"
+        ) from None
+    return document
+
+
+def read_trials(store: OutputStore) -> list[dict[str, Any]]:
+    """Return trials.parquet's rows in trial order, checked as `read_result_table` does."""
+    table = read_result_table(store, TRIALS_FILE, TRIAL_COLUMNS)
+    return sorted(table.to_pylist(), key=lambda t: t["trial"])
+
+
 def calibration_summary(store: OutputStore) -> str:
     """Return a finished calibration's headline from calibration.json, for the terminal."""
-    with store.fs.open(store.path(CALIBRATION_FILE), "rb") as handle:
-        document = json.load(handle)
+    document = read_calibration_document(store)
     lines = [f"calibration {document.get('name')}: {document.get('status')}"]
     if "trials" in document:
         lines.append(

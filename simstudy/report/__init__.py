@@ -11,6 +11,10 @@ The same function serves the flow (at the end of a study) and `simstudy report D
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from simstudy.errors import OutputDirError
 from simstudy.output.location import OutputStore
 from simstudy.output.results import PLOTS_DIR, REPORT_FILE, write_text
 from simstudy.report.data import load_report_data
@@ -25,15 +29,31 @@ def build_report(store: OutputStore) -> str:
     data = load_report_data(store)
     plots = all_plots(data)
     sensitivity = sensitivity_plots(data)
-    # Plots of an earlier build that this one does not draw (an output gone) must not stay.
-    drawn = {f"{PLOTS_DIR}/{plot.name}" for plot in [*plots, *sensitivity]}
-    for name in store.names(PLOTS_DIR, ".png"):
-        if name not in drawn:
-            store.delete(name)
-    for plot in [*plots, *sensitivity]:
-        store.write_bytes(f"{PLOTS_DIR}/{plot.name}", plot.png)
-    write_text(store, REPORT_FILE, render_page(data, plots, sensitivity))
+    page = render_page(data, plots, sensitivity)
+    with report_writes(store):
+        # Plots of an earlier build that this one does not draw (an output gone) must go.
+        drawn = {f"{PLOTS_DIR}/{plot.name}" for plot in [*plots, *sensitivity]}
+        for name in store.names(PLOTS_DIR, ".png"):
+            if name not in drawn:
+                store.delete(name)
+        for plot in [*plots, *sensitivity]:
+            store.write_bytes(f"{PLOTS_DIR}/{plot.name}", plot.png)
+        write_text(store, REPORT_FILE, page)
     return report_location(store)
+
+
+@contextmanager
+def report_writes(store: OutputStore) -> Iterator[None]:
+    """Turn a failed write of plots/ or report.html into an `OutputDirError` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        # plots/ made a file, report.html a folder, a full disk, a read-only folder.
+        where = exc.filename or store.path(REPORT_FILE)
+        raise OutputDirError(
+            f"cannot write the report in {store}: {exc.strerror or exc} ({where}); make "
+            f"{PLOTS_DIR}/ a folder and {REPORT_FILE} a file (or remove them), or free space"
+        ) from exc
 
 
 def report_location(store: OutputStore) -> str:

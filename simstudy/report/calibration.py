@@ -13,20 +13,24 @@ ridge of parameters that trade off shows as a valley), and Optuna's parameter im
 
 from __future__ import annotations
 
-import json
 import math
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
-from simstudy.calibrate.folder import CALIBRATION_FILE, TRIALS_FILE
+from simstudy.calibrate.folder import (
+    CALIBRATION_FILE,
+    TRIALS_FILE,
+    read_calibration_document,
+    read_trials,
+)
 from simstudy.calibrate.trials import TRIALS_SCHEMA
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import OutputDirError
 from simstudy.output.location import OutputStore
-from simstudy.output.results import PLOTS_DIR, REPORT_FILE, read_table, write_text
-from simstudy.report import report_location
+from simstudy.output.results import PLOTS_DIR, REPORT_FILE, write_text
+from simstudy.report import report_location, report_writes
 from simstudy.report.page import RANKED_ROWS, _e, _Figures, _table, html_document
 from simstudy.report.plots import (
     MAX_PANELS,
@@ -47,9 +51,8 @@ def build_calibration_report(store: OutputStore) -> str:
     """Write plots/*.png and report.html of a finished calibration; return the report's path."""
     if not store.exists(CALIBRATION_FILE) or not store.exists(TRIALS_FILE):
         raise OutputDirError(f"{store} holds no finished calibration (no {TRIALS_FILE})")
-    with store.fs.open(store.path(CALIBRATION_FILE), "rb") as handle:
-        document = json.load(handle)
-    trials = sorted(read_table(store, TRIALS_FILE).to_pylist(), key=lambda t: t["trial"])
+    document = read_calibration_document(store)
+    trials = read_trials(store)
     names = [n for n in (trials[0] if trials else {}) if n not in TRIALS_SCHEMA.names]
     plots = [
         plot
@@ -61,9 +64,11 @@ def build_calibration_report(store: OutputStore) -> str:
         )
         if plot is not None
     ]
-    for plot in plots:
-        store.write_bytes(f"{PLOTS_DIR}/{plot.name}", plot.png)
-    write_text(store, REPORT_FILE, calibration_page(document, trials, names, plots))
+    page = calibration_page(document, trials, names, plots)
+    with report_writes(store):
+        for plot in plots:
+            store.write_bytes(f"{PLOTS_DIR}/{plot.name}", plot.png)
+        write_text(store, REPORT_FILE, page)
     return report_location(store)
 
 

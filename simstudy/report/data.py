@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from simstudy.display import split_parameters
 from simstudy.errors import OutputDirError
 from simstudy.output.location import OutputStore
+from simstudy.output.reading import checked_schema, read_result_table, read_study_document
 from simstudy.output.results import (
     AGGREGATES_FILE,
     RANKING_FILE,
@@ -34,9 +35,6 @@ from simstudy.output.results import (
     STUDY_FILE,
     TARGETS_FILE,
     TIMESERIES_AGGREGATES_FILE,
-    read_schema,
-    read_study_json,
-    read_table,
 )
 
 MAX_REPLICATES_READ = 10_000
@@ -112,15 +110,8 @@ def load_report_data(store: OutputStore) -> ReportData:
             f"{store} is not a simstudy output folder (it has no {STUDY_FILE}): "
             "give the output folder of a finished study"
         )
-    study = read_study_json(store)
-    sets = study.get("parameter_sets") if isinstance(study, dict) else None
-    if not isinstance(sets, list) or not all(
-        isinstance(ps, dict) and isinstance(ps.get("param_id"), str) for ps in sets
-    ):
-        raise OutputDirError(
-            f"{store.path(STUDY_FILE)} is not a simstudy study.json (no list of parameter_sets "
-            "with their param_id): give the output folder of a finished study"
-        )
+    study = read_study_document(store)
+    sets = study["parameter_sets"]
     if study.get("status") in (None, "running"):
         raise OutputDirError(
             f"the study in {store} has not finished (status {study.get('status')!r} in "
@@ -149,14 +140,7 @@ def load_report_data(store: OutputStore) -> ReportData:
 
 
 def _optional(store: OutputStore, name: str) -> pa.Table | None:
-    if not store.exists(name):
-        return None
-    try:
-        return read_table(store, name)
-    except (OSError, pa.ArrowException) as exc:
-        raise OutputDirError(
-            f"cannot read {store.path(name)}: {exc}; rerun the study to rebuild its files"
-        ) from exc
+    return read_result_table(store, name) if store.exists(name) else None
 
 
 def _batches(
@@ -167,12 +151,18 @@ def _batches(
     dictionaries: tuple[str, ...] = (),
 ) -> Iterator[pa.RecordBatch]:
     """Yield a Parquet file's columns in batches: memory of one batch, whatever its size."""
+    checked_schema(store, name)
     with store.fs.open(store.path(name), "rb") as handle:
         # Ids as dictionaries: a 64-character param_id per time point would be most of
         # the memory of a series file (1,000 sets x 365 points: 23 MB of ids).
         file = pq.ParquetFile(handle, read_dictionary=list(dictionaries))
         present = [c for c in columns if c in file.schema_arrow.names]
-        yield from file.iter_batches(batch_size=batch_size, columns=present, use_threads=False)
+        try:
+            yield from file.iter_batches(batch_size=batch_size, columns=present, use_threads=False)
+        except (OSError, pa.ArrowException) as exc:  # a damaged row group
+            raise OutputDirError(
+                f"cannot read {store.path(name)}: {exc}; run the study again to rebuild it"
+            ) from exc
 
 
 def replicate_values(
@@ -181,8 +171,11 @@ def replicate_values(
     """Return output -> param_id -> finite replicate values (the first `limit`), in one read."""
     if not data.store.exists(REPLICATES_FILE) or not ids:
         return {}
-    present = set(read_schema(data.store, REPLICATES_FILE).names) - {"param_id"}
-    outputs = [name for name in outputs if name in present]
+    schema = checked_schema(data.store, REPLICATES_FILE)
+    numeric = {
+        f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    }
+    outputs = [name for name in outputs if name in numeric]
     wanted = pa.array(ids, pa.string())
     found: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in outputs}
     counts = {(name, pid): 0 for name in outputs for pid in ids}
@@ -317,5 +310,5 @@ def series_quantiles(data: ReportData) -> bool:
     """Return True when the series aggregates have the 5%, 50% and 95% quantiles."""
     if not data.store.exists(TIMESERIES_AGGREGATES_FILE):
         return False
-    names = set(read_schema(data.store, TIMESERIES_AGGREGATES_FILE).names)
+    names = set(checked_schema(data.store, TIMESERIES_AGGREGATES_FILE).names)
     return {"q0.05", "q0.5", "q0.95"} <= names
