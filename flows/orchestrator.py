@@ -33,6 +33,7 @@ from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report, com
 from simstudy.analysis.targets import Targets
 from simstudy.design.expand import ParameterSet
 from simstudy.design.plan import Batch
+from simstudy.errors import StorageError
 from simstudy.output.parts import PartWriter, StoredReplicates
 from simstudy.run.batch import BatchResult
 from simstudy.run.deadlines import Deadlines
@@ -567,10 +568,17 @@ def notify(callback: Callable[..., None], *args: Any) -> None:
     """
     try:
         callback(*args)
-    except Exception:
+    except StorageError:
+        # A full disk (or a read-only folder): every later part and result file would fail
+        # too, and their replicates be lost. The study stops with what it kept.
+        raise
+    except Exception as exc:
+        function = getattr(callback, "func", callback)  # a functools.partial's function
         logger.warning(
-            "%s failed; the study goes on", getattr(callback, "__name__", callback), exc_info=True
-        )
+            "%s failed (%s: %s); the study goes on",
+            getattr(function, "__name__", repr(function)), type(exc).__name__, exc,
+            exc_info=True,
+        )  # fmt: skip
 
 
 class ResultNotFetched(RuntimeError):

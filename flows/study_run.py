@@ -18,8 +18,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -47,6 +48,7 @@ from simstudy.analysis.files import write_analysis
 from simstudy.analysis.targets import Targets, load_targets
 from simstudy.design.expand import ParameterSet, expand_parameters
 from simstudy.design.plan import Batch, plan_batches
+from simstudy.errors import StorageError
 from simstudy.output.fingerprint import model_fingerprint
 from simstudy.output.location import OutputStore
 from simstudy.output.locking import output_lock
@@ -153,9 +155,9 @@ def _run_study(
             worker_threads=threads,
             progress_topic=f"simstudy-progress-{flow_run_id or identity}",
             on_progress=ProgressLog(logger, progress_artifact),
-            on_aggregate=lambda aggregates: log_aggregates(aggregates, logger),
-            on_stall=lambda report: publish_stall_report(study, report, store, logger),
-            on_batches=lambda finished: keep_finished(finished, parts, first_failures),
+            on_aggregate=partial(log_aggregates, logger=logger),
+            on_stall=partial(publish_stall_report, study, store=store, logger=logger),
+            on_batches=partial(keep_finished, parts=parts, failures=first_failures),
             reused=reused,
             worker_parts=parts if study.execution.part_files == "workers" else None,
             targets=targets,
@@ -164,31 +166,39 @@ def _run_study(
             with task_settings_context(client) as settings_decision:
                 logger.debug(settings_decision.describe())
                 outcome = orchestrator.run()
+        except StorageError as exc:
+            mark_failed(store, document, exc)
+            raise
         finally:
             if flow_run_id:
                 notify(crash_abandoned_task_runs, orchestrator.abandoned_task_runs(), logger)
 
     summary = outcome.summary
-    for unfinished in outcome.unfinished:  # a stalled study keeps what finished
-        keep_finished([unfinished], parts, first_failures)
-    write_results(store, parts.in_plan_order(), outcome.aggregates)
+    try:
+        for unfinished in outcome.unfinished:  # a stalled study keeps what finished
+            keep_finished([unfinished], parts, first_failures)
+        write_results(store, parts.in_plan_order(), outcome.aggregates)
+        # Before any part goes: a study.json that cannot be written leaves them to resume.
+        write_json(
+            store,
+            STUDY_FILE,
+            {
+                **document,
+                "finished_at": now().isoformat(),
+                "status": "stalled" if outcome.abandoned else summary.status,
+                "counts": summary.replicate_counts,
+                "reused_replicates": orchestrator.tracker.reused,
+                "failed_parameter_sets": summary.failed_sets,
+            },
+        )
+    except StorageError as exc:
+        mark_failed(store, document, exc)
+        raise
     if not options.keep_other_parts:
         parts.remove_others()
     if not options.keep_written_parts:
         for name in parts.in_plan_order():
             store.delete(name)
-    write_json(
-        store,
-        STUDY_FILE,
-        {
-            **document,
-            "finished_at": now().isoformat(),
-            "status": "stalled" if outcome.abandoned else summary.status,
-            "counts": summary.replicate_counts,
-            "reused_replicates": orchestrator.tracker.reused,
-            "failed_parameter_sets": summary.failed_sets,
-        },
-    )
     message = final_message(outcome)
     logger.info(message)
     ranking, report = analyse_and_report(
@@ -207,6 +217,15 @@ def _run_study(
     if summary.status == "failed":
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
+
+
+def mark_failed(store: OutputStore, document: dict[str, Any], error: StorageError) -> None:
+    """Say in study.json that the study stopped on a storage error, if it can still be written.
+
+    Its part files stay: the same command, once there is room, resumes from them.
+    """
+    with suppress(OSError):
+        write_json(store, STUDY_FILE, {**document, "status": "incomplete", "error": str(error)})
 
 
 def analyse_and_report(

@@ -61,3 +61,13 @@ class OutputDirError(SimstudyError, RuntimeError):
 
 class JournalError(SimstudyError, RuntimeError):
     """A calibration's Optuna journal that cannot be used as it is: the message says why."""
+
+
+class StorageError(SimstudyError, OSError):
+    """A result that could not be written: a full disk, a quota, a read-only folder (exit 3).
+
+    The study stops with what it wrote; run it again once there is room, and the finished
+    replicates it kept are reused.
+    """
+
+    exit_code = 3

@@ -20,7 +20,7 @@ from simstudy.display import (
     visible,
 )
 from simstudy.output.location import OutputStore
-from simstudy.output.reading import read_result_table, read_study_document
+from simstudy.output.reading import read_finished_study, read_result_table
 from simstudy.output.results import AGGREGATES_FILE, RANKING_FILE
 from simstudy.terminal import plain
 
@@ -37,7 +37,7 @@ RANKING_COLUMNS = ("rank", "param_id", "index", "status", "loss", "loss_se")
 
 def summary_table(store: OutputStore) -> Table:
     """Return a table of a finished study: each set's key outputs with mean and spread."""
-    study = read_study_document(store)
+    study = read_finished_study(store)
     aggregates = (
         read_result_table(store, AGGREGATES_FILE) if store.exists(AGGREGATES_FILE) else None
     )

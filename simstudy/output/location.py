@@ -13,6 +13,7 @@ file; on object stores a write is a single PUT, which is atomic too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -24,7 +25,7 @@ from typing import IO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from simstudy.errors import OutputDirError
+from simstudy.errors import OutputDirError, StorageError
 
 
 class OutputStore:
@@ -152,9 +153,33 @@ def private_folder(path: Path) -> Path:
     return path
 
 
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+"""Errors of the storage itself, not of a path: nothing written there can succeed."""
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """Yield a temporary file that replaces `path` only once it is complete."""
+    """Yield a temporary file that replaces `path` only once it is complete.
+
+    A full disk, a quota or a read-only folder is a `StorageError` naming the path.
+    """
+    try:
+        with _atomic_file(path) as handle:
+            yield handle
+    except StorageError:
+        raise
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        raise StorageError(
+            f"cannot write {path}: {exc.strerror}; make room there (or choose another "
+            "output) and run the same command again: the finished replicates it kept are "
+            "reused"
+        ) from exc
+
+
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not a `with` block: the file must outlive its handle until it is renamed into place.
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115

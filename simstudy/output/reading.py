@@ -90,6 +90,23 @@ def read_study_document(store: OutputStore) -> dict[str, Any]:
     return document
 
 
+UNFINISHED = ("running", "incomplete")
+"""Statuses of a study.json whose result files are not all written."""
+
+
+def read_finished_study(store: OutputStore) -> dict[str, Any]:
+    """Return a finished study's study.json; raise `OutputDirError` saying why it is not one."""
+    document = read_study_document(store)
+    status = document.get("status")
+    if status is None or status in UNFINISHED:
+        stopped = f": {document['error']}" if document.get("error") else ""
+        raise OutputDirError(
+            f"the study in {store} has not finished (status {status!r} in {STUDY_FILE}"
+            f"{stopped}); wait for it to end, or run it again to resume"
+        )
+    return document
+
+
 def checked_schema(
     store: OutputStore, name: str, columns: Mapping[str, Kind] | None = None
 ) -> pa.Schema:

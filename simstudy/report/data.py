@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from simstudy.display import split_parameters
 from simstudy.errors import OutputDirError
 from simstudy.output.location import OutputStore
-from simstudy.output.reading import checked_schema, read_result_table, read_study_document
+from simstudy.output.reading import checked_schema, read_finished_study, read_result_table
 from simstudy.output.results import (
     AGGREGATES_FILE,
     RANKING_FILE,
@@ -110,13 +110,8 @@ def load_report_data(store: OutputStore) -> ReportData:
             f"{store} is not a simstudy output folder (it has no {STUDY_FILE}): "
             "give the output folder of a finished study"
         )
-    study = read_study_document(store)
+    study = read_finished_study(store)
     sets = study["parameter_sets"]
-    if study.get("status") in (None, "running"):
-        raise OutputDirError(
-            f"the study in {store} has not finished (status {study.get('status')!r} in "
-            f"{STUDY_FILE}): wait for it to end, or rerun it to resume"
-        )
     varied, fixed = split_parameters([ps.get("params", {}) for ps in sets])
     data = ReportData(
         store=store,
