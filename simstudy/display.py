@@ -43,6 +43,17 @@ def visible(text: str) -> str:
     return INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+SHOWN_NAMES = 10
+"""Names listed in a message about outputs that differ; the rest are counted."""
+
+
+def describe_outputs(found: Mapping[str, Any], names: Sequence[str]) -> str:
+    """Return "{'name': value, ...}" for the first SHOWN_NAMES `names`, and how many more."""
+    shown = ", ".join(f"{name!r}: {found.get(name, 'missing')!r}" for name in names[:SHOWN_NAMES])
+    more = len(names) - SHOWN_NAMES
+    return "{" + shown + (f", and {more} more" if more > 0 else "") + "}"
+
+
 def format_number(value: Any) -> str:
     """Return a value as shown to people: floats to 4 significant digits, None as '-'."""
     if value is None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simstudy.design.identity import replicate_seed
 from simstudy.design.plan import Batch
+from simstudy.display import describe_outputs
 from simstudy.run.columns import (
     outputs_table,
     records_table,
@@ -156,11 +157,14 @@ def summarize_batch(batch: Batch, records: list[ReplicateRecord]) -> BatchResult
     kinds = output_kinds(reference.outputs) if reference else {}
     shape = _shape(reference) if reference else {}
     for record in ok[1:]:
-        if _shape(record) != shape:
+        mine = _shape(record)
+        if mine != shape:
+            differing = sorted(n for n in mine.keys() | shape.keys() if mine.get(n) != shape.get(n))
             record.status = "failed"
             record.error = (
-                f"outputs {_shape(record)} differ from replicate {reference.replicate}'s "  # type: ignore[union-attr]
-                f"{shape}: every replicate must return the same names, kinds and series lengths"
+                f"outputs {describe_outputs(mine, differing)} differ from replicate "
+                f"{reference.replicate}'s {describe_outputs(shape, differing)}: every "  # type: ignore[union-attr]
+                "replicate must return the same names, kinds and series lengths"
             )
     ok = [r for r in records if r.status == "ok"]
     partials = {

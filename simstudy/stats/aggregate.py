@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from simstudy.design.expand import ParameterSet
+from simstudy.display import describe_outputs
 from simstudy.run.batch import FIRST_ERRORS, BatchResult
 from simstudy.stats.partial import Partial, summarize
 
@@ -19,9 +20,6 @@ if TYPE_CHECKING:
 
 HEADLINE_SETS = 5
 """Failed parameter sets named in a study's one-paragraph headline."""
-
-SHOWN_OUTPUTS = 10
-"""Differing outputs named in a failed set's reason; the rest are counted."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -294,9 +292,9 @@ def _fail_differing(
         name for name in kinds.keys() | expected.keys() if kinds.get(name) != expected.get(name)
     )
     reason = (
-        f"outputs {_describe(kinds, differing)} differ from parameter set {reference_id[:12]}'s "
-        f"{_describe(expected, differing)}: every parameter set must return the same output "
-        "names and kinds"
+        f"outputs {describe_outputs(kinds, differing)} differ from parameter set "
+        f"{reference_id[:12]}'s {describe_outputs(expected, differing)}: every parameter set "
+        "must return the same output names and kinds"
     )
     counts = Counter(aggregate.counts)
     counts["failed"] += counts.pop("ok", 0)  # its replicates are failed with it
@@ -313,12 +311,6 @@ def _fail_differing(
             "target_losses": {},
         }
     )
-
-
-def _describe(kinds: dict[str, str], names: list[str]) -> str:
-    shown = ", ".join(f"{name!r}: {kinds.get(name, 'missing')!r}" for name in names[:SHOWN_OUTPUTS])
-    more = len(names) - SHOWN_OUTPUTS
-    return "{" + shown + (f", and {more} more" if more > 0 else "") + "}"
 
 
 def _frozen(kinds: dict[str, str]) -> tuple[tuple[str, str], ...]:

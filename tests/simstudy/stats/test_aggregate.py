@@ -87,6 +87,19 @@ def test_replicate_with_different_outputs_is_failed(make_study: Callable[..., St
     result = summarize_batch(batch, records)
     assert [r.status for r in result.records] == ["ok", "failed"]
     assert "differ from replicate 0" in (result.records[1].error or "")
+    # Only the outputs that differ are named, at most 10 of them.
+    many = {f"o{i:04d}": 1.0 for i in range(1000)}
+    records = [
+        ReplicateRecord(param_id=batch.param_id, replicate=r, seed=r, status="ok", attempts=1,
+                        duration_s=0.1, worker="w", outputs=outputs)
+        for r, outputs in enumerate([many, {**many, "o0999": [1.0, 2.0], "extra": 1.0}])
+    ]  # fmt: skip
+    error = summarize_batch(batch, records).records[1].error or ""
+    assert error.startswith(
+        "outputs {'extra': ('scalar', 1), 'o0999': ('series', 2)} differ from replicate 0's "
+        "{'extra': 'missing', 'o0999': ('scalar', 1)}"
+    )
+    assert "o0001" not in error and len(error) < 300
     np.testing.assert_array_equal(result.partials["s"].values, [[1.0, 2.0]])
 
 
