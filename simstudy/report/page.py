@@ -1,7 +1,9 @@
 """report.html: one self-contained page (inline CSS, images as data URIs, no script).
 
-It reads like the results section of a short paper: the study, the ranking, the summary
-table, the figures, the sensitivity indices, the replicate noise and the failed sets.
+The answer comes first: the best parameter sets with their loss intervals, their fit to
+the observed data and the loss landscape; then the sensitivity indices; then the other
+figures, the ranking and summary tables, the replicate noise, the study's details and the
+failed sets.
 Every string that comes from the study (names, parameters, model errors) is escaped: the
 study file and the model's messages are untrusted.
 """
@@ -17,9 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from simstudy.display import Spread, format_number, format_parameters, visible
+from simstudy.display import Z_95, Spread, format_number, format_parameters, visible
 from simstudy.report.data import ReportData
-from simstudy.report.plots import MAX_OUTPUTS, Plot
+from simstudy.report.plots import MAX_OUTPUTS, Plot, file_name
 
 RANKED_ROWS = 20
 """Rows of the ranking shown; ranking.parquet has them all."""
@@ -56,22 +58,100 @@ figcaption { font-size: 13px; color: #444; } code { font-size: 13px; }
 
 
 def render_page(data: ReportData, plots: Sequence[Plot], sensitivity: Sequence[Plot]) -> str:
-    """Return the report's HTML: the study, ranking, summary, figures, sensitivity, failures."""
+    """Return the report's HTML, the answer first: the best sets and their fit, the loss
+    landscape; then sensitivity; then the other figures, the tables and the study's details."""
     name = _e(data.study.get("name", "study"))
     numbered = _Figures()
+    fit, landscape, others = _grouped(data, plots)
     sections = [
         f"<h1>{name}: results</h1>",
-        _study_section(data),
+        _headline_section(data),
+        _figures(fit, numbered, "Fit to the data" if data.targets is not None else "Over time"),
+        _figures(landscape, numbered, "Loss landscape"),
+        _sensitivity_section(data, sensitivity, numbered),
+        _figures_section(data, others, numbered),
         _ranking_section(data),
         _summary_section(data),
-        _figures_section(data, plots, numbered),
-        _sensitivity_section(data, sensitivity, numbered),
         _noise_section(data, variance_share),
+        _study_section(data),
         _failed_section(data),
         f'<p class="note">Files: {_e(str(data.store))}. Built by simstudy '
         f"{_e(data.study.get('versions', {}).get('simstudy', ''))}.</p>",
     ]
     return html_document(f"{name}: results", sections)
+
+
+HEADLINE_SETS = 5
+"""Best parameter sets in the headline; the ranking section lists more."""
+
+
+def _grouped(data: ReportData, plots: Sequence[Plot]) -> tuple[list[Plot], list[Plot], list[Plot]]:
+    """Split the figures: the fit to the targets (series, and scalar outputs with a target),
+    the loss landscape, and the others, each in the order they were drawn."""
+    observed = set(data.targets.column("output").to_pylist()) if data.targets is not None else set()
+    fitted = {file_name("distribution", output) for output in observed}
+    landscape_names = {file_name("loss-profiles"), file_name("loss-pairs")}
+    fit = [p for p in plots if p.name.startswith("series-") or p.name in fitted]
+    landscape = [p for p in plots if p.name in landscape_names]
+    shown = {p.name for p in [*fit, *landscape]}
+    return fit, landscape, [p for p in plots if p.name not in shown]
+
+
+def _headline_section(data: ReportData) -> str:
+    """Return the answer: the best sets with their loss and its 95% interval, or the counts."""
+    study = data.study
+    sets = len(study.get("parameter_sets", []))
+    counts = study.get("counts") or {}
+    done = ", ".join(f"{n:,} {status}" for status, n in sorted(counts.items())) or "none"
+    status = study.get("status", "unknown")
+    lead = (
+        f"<p>{sets:,} parameter sets, replicates {_e(done)}; the study ended "
+        f'<b class="{"failed" if status != "ok" else ""}">{_e(status)}</b>.'
+    )
+    if data.ranking is None or "loss" not in data.ranking.column_names:
+        return f"<h2>Results</h2>\n{lead}</p>"
+    rows = [
+        r for r in data.ranking.slice(0, HEADLINE_SETS).to_pylist() if r.get("loss") is not None
+    ]
+    if not rows:
+        return f"<h2>Best parameter sets</h2>\n{lead} No set has a loss.</p>"
+    best = rows[0]
+    lead += (
+        f" The best set by loss is <code>{_e(str(best['param_id'])[:ID_CHARS])}</code> "
+        f"({_e(format_parameters(data.params.get(best['param_id'], {}), data.varied))}), "
+        f"loss {_e(format_number(best['loss']))}{_e(_interval(best))}.</p>"
+    )
+    table = [
+        {
+            "rank": row.get("rank"),
+            "param_id": row["param_id"],
+            "loss": row["loss"],
+            "95% interval": _interval(row).removeprefix(", 95% interval ") or "-",
+            **{name: data.params.get(row["param_id"], {}).get(name) for name in data.varied},
+        }
+        for row in rows
+    ]
+    columns = ["rank", "param_id", "loss", "95% interval", *data.varied]
+    caption = (
+        f"The {len(rows)} best parameter sets; the interval is the loss +- 1.96 of its standard "
+        "error over replicates (see the ranking below for more)."
+    )
+    return "<h2>Best parameter sets</h2>\n" + lead + _table(columns, table, caption)
+
+
+def _interval(row: dict[str, Any]) -> str:
+    """Return ', 95% interval [low, high]' of a ranked row's loss, or '' without loss_se."""
+    se = row.get("loss_se")
+    if se is None or not isinstance(se, int | float) or not math.isfinite(se):
+        return ""
+    low, high = row["loss"] - Z_95 * se, row["loss"] + Z_95 * se
+    return f", 95% interval [{format_number(low)}, {format_number(high)}]"
+
+
+def _figures(plots: Sequence[Plot], numbered: _Figures, title: str) -> str:
+    if not plots:
+        return ""
+    return f"<h2>{_e(title)}</h2>\n" + "\n".join(numbered.render(plot) for plot in plots)
 
 
 def html_document(title: str, sections: Sequence[str]) -> str:
@@ -242,7 +322,7 @@ def _figures_section(data: ReportData, plots: Sequence[Plot], numbered: _Figures
         if cut
         else ""
     )
-    return "<h2>Figures</h2>\n" + note + "\n".join(numbered.render(plot) for plot in plots)
+    return "<h2>Distributions</h2>\n" + note + "\n".join(numbered.render(plot) for plot in plots)
 
 
 def _sensitivity_section(data: ReportData, plots: Sequence[Plot], numbered: _Figures) -> str:

@@ -35,18 +35,26 @@ def test_every_plot_is_embedded_as_a_png_and_written_to_plots(tmp_path: Path) ->
     assert {base64.b64decode(i) for i in images} == {f.read_bytes() for f in files}
     assert all(f.read_bytes().startswith(b"\x89PNG") for f in files)
     assert "<script" not in text and "http://" not in text and "https://" not in text
-    for heading in ("The study", "Ranking", "Summary", "Figures", "Sensitivity"):
-        assert f"<h2>{heading}</h2>" in text
+    # The answer first: the best sets, their fit, the landscape; then sensitivity; then
+    # the other figures and the tables.
+    headings = re.findall(r"<h2>([^<]+)</h2>", text)
+    assert headings == [
+        "Best parameter sets", "Fit to the data", "Loss landscape", "Sensitivity",
+        "Distributions", "Ranking", "Summary", "Replicate noise", "The study",
+    ]  # fmt: skip
     assert text.count("<figcaption><b>Figure ") == 10
+    fit = text.split("<h2>Fit to the data</h2>")[1].split("<h2>")[0]
+    assert 'id="series-incidence.png"' in fit and 'id="distribution-attack_rate.png"' in fit
+    assert "95% interval [" in text.split("<h2>Fit to the data</h2>")[0]
     assert "observed values of attack_rate, incidence" in text
     assert "with the loss <code>poisson</code>" in text
 
 
 def test_a_plain_study_has_no_ranking_sensitivity_or_failure_sections(tmp_path: Path) -> None:
     text = built(tmp_path, sets=3)
-    for heading in ("The study", "Summary", "Figures", "Replicate noise"):
+    for heading in ("Results", "The study", "Summary", "Distributions", "Replicate noise"):
         assert f"<h2>{heading}</h2>" in text
-    for heading in ("Ranking", "Sensitivity", "Failed parameter sets"):
+    for heading in ("Ranking", "Sensitivity", "Failed parameter sets", "Best parameter sets"):
         assert f"<h2>{heading}</h2>" not in text
     assert "3 parameter sets" in text and "ended <b" in text
     assert "on 2026-11-28 05:01:30 UTC, 90 s after it started" in text
@@ -57,7 +65,7 @@ def test_a_study_with_only_study_json_still_gets_a_report(tmp_path: Path) -> Non
     (tmp_path / "replicates.parquet").unlink()
     build_report(OutputStore(tmp_path))
     text = (tmp_path / "report.html").read_text()
-    assert "<h2>Failed parameter sets</h2>" in text and "<h2>Figures</h2>" not in text
+    assert "<h2>Failed parameter sets</h2>" in text and "<h2>Distributions</h2>" not in text
 
 
 def test_strings_from_the_study_and_model_errors_are_escaped(tmp_path: Path) -> None:
