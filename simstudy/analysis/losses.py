@@ -1,7 +1,7 @@
 """Losses: how far a parameter set's replicates lie from the observed data.
 
 A set's loss is the weighted sum, over target outputs and their observed points, of a
-per-point loss of the replicates' statistics at that point (README, "Targets and losses",
+per-point loss of the replicates' statistics at that point (docs/guides/targets.md,
 gives each formula). It is computed from the merged statistics (count, mean, M2) an
 aggregation already has; its standard error `loss_se` comes from a bootstrap over the
 set's replicates while their values are kept (up to `EXACT_REPLICATES`), from the delta
@@ -364,7 +364,7 @@ def _bootstrap_se(partials: dict[str, Partial], targets: Targets, param_id: str)
 def _delta_se(partials: dict[str, Partial], targets: Targets) -> float | None:
     # Beyond EXACT_REPLICATES the values are gone: the loss's sensitivity to each point's
     # mean times that mean's standard error, points taken as independent, the spread as
-    # known (README, "Targets and losses").
+    # known (docs/guides/targets.md).
     variance_sum = 0.0
     for target in targets.outputs:
         mean, variance, count = _point_stats(partials[target.output], target)

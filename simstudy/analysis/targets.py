@@ -38,7 +38,7 @@ BUILTIN_LOSSES = (
     "negative_binomial",
     "binomial",
 )
-"""Loss names known to simstudy (README, "Targets and losses", gives each formula)."""
+"""Loss names known to simstudy (docs/guides/targets.md gives each formula)."""
 COUNT_LOSSES = frozenset({"poisson", "negative_binomial", "binomial"})
 """Likelihoods of counts: their observed values must be non-negative integers."""
 SPREAD_LOSSES = frozenset({"gaussian_nll", "negative_binomial"})

@@ -8,7 +8,7 @@
 {0: 8, 1: 8, 2: 4}
 ```
 
-The rule (README, "Calibrate sequentially"): a trial is competitive when the lower end of
+The rule (docs/guides/calibration.md): a trial is competitive when the lower end of
 its interval is below the upper end of the best trial's, loss - loss_se < best.loss +
 best.loss_se; the best is the complete trial of lowest loss (the lower number on a tie). A
 competitive trial below `maximum` replicates gets twice its replicates (at most

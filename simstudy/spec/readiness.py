@@ -54,7 +54,7 @@ SHARED_FILESYSTEMS = frozenset(
 )  # fmt: skip
 """Filesystems every host of a cluster can mount: a local output there reaches all workers."""
 CLUSTER_EXTRAS = {"dask_jobqueue": "slurm", "dask_kubernetes": "kubernetes"}
-"""The simstudy extra that installs each cluster package (README, "Running on a cluster")."""
+"""The simstudy extra that installs each cluster package (docs/guides/clusters.md)."""
 PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
 """Used where the mount table cannot be read; /dev/shm is a tmpfs and is not refused."""
 

@@ -43,7 +43,8 @@ RESERVED_PARAMETER_NAMES = frozenset(
 )
 
 # Limits: every value that validates must run, and `simstudy validate` must answer any
-# file within seconds, so sizes are bounded before anything is built (README, "Limits").
+# file within seconds, so sizes are bounded before anything is built
+# (docs/getting-started.md, "Limits").
 MAX_STUDY_FILE_BYTES = 1024 * 1024
 """Largest study file: libyaml reads ~1 MB/s here (its resolver runs in Python)."""
 MAX_YAML_NODES = 1_000_000
@@ -314,7 +315,8 @@ class Execution(StudyModel):
     batch_size: int | Literal["auto"] = Field(
         default="auto",
         description="Replicates per Prefect task run (a run may hold several parameter sets). "
-        "'auto': about 40 task runs per study, 25 to 5,000 replicates each (see README).",
+        "'auto': about 40 task runs per study, 25 to 5,000 replicates each "
+        "(docs/concepts/flow.md, 'Batch size').",
     )
     min_success_fraction: float = Field(
         default=1.0,
@@ -363,7 +365,7 @@ class Execution(StudyModel):
         description="Who writes the part files of finished batches: 'flow' (the workers "
         "send every output to the flow) or 'workers' (each worker writes its runs' parts "
         "straight to the output, which every worker must reach, and the flow receives "
-        "statistics and record fields only). See README, 'Storage'.",
+        "statistics and record fields only). See docs/guides/clusters.md, 'Storage'.",
     )
     max_resubmits: int = Field(
         default=2,
@@ -441,7 +443,7 @@ class ParameterDesign(StudyModel):
     sample: SampleDesign | None = Field(
         default=None,
         description="Parameter sets sampled from bounds (random, lhs, sobol, halton, saltelli, "
-        "morris); see README, 'Parameter designs'.",
+        "morris); see docs/guides/designs.md.",
     )
 
     @model_validator(mode="after")
@@ -516,14 +518,14 @@ class Study(StudyModel):
     targets: TargetsSpec | None = Field(
         default=None,
         description="Observed data every parameter set is compared with, and the loss that "
-        "compares them (README, 'Targets and losses'). Not part of a replicate's identity: "
+        "compares them (docs/guides/targets.md). Not part of a replicate's identity: "
         "changing it reuses every replicate.",
     )
     calibrate: CalibrateSettings | None = Field(
         default=None,
         description="A calibration instead of a fixed design: trials from Optuna within "
         "parameters.sample's bounds, asked as capacity frees and scored against targets, "
-        "with adaptive replicates (README, 'Calibrate sequentially').",
+        "with adaptive replicates (docs/guides/calibration.md).",
     )
     output: str | None = Field(
         default=None,
@@ -709,7 +711,7 @@ class Study(StudyModel):
                 f"{simulations:,} simulations, more than the maximum of {MAX_SIMULATIONS:,}; "
                 "lower replicates or the number of parameter sets"
             )
-        # 'auto' never plans more than max(n_sets, 79) batches (README, "Batch size").
+        # 'auto' never plans more than max(n_sets, 79) batches (docs/concepts/flow.md).
         size = self.execution.batch_size
         if size != "auto":
             runs = -(-n_sets * self.replicates // int(size))

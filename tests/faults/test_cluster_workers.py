@@ -42,8 +42,9 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).with_name("dask"))
-# As the README asks of a cluster at an address: the scheduler never reruns a task whose
-# worker died (the flow does, counting executions); and the quiet settings of `simstudy run`.
+# As docs/guides/clusters.md asks of a cluster at an address: the scheduler never reruns a
+# task whose worker died (the flow does, counting executions); and the quiet settings of
+# `simstudy run`.
 CLUSTER_ENVIRONMENT = {
     "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
     "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",

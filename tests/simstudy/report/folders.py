@@ -1,4 +1,4 @@
-"""Output folders of finished studies written by hand, following README "Outputs".
+"""Output folders of finished studies written by hand, following docs/concepts/outputs.md.
 
 Fast enough for 1,000 sets x 4 replicates or 100 sets x 1,000 replicates with a
 365-point series: columns are built with numpy, never row by row.
