@@ -86,12 +86,15 @@ HEADLINE_SETS = 5
 
 
 def _grouped(data: ReportData, plots: Sequence[Plot]) -> tuple[list[Plot], list[Plot], list[Plot]]:
-    """Split the figures: the fit to the targets (series, and scalar outputs with a target),
-    the loss landscape, and the others, each in the order they were drawn."""
+    """Split the figures: the fit to the targets (series, then scalar outputs with a target),
+    the loss landscape, and the others in the order they were drawn."""
     observed = set(data.targets.column("output").to_pylist()) if data.targets is not None else set()
     fitted = {file_name("distribution", output) for output in observed}
     landscape_names = {file_name("loss-profiles"), file_name("loss-pairs")}
-    fit = [p for p in plots if p.name.startswith("series-") or p.name in fitted]
+    # Series first: the fit over time is what a modeler looks at, then the scalar targets.
+    fit = [p for p in plots if p.name.startswith("series-")] + [
+        p for p in plots if p.name in fitted
+    ]
     landscape = [p for p in plots if p.name in landscape_names]
     shown = {p.name for p in [*fit, *landscape]}
     return fit, landscape, [p for p in plots if p.name not in shown]

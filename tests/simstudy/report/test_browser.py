@@ -20,12 +20,12 @@ from tests.simstudy.report.folders import write_folder
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def screenshot(page: Path, picture: Path, profile: Path, height: int) -> None:
+def screenshot(page: Path, picture: Path, profile: Path, height: int, width: int = 1000) -> None:
     """Render a local page headless into a PNG; the browser and its children end with it."""
     assert CHROMIUM is not None
     command = [
         CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
-        f"--user-data-dir={profile}", f"--window-size=1000,{height}",
+        f"--user-data-dir={profile}", f"--window-size={width},{height}",
         f"--screenshot={picture}", page.as_uri(),
     ]  # fmt: skip
     process = subprocess.Popen(
@@ -64,3 +64,18 @@ def test_chromium_shows_the_report_with_its_images_decoded(tmp_path: Path) -> No
     assert with_images > 0.01
     assert with_images > 20 * coloured_share(tmp_path / "broken.png")
     assert np.isfinite(with_images)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_the_answer_is_on_the_first_screen_at_1280_pixels(tmp_path: Path) -> None:
+    # The best sets with their intervals, then their fit to the data: a figure shows on the
+    # first 1280 x 1000 screen, not below long tables.
+    store = OutputStore(tmp_path / "out")
+    write_folder(store, sets=20, replicates=5, series_points=60, ranking=True, targets=True,
+                 sensitivity="sobol")  # fmt: skip
+    page = Path(build_report(store))
+    first_screen = tmp_path / "first.png"
+    screenshot(page, first_screen, tmp_path / "profile", height=1000, width=1280)
+    assert coloured_share(first_screen) > 0.003  # tables and text alone: ~0
