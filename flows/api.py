@@ -217,9 +217,6 @@ def _local_api(
     saved_environment = {name: os.environ.get(name) for name in environment}
     process = start_api_server(port, log_path, remove_on_exit=private)
     try:
-        # The environment reaches local Dask workers, even those started by
-        # `while_starting` (before the server answers: nothing calls it until a flow runs).
-        os.environ.update(environment)
         if while_starting is not None:
             while_starting()
         # Prefect is imported only now (by `while_starting`, or here): after the server
@@ -236,8 +233,9 @@ def _local_api(
         except ApiStartError as exc:
             # The log goes with the private folder: keep its end in the error.
             raise ApiStartError(f"{exc}; server log ends:\n{log_tail(log_path)}") from exc
-        # The settings context reaches this process even when Prefect was imported (and
-        # its settings read) before.
+        # The environment reaches local Dask workers; the settings context reaches this
+        # process even when Prefect was imported (and its settings read) before.
+        os.environ.update(environment)
         with temporary_settings(
             updates={
                 PREFECT_API_URL: url,

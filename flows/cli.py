@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Sequence
-from contextlib import ExitStack
 from typing import Any
 
 from simstudy.analysis.targets import load_targets
@@ -359,19 +358,10 @@ def run_command(args: argparse.Namespace) -> int:
     started = time.monotonic()
     interrupt = InterruptFlag(threading.Event())
     previous = signal.signal(signal.SIGINT, interrupt)
-    # The cluster starts while the server does, too; it closes before the server stops.
-    cluster = ExitStack()
     try:
         # Prefect and the flow are imported while the API server starts (seconds each):
         # validation errors above came back in well under a second.
-
-        def while_starting() -> None:
-            import_flow(study)
-            from flows.cluster import early_local_cluster
-
-            cluster.enter_context(early_local_cluster(study.execution.dask))
-
-        with prefect_api(while_starting=while_starting) as api_url, cluster:
+        with prefect_api(while_starting=lambda: import_flow(study)) as api_url:
             from flows.orchestrator import STOP_REQUESTED
             from flows.progress_bar import progress_bar
             from flows.study import simulation_study
@@ -384,7 +374,6 @@ def run_command(args: argparse.Namespace) -> int:
                     study=study, overwrite=args.overwrite, fresh=args.fresh, return_state=True
                 )
     finally:
-        cluster.close()  # also when the server failed to start after the cluster did
         signal.signal(signal.SIGINT, previous)
     if interrupt.seen:
         raise KeyboardInterrupt

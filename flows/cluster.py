@@ -129,43 +129,10 @@ def started_task_runner(settings: DaskSettings) -> Iterator[DaskTaskRunner]:
         yield runner
 
 
-_early: dict[str, LocalCluster] = {}
-"""Local clusters started ahead of their flow (`early_local_cluster`), by settings."""
-
-
-@contextmanager
-def early_local_cluster(settings: DaskSettings) -> Iterator[None]:
-    """Start the local cluster of these settings now, for the flow's task runner; close it
-    on exit. A study on an address, a cluster class or an adaptive cluster starts its own.
-
-    `simstudy run` starts it while the Prefect API server starts (seconds of imports in
-    another process): the workers' start-up overlaps with that instead of following it.
-    """
-    if settings.address or settings.cluster_class or settings.adapt:
-        yield
-        return
-    cluster = quiet_local_cluster(**local_cluster_kwargs(settings))
-    key = settings.model_dump_json()
-    _early[key] = cluster
-    try:
-        yield
-    finally:
-        _early.pop(key, None)
-        cluster.close(timeout=EARLY_CLOSE_SECONDS)
-
-
-EARLY_CLOSE_SECONDS = 30.0
-"""How long an early cluster has to close; its workers die with this process anyway."""
-
-
 def study_task_runner(settings: DaskSettings) -> DaskTaskRunner:
-    """Return a DaskTaskRunner on the study's scheduler address or on a cluster it starts
-    (or one started for it ahead of the flow, see `early_local_cluster`)."""
+    """Return a DaskTaskRunner on the study's scheduler address or on a cluster it starts."""
     if settings.address:
         return DaskTaskRunner(address=settings.address)
-    early = _early.get(settings.model_dump_json())
-    if early is not None:
-        return DaskTaskRunner(address=early.scheduler_address)
     adapt = settings.adapt.model_dump() if settings.adapt else None
     if settings.cluster_class:
         return DaskTaskRunner(

@@ -15,7 +15,6 @@ import pytest
 from distributed import Client
 
 from flows.cluster import (
-    early_local_cluster,
     quiet_cluster_class,
     quiet_cluster_config,
     quiet_local_cluster,
@@ -146,22 +145,3 @@ def test_study_runs_on_a_cluster_class_with_kwargs_and_adaptive_scaling(
         f"cluster class with adapt: {time.monotonic() - started:.1f} s, "
         f"{len(workers)} workers ran replicates"
     )
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(60)
-@pytest.mark.usefixtures("no_leftover_processes")
-def test_an_early_local_cluster_serves_the_flow_and_closes_on_exit() -> None:
-    settings = DaskSettings(n_workers=1)
-    with early_local_cluster(settings):
-        runner = study_task_runner(settings)
-        assert runner.address is not None and runner.address.startswith("tcp://127.0.0.1:")
-        with Client(runner.address, set_as_default=False) as client:
-            assert len(client.scheduler_info()["workers"]) == 1
-        # Other settings (another worker count, an adaptive cluster) get their own.
-        assert study_task_runner(DaskSettings(n_workers=2)).address is None
-    assert study_task_runner(settings).address is None  # closed: the flow starts its own
-    for own in (DaskSettings(adapt={"minimum": 1, "maximum": 2}),
-                DaskSettings(cluster_class="distributed.LocalCluster")):  # fmt: skip
-        with early_local_cluster(own):
-            assert study_task_runner(own).address is None
