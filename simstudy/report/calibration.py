@@ -21,6 +21,7 @@ import numpy as np
 
 from simstudy.calibrate.folder import (
     CALIBRATION_FILE,
+    SIMULATIONS_DIR,
     TRIALS_FILE,
     read_calibration_document,
     read_trials,
@@ -55,14 +56,17 @@ def build_calibration_report(store: OutputStore) -> str:
     trials = read_trials(store)
     names = [n for n in (trials[0] if trials else {}) if n not in TRIALS_SCHEMA.names]
     plots = [
-        plot
-        for plot in (
-            search_progress(trials),
-            trials_by_parameter(trials, names),
-            trials_by_pair(trials, names),
-            importances(document.get("importances") or {}),
-        )
-        if plot is not None
+        *best_trials_fit(store),
+        *(
+            plot
+            for plot in (
+                search_progress(trials),
+                trials_by_parameter(trials, names),
+                trials_by_pair(trials, names),
+                importances(document.get("importances") or {}),
+            )
+            if plot is not None
+        ),
     ]
     page = calibration_page(document, trials, names, plots)
     with report_writes(store):
@@ -70,6 +74,26 @@ def build_calibration_report(store: OutputStore) -> str:
             store.write_bytes(f"{PLOTS_DIR}/{plot.name}", plot.png)
         write_text(store, REPORT_FILE, page)
     return report_location(store)
+
+
+def best_trials_fit(store: OutputStore) -> list[Plot]:
+    """Return the best trials' fit to the observed series, as their study drew it, if it did.
+
+    The answer of a calibration: how well its best trials reproduce the data. The figures
+    are the best trials' study's (`simulations/plots/series-*.png`), shown first here too.
+    """
+    found = []
+    for name in sorted(store.names(f"{SIMULATIONS_DIR}/{PLOTS_DIR}", ".png")):
+        file = name.rsplit("/", 1)[-1]
+        if not file.startswith("series-"):
+            continue
+        caption = (
+            "The best trials' fit to the observed data: the median and 5-95% band of their "
+            f"replicates, from their study ({SIMULATIONS_DIR}/report.html)."
+        )
+        found.append(Plot(f"best-trials-{file}", "Fit of the best trials", caption,
+                          store.read_bytes(name)))  # fmt: skip
+    return found
 
 
 def search_progress(trials: list[dict[str, Any]]) -> Plot | None:
@@ -199,10 +223,10 @@ def calibration_page(
         f"<h1>{name}: calibration</h1>",
         "<h2>The search</h2>",
         lead,
-        "<h2>Best trials</h2>",
-        _table(columns, ranked, f"The best {len(ranked)} trials by loss (all in trials.parquet)"),
         "<h2>Figures</h2>",
         *(numbered.render(plot) for plot in plots),
+        "<h2>Best trials</h2>",
+        _table(columns, ranked, f"The best {len(ranked)} trials by loss (all in trials.parquet)"),
     ]
     if failed:
         sections += [

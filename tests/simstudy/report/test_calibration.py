@@ -59,3 +59,19 @@ def test_the_report_shows_the_search_the_best_trials_and_the_failures_escaped(
 def test_a_folder_without_trials_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(OutputDirError, match="holds no finished calibration"):
         build_calibration_report(OutputStore(str(tmp_path)))
+
+
+def test_the_best_trials_fit_to_the_data_comes_first(tmp_path: Path) -> None:
+    store = calibration_folder(tmp_path)
+    fit = (tmp_path / "plots").parent / "simulations" / "plots"
+    fit.mkdir(parents=True)
+    picture = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    )
+    (fit / "series-incidence.png").write_bytes(picture)
+    (fit / "distribution-attack_rate.png").write_bytes(picture)  # not a fit over time
+    build_calibration_report(store)
+    page = (tmp_path / "report.html").read_text()
+    figures = re.findall(r'<figure id="([^"]+)"', page)
+    assert figures[0] == "best-trials-series-incidence.png" and len(figures) == 5
+    assert page.index("<h2>Figures</h2>") < page.index("<h2>Best trials</h2>")
