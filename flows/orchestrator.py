@@ -29,7 +29,14 @@ from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
 from flows.submission import submit_plain, submit_task
-from flows.watchdog import ANSWER_SECONDS, StallWatch, collect_stall_report, computing_tasks
+from flows.watchdog import (
+    ANSWER_SECONDS,
+    StallWatch,
+    collect_stall_report,
+    computing_tasks,
+    memory_reason,
+    memory_restarts,
+)
 from simstudy.analysis.targets import Targets
 from simstudy.design.expand import ParameterSet
 from simstudy.design.plan import Batch
@@ -130,6 +137,7 @@ class StudyOrchestrator:
         self._futures: dict[str, PrefectDaskFuture[Any]] = {}  # Dask key -> simulation run
         self._aggregating: dict[str, tuple[int, PrefectDaskFuture[Any]]] = {}  # -> group
         self._computing_asked = 0.0  # when the scheduler was last asked (`_snapshot`)
+        self._aggregation_submitted: dict[str, float] = {}  # Dask key -> time.time()
         self._abandoned: dict[UUID, str] = {}  # task runs that failed or never finished
         self._events: queue.SimpleQueue[RunEvent] = queue.SimpleQueue()
         self._task_done = threading.Event()
@@ -294,7 +302,8 @@ class StudyOrchestrator:
             self._take_run(key, self._futures.pop(key))
         for key in aggregations:
             group_index, future = self._aggregating.pop(key)
-            self._take_aggregation(group_index, future)
+            submitted = self._aggregation_submitted.pop(key, 0.0)
+            self._take_aggregation(group_index, future, submitted)
         return bool(runs or aggregations)
 
     def _submit_runs(self) -> None:
@@ -417,9 +426,12 @@ class StudyOrchestrator:
         future = cast(PrefectDaskFuture[Any], future)
         ledger.aggregation_started(group_index)
         self._aggregating[str(future.wrapped_future.key)] = (group_index, future)
+        self._aggregation_submitted[str(future.wrapped_future.key)] = time.time()
         self._watch(future)
 
-    def _take_aggregation(self, group_index: int, future: PrefectDaskFuture[Any]) -> None:
+    def _take_aggregation(
+        self, group_index: int, future: PrefectDaskFuture[Any], submitted: float
+    ) -> None:
         try:
             aggregates: list[ParameterSetAggregate] = future.result(
                 timeout=self.deadlines.result_fetch
@@ -429,7 +441,11 @@ class StudyOrchestrator:
         except BaseException as exc:
             indices = self.ledger.groups[group_index].set_indices
             self._abandon(future, group_name(self.ledger.sets, indices))
-            self.ledger.aggregation_failed(group_index, describe_failure(exc))
+            reason = describe_failure(exc)
+            if worker_lost(exc):  # a nanny's restart for memory says so
+                restarts = memory_restarts(self.client, submitted)
+                reason = memory_reason(reason, restarts) if restarts else reason
+            self.ledger.aggregation_failed(group_index, reason)
             if self.ledger.groups[group_index].done and self.on_aggregate is not None:
                 # Past max_resubmits its sets failed with the reason: listeners hear of it.
                 failed = [self.ledger.set_states[s].aggregate for s in indices]

@@ -167,7 +167,7 @@ def _run_study(
                 logger.debug(settings_decision.describe())
                 outcome = orchestrator.run()
         except StorageError as exc:
-            mark_failed(store, document, exc)
+            mark_incomplete(store, document, exc)
             raise
         finally:
             if flow_run_id:
@@ -192,7 +192,7 @@ def _run_study(
             },
         )
     except StorageError as exc:
-        mark_failed(store, document, exc)
+        mark_incomplete(store, document, exc)
         raise
     if not options.keep_other_parts:
         parts.remove_others()
@@ -219,7 +219,7 @@ def _run_study(
     return Completed(message=message, data=summary)
 
 
-def mark_failed(store: OutputStore, document: dict[str, Any], error: StorageError) -> None:
+def mark_incomplete(store: OutputStore, document: dict[str, Any], error: StorageError) -> None:
     """Say in study.json that the study stopped on a storage error, if it can still be written.
 
     Its part files stay: the same command, once there is room, resumes from them.

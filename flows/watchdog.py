@@ -16,6 +16,7 @@ from typing import Any, Literal
 import distributed
 
 from simstudy.output.results import now
+from simstudy.run.deadlines import call_with_deadline
 from simstudy.run.stall import StallReport, StuckTask, WorkerLoad
 from simstudy.run.tracking import StudyTracker, TrackerSnapshot
 
@@ -78,6 +79,32 @@ def computing_tasks(
     except Exception:  # no answer: nothing is known to be computing
         return []
     return found
+
+
+def memory_restarts(
+    client: distributed.Client, since: float, seconds: float = ANSWER_SECONDS
+) -> list[dict[str, Any]]:
+    """Return the workers a nanny restarted for memory since `since` (a `time.time()`).
+
+    A worker over its memory limit's terminate fraction is killed by its nanny, and
+    whatever ran there fails as a lost worker; the nanny's event says it was memory.
+    """
+    try:
+        events = call_with_deadline(lambda: client.get_events("worker-restart-memory"), seconds)
+    except Exception:  # no answer: nothing known
+        return []
+    return [event for stamp, event in events if stamp >= since and isinstance(event, dict)]
+
+
+def memory_reason(reason: str, restarts: list[dict[str, Any]]) -> str:
+    """Return a lost task's reason, saying that its worker ran out of memory."""
+    rss = max(int(event.get("rss", 0)) for event in restarts) / 2**20
+    lost = reason.split(":", 1)[0]  # KilledWorker's own text names only the Dask task
+    return (
+        f"out of memory: a worker used {rss:,.0f} MiB, over its memory limit, and was "
+        f"restarted ({lost}); give the workers more memory (execution.dask.memory_limit) or "
+        "need less (a user loss, fewer points or replicates per set)"
+    )
 
 
 def worker_loads(dask_scheduler: Any) -> list[dict[str, Any]]:

@@ -258,3 +258,24 @@ def test_an_aggregation_waiting_past_the_stall_timeout_is_a_stall_naming_it(
     assert any("losses.py" in line and "sleep" in line for line in task["call_stack"])
     assert elapsed < 2 * 3 + 30
     print(f"aggregation waiting: stalled and failed after {elapsed:.1f} s")
+
+
+@pytest.mark.timeout(180)
+def test_an_aggregation_over_the_workers_memory_is_named_as_memory(
+    make_study: Callable[..., Study], tmp_path: Path
+) -> None:
+    (tmp_path / "observed.csv").write_text("output,value\ny,2\n")
+    study = make_study(
+        parameters={"list": [{"a": 1.0}]},
+        replicates=2,
+        targets={"data": str(tmp_path / "observed.csv"), "loss": "tests.support.losses:hungry",
+                 "bootstrap": 0},
+        execution={"max_resubmits": 0, "dask": {"n_workers": 1, "memory_limit": "600MB"}},
+    )  # fmt: skip
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_failed()
+    assert "out of memory: a worker used" in (state.message or "")
+    assert "execution.dask.memory_limit" in (state.message or "")
+    print(f"aggregation over the worker's memory: failed, named as memory, after {elapsed:.1f} s")

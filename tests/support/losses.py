@@ -37,3 +37,12 @@ def interrupting(summary: dict[str, Any], observed: dict[str, Any]) -> float:
 def not_a_number(summary: dict[str, Any], observed: dict[str, Any]) -> float:
     """Return NaN whatever the replicates."""
     return float("nan")
+
+
+def hungry(summary: dict[str, Any], observed: dict[str, Any]) -> float:
+    """Hold 2 GB (touched, so resident) for a while: more than a test worker may use."""
+    import numpy as np
+
+    block = np.ones(250_000_000)
+    time.sleep(30)
+    return float(block[0])
