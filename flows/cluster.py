@@ -66,6 +66,12 @@ def quiet_cluster_config() -> dict[str, Any]:
     }
 
 
+DASHBOARD_ADDRESS = "127.0.0.1:0"
+"""The scheduler's HTTP address (the dashboard's too, with bokeh): any free loopback port.
+It serves HTTP whatever the dashboard setting, at 8787 by default: taken by any other
+cluster on the machine, a UserWarning in the user's run."""
+
+
 def quiet_local_cluster(**kwargs: Any) -> LocalCluster:
     """Return a LocalCluster that uses `quiet_cluster_config` and dies with this process."""
     # Servers read these when they are built, and nannies hand their config to the
@@ -86,7 +92,7 @@ def quiet_cluster_class(path: str) -> Callable[..., Cluster]:
         # scheduler from rerunning a lost batch unseen by the flow.
         if local:
             kwargs.setdefault("plugins", (LifelinePlugin(os.getpid()),))
-            kwargs.setdefault("dashboard_address", dashboard_address())
+            kwargs.setdefault("dashboard_address", DASHBOARD_ADDRESS)
         with dask.config.set(quiet_cluster_config()):
             cluster: Cluster = cluster_class(**kwargs)
         return cluster
@@ -94,15 +100,6 @@ def quiet_cluster_class(path: str) -> Callable[..., Cluster]:
     # prefect-dask logs the builder's qualified name: show the class's.
     build.__module__, build.__qualname__ = cluster_class.__module__, cluster_class.__qualname__
     return build
-
-
-def dashboard_address() -> str:
-    """Return the scheduler's HTTP address (and the dashboard's, with bokeh): any free port.
-
-    The scheduler serves HTTP whatever the dashboard setting, at 8787 by default: taken by
-    any other cluster on the machine, a UserWarning in the user's run.
-    """
-    return "127.0.0.1:0"
 
 
 def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
@@ -113,7 +110,7 @@ def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
         "threads_per_worker": settings.threads_per_worker or DEFAULT_THREADS_PER_WORKER,
         "processes": True,
         "host": "127.0.0.1",
-        "dashboard_address": dashboard_address(),
+        "dashboard_address": DASHBOARD_ADDRESS,
     }
     if settings.memory_limit:
         kwargs["memory_limit"] = settings.memory_limit

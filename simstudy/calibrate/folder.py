@@ -19,13 +19,13 @@ import re
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from simstudy.calibrate.trials import TrialRecord
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import JournalError, OutputDirError
 from simstudy.output.location import OutputStore
-from simstudy.output.reading import Kind, read_result_table
+from simstudy.output.reading import Kind, read_document, read_result_table
 from simstudy.output.results import LOCK_FILE, LOGS_DIR
 from simstudy.spec.study import Study
 
@@ -167,21 +167,7 @@ TRIAL_COLUMNS: dict[str, Kind] = {
 
 def read_calibration_document(store: OutputStore) -> dict[str, Any]:
     """Return calibration.json, checked to hold what its readers use; else raise naming it."""
-    path = store.path(CALIBRATION_FILE)
-    try:
-        with store.fs.open(path, "rb") as handle:
-            document: dict[str, Any] = json.load(handle)
-        CalibrationDocument.model_validate(document)
-    except (OSError, ValueError) as exc:  # unreadable, not JSON, or not the document
-        detail = str(exc)
-        if isinstance(exc, ValidationError):
-            error = exc.errors()[0]
-            detail = f"{'.'.join(map(str, error['loc'])) or 'the document'}: {error['msg']}"
-        raise OutputDirError(
-            f"{path} is not a simstudy calibration.json ({detail}): give the output folder "
-            "of a finished calibration, or run it again"
-        ) from None
-    return document
+    return read_document(store, CALIBRATION_FILE, CalibrationDocument, "calibration")
 
 
 def read_trials(store: OutputStore) -> list[dict[str, Any]]:

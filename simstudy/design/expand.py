@@ -43,7 +43,7 @@ from simstudy.spec.study import (
     Study,
     check_parameter_names,
 )
-from simstudy.spec.text import check_column_text
+from simstudy.spec.text import check_column_text, text_columns
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """Integer parameters must fit a signed 64-bit integer, as in the result files."""
@@ -168,11 +168,8 @@ def _check_rows(rows: int) -> None:
 def _read_parquet(path: Path) -> pa.Table:
     # Text columns are read as dictionaries and checked before they are decoded: a 5 kB
     # file of one 100 kB text repeated 2,000 times decoded to 500 MB.
-    schema = pq.ParquetFile(path).schema_arrow
-    texts = [
-        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-    ]
-    parquet = pq.ParquetFile(path, read_dictionary=texts)
+    parquet = pq.ParquetFile(path, read_dictionary=text_columns(pq.read_schema(path)))
+    schema = parquet.schema_arrow
     _check_names(schema.names)
     _check_rows(parquet.metadata.num_rows)  # from the footer: nothing read yet
     for field in schema:

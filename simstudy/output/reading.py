@@ -7,20 +7,21 @@ traceback (a `study.json` holding a list, a ranking without `loss_se`, a Parquet
 garbage).
 
 ```python
->>> study = read_study_document(OutputStore("results/seir-demo"))
+>>> study = read_finished_study(OutputStore("results/seir-demo"))
 >>> table = read_result_table(OutputStore("results/seir-demo"), AGGREGATES_FILE)
 ```
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from simstudy.errors import OutputDirError
+from simstudy.errors import OutputDirError, validation_problems
 from simstudy.output.location import OutputStore
 from simstudy.output.results import (
     AGGREGATES_FILE,
@@ -31,7 +32,6 @@ from simstudy.output.results import (
     TARGETS_FILE,
     TIMESERIES_AGGREGATES_FILE,
     read_schema,
-    read_study_json,
     read_table,
 )
 
@@ -75,19 +75,24 @@ class StudyDocument(BaseModel):
     )
 
 
-def read_study_document(store: OutputStore) -> dict[str, Any]:
-    """Return study.json, checked to hold what its readers use; else raise naming the field."""
-    document = read_study_json(store)
+def read_document(
+    store: OutputStore, name: str, model: type[BaseModel], what: str
+) -> dict[str, Any]:
+    """Return a JSON document of an output folder, checked to hold what `model` describes
+    (what its readers use); else raise `OutputDirError` naming the file and the field."""
     try:
-        StudyDocument.model_validate(document)
+        document: dict[str, Any] = json.loads(store.read_bytes(name))
+        model.model_validate(document)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "the document"
-        raise OutputDirError(
-            f"{store.path(STUDY_FILE)} is not a simstudy study.json ({field}: {error['msg']}): "
-            "give the output folder of a finished study, or run the study again"
-        ) from None
-    return document
+        detail = validation_problems(exc)[0]
+    except (OSError, ValueError) as exc:  # unreadable, or not JSON
+        detail = str(exc)
+    else:
+        return document
+    raise OutputDirError(
+        f"{store.path(name)} is not a simstudy {name} ({detail}): give the output folder of a "
+        f"finished {what}, or run it again"
+    )
 
 
 UNFINISHED = ("running", "incomplete")
@@ -96,7 +101,7 @@ UNFINISHED = ("running", "incomplete")
 
 def read_finished_study(store: OutputStore) -> dict[str, Any]:
     """Return a finished study's study.json; raise `OutputDirError` saying why it is not one."""
-    document = read_study_document(store)
+    document = read_document(store, STUDY_FILE, StudyDocument, "study")
     status = document.get("status")
     if status is None or status in UNFINISHED:
         stopped = f": {document['error']}" if document.get("error") else ""
@@ -110,11 +115,19 @@ def read_finished_study(store: OutputStore) -> dict[str, Any]:
 def checked_schema(
     store: OutputStore, name: str, columns: Mapping[str, Kind] | None = None
 ) -> pa.Schema:
-    """Return a result file's schema, checked to have the columns its readers use."""
+    """Return a result file's schema (its footer), checked as `check_schema` does."""
     try:
         schema = read_schema(store, name)
     except (OSError, pa.ArrowException) as exc:
         raise OutputDirError(f"cannot read {store.path(name)}: {exc}; {_REBUILD}") from exc
+    return check_schema(store, name, schema, columns)
+
+
+def check_schema(
+    store: OutputStore, name: str, schema: pa.Schema, columns: Mapping[str, Kind] | None = None
+) -> pa.Schema:
+    """Return a result file's schema if it has the columns its readers use (`columns`, by
+    default those of RESULT_COLUMNS), of their kinds; else raise naming the file."""
     wanted = RESULT_COLUMNS.get(name, {}) if columns is None else columns
     problems = []
     for column, kind in wanted.items():
@@ -131,15 +144,12 @@ def checked_schema(
 
 
 def read_result_table(
-    store: OutputStore,
-    name: str,
-    columns: Mapping[str, Kind] | None = None,
-    read: list[str] | None = None,
+    store: OutputStore, name: str, columns: Mapping[str, Kind] | None = None
 ) -> pa.Table:
-    """Return a result file (the `read` columns, or all), checked as `checked_schema` does."""
+    """Return a result file whole, checked as `checked_schema` does."""
     checked_schema(store, name, columns)
     try:
-        return read_table(store, name, columns=read)
+        return read_table(store, name)
     except (OSError, pa.ArrowException) as exc:
         raise OutputDirError(f"cannot read {store.path(name)}: {exc}; {_REBUILD}") from exc
 

@@ -26,7 +26,12 @@ import pyarrow.parquet as pq
 from simstudy.display import split_parameters
 from simstudy.errors import OutputDirError
 from simstudy.output.location import OutputStore
-from simstudy.output.reading import checked_schema, read_finished_study, read_result_table
+from simstudy.output.reading import (
+    check_schema,
+    checked_schema,
+    read_finished_study,
+    read_result_table,
+)
 from simstudy.output.results import (
     AGGREGATES_FILE,
     RANKING_FILE,
@@ -146,15 +151,19 @@ def _batches(
     dictionaries: tuple[str, ...] = (),
 ) -> Iterator[pa.RecordBatch]:
     """Yield a Parquet file's columns in batches: memory of one batch, whatever its size."""
-    checked_schema(store, name)
     with store.fs.open(store.path(name), "rb") as handle:
-        # Ids as dictionaries: a 64-character param_id per time point would be most of
-        # the memory of a series file (1,000 sets x 365 points: 23 MB of ids).
-        file = pq.ParquetFile(handle, read_dictionary=list(dictionaries))
-        present = [c for c in columns if c in file.schema_arrow.names]
         try:
+            footer = pq.ParquetFile(handle)
+            schema = check_schema(store, name, footer.schema_arrow)
+            # Ids as dictionaries: a 64-character param_id per time point would be most of
+            # the memory of a series file (1,000 sets x 365 points: 23 MB of ids). The
+            # footer parsed above serves again.
+            file = pq.ParquetFile(
+                handle, metadata=footer.metadata, read_dictionary=list(dictionaries)
+            )
+            present = [c for c in columns if c in schema.names]
             yield from file.iter_batches(batch_size=batch_size, columns=present, use_threads=False)
-        except (OSError, pa.ArrowException) as exc:  # a damaged row group
+        except (OSError, pa.ArrowException) as exc:  # not Parquet, or a damaged row group
             raise OutputDirError(
                 f"cannot read {store.path(name)}: {exc}; run the study again to rebuild it"
             ) from exc
