@@ -158,7 +158,7 @@ class Calibration:
         simulations = OutputStore(study.output_dir)
         log_dir = str(simulations.local_log_dir(study.name))
         flow_run_id = flow_run.get_id()
-        with started_task_runner(study.execution.dask) as runner:
+        with started_task_runner(study.execution.dask, self.logger) as runner:
             client = runner.client
             plugin_name = f"simstudy-{self.identity[:12]}"
             threads = preflight(client, study, plugin_name, log_dir)

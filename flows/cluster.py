@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,10 +22,10 @@ from distributed.deploy import Cluster
 from prefect_dask import DaskTaskRunner
 
 from flows.lifeline import LifelinePlugin
+from simstudy.allocation import Allocation, current_allocation
 from simstudy.spec.readiness import import_cluster_class
-from simstudy.spec.study import DaskSettings
+from simstudy.spec.study import MIN_WORKER_MEMORY_BYTES, DaskSettings
 
-DEFAULT_WORKERS = 2
 DEFAULT_THREADS_PER_WORKER = 1
 
 # distributed runs its own cluster tests with these two settings. At its defaults every
@@ -102,25 +103,61 @@ def quiet_cluster_class(path: str) -> Callable[..., Cluster]:
     return build
 
 
-def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
-    """Return LocalCluster arguments: worker processes on loopback only."""
+def local_cluster_kwargs(
+    settings: DaskSettings, allocation: Allocation | None = None
+) -> dict[str, Any]:
+    """Return LocalCluster arguments: worker processes on loopback only, sized by default
+    to what this process may use (a Slurm job's allocation, a cgroup's limits), not the node."""
+    allocation = allocation or current_allocation()
+    threads = settings.threads_per_worker or DEFAULT_THREADS_PER_WORKER
+    default_workers = max(1, allocation.cpus // threads)
     workers = settings.adapt.minimum if settings.adapt else settings.n_workers
     kwargs: dict[str, Any] = {
-        "n_workers": workers or DEFAULT_WORKERS,
-        "threads_per_worker": settings.threads_per_worker or DEFAULT_THREADS_PER_WORKER,
+        "n_workers": workers or default_workers,
+        "threads_per_worker": threads,
         "processes": True,
         "host": "127.0.0.1",
         "dashboard_address": DASHBOARD_ADDRESS,
     }
     if settings.memory_limit:
         kwargs["memory_limit"] = settings.memory_limit
+    elif allocation.source != "machine":
+        # Dask's default shares the node's memory (or the cgroup's) among the workers;
+        # a Slurm job's memory is known only from its environment.
+        largest = settings.adapt.maximum if settings.adapt else kwargs["n_workers"]
+        kwargs["memory_limit"] = max(MIN_WORKER_MEMORY_BYTES, allocation.memory_bytes // largest)
     return kwargs
 
 
+def local_cluster_description(settings: DaskSettings) -> str | None:
+    """Return how the local cluster is sized and why (None: not a local cluster)."""
+    if settings.address or settings.cluster_class:
+        return None
+    allocation = current_allocation()
+    kwargs = local_cluster_kwargs(settings, allocation)
+    workers = (
+        f"{settings.adapt.minimum}-{settings.adapt.maximum} workers"
+        if settings.adapt
+        else f"{kwargs['n_workers']} worker(s)"
+    )
+    memory = kwargs.get("memory_limit", "Dask's default")
+    if isinstance(memory, int):
+        memory = f"{memory / 2**30:.1f} GiB"
+    return (
+        f"local cluster: {workers} x {kwargs['threads_per_worker']} thread(s), memory limit "
+        f"{memory} each; this process may use {allocation.describe()}"
+    )
+
+
 @contextmanager
-def started_task_runner(settings: DaskSettings) -> Iterator[DaskTaskRunner]:
+def started_task_runner(
+    settings: DaskSettings, logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
+) -> Iterator[DaskTaskRunner]:
     """Enter the study's task runner; its client (and any cluster it starts) get the quiet
     settings, so the flow process's own connections keep short message logs too."""
+    described = local_cluster_description(settings)
+    if described and logger is not None:
+        logger.info(described)
     with dask.config.set(quiet_cluster_config()), study_task_runner(settings) as runner:
         runner.client  # noqa: B018 (created now, while the settings apply)
         yield runner

@@ -131,7 +131,8 @@ def preflight(client: distributed.Client, study: Study, plugin_name: str, log_di
             "GIL; restart it or check execution.dask"
         ) from exc
     check_resources(execution.aggregation_resources, workers)
-    check_output_reachable(study.output_dir, workers)
+    if not execution.dask.shared_output:
+        check_output_reachable(study.output_dir, workers)
     # The plugin starts each worker's model processes one by one, each with its own
     # startup deadline.
     threads = max((int(info.get("nthreads", 1)) for info in workers.values()), default=1)

@@ -124,7 +124,7 @@ def _run_study(
     if flow_run_id:
         tag_flow_run(UUID(flow_run_id), study_tag(study.name))
     wall_started = time.monotonic()
-    with started_task_runner(study.execution.dask) as runner, ExitStack() as leaving:
+    with started_task_runner(study.execution.dask, logger) as runner, ExitStack() as leaving:
         client = runner.client
         plugin_name = f"simstudy-{identity[:12]}"
         threads = preflight(client, study, plugin_name, log_dir)  # removes it if it fails

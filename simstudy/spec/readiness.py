@@ -235,7 +235,7 @@ def cluster_class_problem(path: str | None) -> str | None:
 def cluster_output_problem(study: Study) -> str | None:
     """Return why the workers of a cluster class on other hosts cannot reach a local output."""
     path = study.execution.dask.cluster_class
-    if path is None:
+    if path is None or study.execution.dask.shared_output:
         return None
     from distributed import LocalCluster
 
@@ -270,7 +270,9 @@ def local_output_problem(location: str, workers: str) -> str | None:
         f"{workers} run on other hosts and write model logs under it (and part files, "
         "with execution.part_files: workers); use a shared "
         "fsspec URL (e.g. s3://bucket/prefix) or a folder on a filesystem every host "
-        "mounts (NFS, Lustre, GPFS, CephFS, ...)"
+        "mounts (NFS, Lustre, GPFS, CephFS, ...); if every worker sees this folder at the "
+        "same path (they run on this node, or the filesystem is shared), set "
+        "execution.dask.shared_output: true"
     )
 
 

@@ -175,8 +175,9 @@ class DaskSettings(StudyModel):
         default=None,
         ge=1,
         le=MAX_LOCAL_WORKERS,
-        description=f"Worker processes of the local cluster (default: 2, at most "
-        f"{MAX_LOCAL_WORKERS}).",
+        description=f"Worker processes of the local cluster (default: one per CPU this "
+        "process may use: a Slurm job's allocation, a cgroup's limit, or the machine's; at "
+        f"most {MAX_LOCAL_WORKERS}).",
     )
     threads_per_worker: int | None = Field(
         default=None,
@@ -189,7 +190,14 @@ class DaskSettings(StudyModel):
         default=None,
         description="Memory limit per worker of the local cluster: a size such as '4GiB' or "
         "'500MB' (at least 256 MiB), or 'auto' (system memory shared by the workers). "
-        "Default: Dask's.",
+        "Default: the Slurm job's or cgroup's memory shared by the workers, else Dask's.",
+    )
+    shared_output: bool = Field(
+        default=False,
+        description="The output folder is at the same path on every worker's host: the "
+        "workers of cluster_class run on this one node (a single-node Slurm), or share a "
+        "filesystem that simstudy does not recognise as shared. Without it, a study whose "
+        "workers run on other hosts is refused when its output is a folder on a local disk.",
     )
 
     @field_validator("address")

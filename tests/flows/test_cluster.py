@@ -15,11 +15,13 @@ import pytest
 from distributed import Client
 
 from flows.cluster import (
+    local_cluster_kwargs,
     quiet_cluster_class,
     quiet_cluster_config,
     quiet_local_cluster,
     study_task_runner,
 )
+from simstudy.allocation import Allocation
 from simstudy.spec.study import DaskSettings, Study
 
 PROFILER = "distributed.worker.profile.enabled"
@@ -46,6 +48,21 @@ def test_local_studies_get_the_quiet_cluster_and_addresses_are_left_alone() -> N
     assert study_task_runner(DaskSettings()).cluster_class is quiet_local_cluster
     runner = study_task_runner(DaskSettings(address="tcp://127.0.0.1:8786"))
     assert runner.cluster_class is None
+
+
+def test_the_local_cluster_is_sized_to_a_slurm_job_s_allocation_not_the_node() -> None:
+    job = Allocation(cpus=3, memory_bytes=6 * 2**30, source="slurm")
+    kwargs = local_cluster_kwargs(DaskSettings(), job)
+    assert (kwargs["n_workers"], kwargs["memory_limit"]) == (3, 2 * 2**30)
+    threaded = local_cluster_kwargs(DaskSettings(threads_per_worker=2), job)
+    assert (threaded["n_workers"], threaded["memory_limit"]) == (1, 6 * 2**30)
+    adaptive = local_cluster_kwargs(DaskSettings(adapt={"minimum": 1, "maximum": 4}), job)
+    assert (adaptive["n_workers"], adaptive["memory_limit"]) == (1, 1.5 * 2**30)
+    # What the study says wins; on a machine alone, Dask's memory default stays.
+    given = local_cluster_kwargs(DaskSettings(n_workers=2, memory_limit="1GiB"), job)
+    assert (given["n_workers"], given["memory_limit"]) == (2, "1GiB")
+    machine = local_cluster_kwargs(DaskSettings(), Allocation(4, 2**34, "machine"))
+    assert machine["n_workers"] == 4 and "memory_limit" not in machine
 
 
 def worker_settings() -> tuple[object, object]:

@@ -223,6 +223,14 @@ def test_cluster_class_on_other_hosts_needs_a_shared_output(tmp_path: Path) -> N
     assert "the workers of distributed.SpecCluster run on other hosts" in remote
     assert cluster_output_problem(study("distributed.SpecCluster", "memory://o")) is None
     assert cluster_output_problem(study("distributed.LocalCluster", local_output)) is None
+    assert "execution.dask.shared_output: true" in remote
+    # The user says the folder is the same on every worker's host (one node, or a shared
+    # filesystem simstudy does not recognise).
+    shared = study_with(
+        output=local_output,
+        execution={"dask": {"cluster_class": "distributed.SpecCluster", "shared_output": True}},
+    )
+    assert cluster_output_problem(shared) is None
 
 
 def test_workers_on_this_machine_are_not_remote() -> None:
