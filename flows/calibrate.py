@@ -31,7 +31,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from flows.artifacts import artifact_key
-from flows.cluster import started_task_runner
+from flows.cluster import reachable_threads, started_task_runner
 from flows.orchestrator import StudyOrchestrator, notify
 from flows.preflight import preflight, remove_study_plugin
 from flows.study_run import (
@@ -161,7 +161,10 @@ class Calibration:
         with started_task_runner(study.execution.dask, self.logger) as runner:
             client = runner.client
             plugin_name = f"simstudy-{self.identity[:12]}"
-            threads = preflight(client, study, plugin_name, log_dir)
+            joined = preflight(client, study, plugin_name, log_dir)
+            threads = reachable_threads(
+                runner, study.execution.dask, joined.joined, joined.per_worker
+            )
             fingerprint = model_fingerprint(study)
             parts = PartWriter(simulations, fingerprint)
             orchestrator = StudyOrchestrator(

@@ -163,6 +163,22 @@ def started_task_runner(
         yield runner
 
 
+def reachable_threads(
+    runner: DaskTaskRunner, settings: DaskSettings, joined: int, per_worker: int
+) -> int:
+    """Return the worker threads the cluster may reach, not only those that joined first.
+
+    An adaptive cluster grows only when the scheduler holds more work than its workers can
+    take; a study that submits for the first worker alone keeps it at its minimum (measured:
+    a calibration on SLURMCluster, adapt 1-2, never had a second job). Workers a started
+    cluster asked for (jobs still pending) count too.
+    """
+    cluster = getattr(runner, "_cluster", None)
+    requested = len(getattr(cluster, "requested", None) or ())
+    planned = max(settings.adapt.maximum if settings.adapt else 0, requested)
+    return max(joined, planned * per_worker)
+
+
 def study_task_runner(settings: DaskSettings) -> DaskTaskRunner:
     """Return a DaskTaskRunner on the study's scheduler address or on a cluster it starts."""
     if settings.address:

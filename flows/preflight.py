@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from dataclasses import dataclass
 from typing import Any
 
 import distributed
@@ -106,8 +107,18 @@ def _plugin_report(dask_worker: distributed.Worker, name: str) -> dict[str, Any]
     return getattr(plugin, "report", {}) or {"problem": "simstudy worker plugin missing"}
 
 
-def preflight(client: distributed.Client, study: Study, plugin_name: str, log_dir: str) -> int:
-    """Run every check; return the number of worker threads, or raise `PreflightError`."""
+@dataclass(frozen=True)
+class WorkerThreads:
+    """The threads of the workers that had joined when preflight ran."""
+
+    joined: int
+    per_worker: int
+
+
+def preflight(
+    client: distributed.Client, study: Study, plugin_name: str, log_dir: str
+) -> WorkerThreads:
+    """Run every check; return the joined workers' threads, or raise `PreflightError`."""
     execution = study.execution
     try:
         client.wait_for_workers(1, timeout=execution.worker_wait_seconds)
@@ -155,7 +166,8 @@ def preflight(client: distributed.Client, study: Study, plugin_name: str, log_di
                 "answering)"
             ) from exc
         raise
-    return sum(int(info.get("nthreads", 1)) for info in workers.values())
+    each = [int(info.get("nthreads", 1)) for info in workers.values()]
+    return WorkerThreads(joined=sum(each), per_worker=max(each, default=1))
 
 
 def remove_study_plugin(client: distributed.Client, plugin_name: str) -> None:

@@ -38,7 +38,7 @@ from flows.artifacts import (
     publish_summary,
     summary_markdown,
 )
-from flows.cluster import started_task_runner
+from flows.cluster import reachable_threads, started_task_runner
 from flows.orchestrator import StudyOrchestrator, StudyOutcome, notify
 from flows.preflight import preflight, remove_study_plugin
 from flows.progress import publish
@@ -127,7 +127,8 @@ def _run_study(
     with started_task_runner(study.execution.dask, logger) as runner, ExitStack() as leaving:
         client = runner.client
         plugin_name = f"simstudy-{identity[:12]}"
-        threads = preflight(client, study, plugin_name, log_dir)  # removes it if it fails
+        joined = preflight(client, study, plugin_name, log_dir)  # removes it if it fails
+        threads = reachable_threads(runner, study.execution.dask, joined.joined, joined.per_worker)
         if study.execution.dask.address:  # a cluster that outlives the study, whatever fails
             leaving.callback(remove_study_plugin, client, plugin_name)
         publish_dashboard_link(study, dashboard_link(client))

@@ -19,6 +19,7 @@ from flows.cluster import (
     quiet_cluster_class,
     quiet_cluster_config,
     quiet_local_cluster,
+    reachable_threads,
     study_task_runner,
 )
 from simstudy.allocation import Allocation
@@ -63,6 +64,19 @@ def test_the_local_cluster_is_sized_to_a_slurm_job_s_allocation_not_the_node() -
     assert (given["n_workers"], given["memory_limit"]) == (2, "1GiB")
     machine = local_cluster_kwargs(DaskSettings(), Allocation(4, 2**34, "machine"))
     assert machine["n_workers"] == 4 and "memory_limit" not in machine
+
+
+def test_the_study_submits_for_the_threads_its_cluster_may_reach() -> None:
+    class Runner:  # a started DaskTaskRunner's cluster, as far as this reads it
+        def __init__(self, requested: int):
+            self._cluster = type("Cluster", (), {"requested": set(range(requested))})()
+
+    # An adaptive cluster that started with one 2-thread worker may reach its maximum.
+    adaptive = DaskSettings(cluster_class="x.Y", adapt={"minimum": 1, "maximum": 5})
+    assert reachable_threads(Runner(1), adaptive, joined=2, per_worker=2) == 10
+    # Jobs still pending count; a scheduler at an address has only what joined.
+    assert reachable_threads(Runner(4), DaskSettings(cluster_class="x.Y"), 1, 1) == 4
+    assert reachable_threads(object(), DaskSettings(address="tcp://127.0.0.1:1"), 3, 1) == 3  # type: ignore[arg-type]
 
 
 def worker_settings() -> tuple[object, object]:

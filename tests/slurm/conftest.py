@@ -21,7 +21,9 @@ def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm
     reason = slurm_unavailable_reason()
     if reason:
         pytest.skip(reason)
-    slurm = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    # Four CPUs on a 2-core machine: the tests' jobs mostly wait, and three one-core
+    # worker jobs at once show an adaptive cluster growing past two.
+    slurm = LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=max(4, os.cpu_count() or 1))
     slurm.start(timeout=60)
     saved = {name: os.environ.get(name) for name in slurm.env_overlay}
     os.environ.update(slurm.env_overlay)
