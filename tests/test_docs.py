@@ -62,3 +62,29 @@ def test_a_command_in_the_docs_parses_and_names_what_exists(page: str, command: 
     if module in ("venv", "pip", "pytest"):
         return
     assert importlib.util.find_spec(module) is not None, f"{page}: no module {module}"
+
+
+YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)
+
+
+def shown_dask_settings() -> list[tuple[str, str]]:
+    """Return (page, block) for each YAML block of the docs that sets execution.dask whole."""
+    return [
+        (str(page.relative_to(REPO)), block)
+        for page in PAGES
+        for block in YAML_BLOCK.findall(page.read_text())
+        if block.startswith("execution:\n  dask:")
+    ]
+
+
+@pytest.mark.parametrize(("page", "block"), shown_dask_settings())
+def test_a_cluster_configuration_in_the_docs_validates(page: str, block: str) -> None:
+    import yaml
+
+    from simstudy.spec.study import DaskSettings
+
+    DaskSettings.model_validate(yaml.safe_load(block)["execution"]["dask"])
+
+
+def test_the_docs_show_the_tested_slurm_configuration() -> None:
+    assert any("dask_jobqueue.SLURMCluster" in block for _, block in shown_dask_settings())
