@@ -19,6 +19,7 @@ At the end, the ten best trials are run again from the cache (nothing new runs) 
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from typing import Any, cast
 from uuid import UUID
 
@@ -60,9 +61,9 @@ from simstudy.calibrate.search import Search, allocations_of
 from simstudy.calibrate.space import search_space
 from simstudy.calibrate.trials import TrialLog, trials_table
 from simstudy.display import format_number, format_parameters
-from simstudy.errors import StudyError
+from simstudy.errors import StorageError, StudyError
 from simstudy.output.fingerprint import model_fingerprint
-from simstudy.output.location import OutputStore
+from simstudy.output.location import OutputStore, storage_errors
 from simstudy.output.locking import output_lock
 from simstudy.output.parts import PartWriter, read_parts
 from simstudy.output.results import RANKING_FILE, now, write_json, write_table
@@ -150,6 +151,17 @@ class Calibration:
         """Run the search until every trial is told; return the calibration's final state."""
         started = now().isoformat()
         self._write_document("running", started)
+        try:
+            # The journal and the trial log write outside `atomic_file`: a full disk there
+            # is the same one error.
+            with storage_errors(str(self.store)):
+                return self._search(started)
+        except StorageError as exc:
+            with suppress(OSError):  # told if it can still be written; the journal resumes
+                self._write_document("incomplete", started, {"error": str(exc)})
+            raise
+
+    def _search(self, started: str) -> State[Any]:
         self._progress = cast(UUID, create_progress_artifact(
             progress=self._percent(), key=artifact_key(self.study, "calibration-progress"),
             description=f"Trials told of {self.settings.trials}",

@@ -30,7 +30,9 @@ from prefect_dask.task_runners import PrefectDaskFuture
 
 from flows.submission import submit_plain, submit_task
 from flows.watchdog import (
+    AGGREGATION_MEMORY_ADVICE,
     ANSWER_SECONDS,
+    RUN_MEMORY_ADVICE,
     StallWatch,
     collect_stall_report,
     computing_tasks,
@@ -137,7 +139,7 @@ class StudyOrchestrator:
         self._futures: dict[str, PrefectDaskFuture[Any]] = {}  # Dask key -> simulation run
         self._aggregating: dict[str, tuple[int, PrefectDaskFuture[Any]]] = {}  # -> group
         self._computing_asked = 0.0  # when the scheduler was last asked (`_snapshot`)
-        self._aggregation_submitted: dict[str, float] = {}  # Dask key -> time.time()
+        self._submitted: dict[str, float] = {}  # Dask key -> time.time(), for memory kills
         self._abandoned: dict[UUID, str] = {}  # task runs that failed or never finished
         self._events: queue.SimpleQueue[RunEvent] = queue.SimpleQueue()
         self._task_done = threading.Event()
@@ -299,10 +301,10 @@ class StudyOrchestrator:
             key for key, (_, future) in self._aggregating.items() if future.wrapped_future.done()
         ]
         for key in runs:
-            self._take_run(key, self._futures.pop(key))
+            self._take_run(key, self._futures.pop(key), self._submitted.pop(key, 0.0))
         for key in aggregations:
             group_index, future = self._aggregating.pop(key)
-            submitted = self._aggregation_submitted.pop(key, 0.0)
+            submitted = self._submitted.pop(key, 0.0)
             self._take_aggregation(group_index, future, submitted)
         return bool(runs or aggregations)
 
@@ -322,6 +324,7 @@ class StudyOrchestrator:
         for run, future, prior in zip(runs, futures, priors, strict=True):
             key = str(future.wrapped_future.key)
             self._futures[key] = future
+            self._submitted[key] = time.time()
             self.ledger.submitted(run, key, prior)
             self._watch(future)
 
@@ -375,7 +378,7 @@ class StudyOrchestrator:
         # Wakes the loop at once, so a finished set's aggregation or a rerun is not delayed.
         future.wrapped_future.add_done_callback(lambda _: self._task_done.set())
 
-    def _take_run(self, key: str, future: PrefectDaskFuture[Any]) -> None:
+    def _take_run(self, key: str, future: PrefectDaskFuture[Any], submitted: float) -> None:
         """Fetch a finished run's results (a deadline) and give them to the ledger."""
         self._apply_events()  # records it streamed count before its result
         run = self.ledger.running[key]
@@ -390,7 +393,8 @@ class StudyOrchestrator:
             return
         except BaseException as exc:  # a lost worker, an error outside the model
             self._abandon(future, run.label)
-            self.ledger.run_lost(key, describe_failure(exc), worker_lost(exc))
+            reason = self._lost_reason(exc, submitted, RUN_MEMORY_ADVICE)
+            self.ledger.run_lost(key, reason, worker_lost(exc))
             return
         if results and results[0].part is not None and self.ledger.needs_outputs(key, results):
             # The flow needs the outputs of some of its batches: its part is not kept.
@@ -426,7 +430,7 @@ class StudyOrchestrator:
         future = cast(PrefectDaskFuture[Any], future)
         ledger.aggregation_started(group_index)
         self._aggregating[str(future.wrapped_future.key)] = (group_index, future)
-        self._aggregation_submitted[str(future.wrapped_future.key)] = time.time()
+        self._submitted[str(future.wrapped_future.key)] = time.time()
         self._watch(future)
 
     def _take_aggregation(
@@ -441,10 +445,7 @@ class StudyOrchestrator:
         except BaseException as exc:
             indices = self.ledger.groups[group_index].set_indices
             self._abandon(future, group_name(self.ledger.sets, indices))
-            reason = describe_failure(exc)
-            if worker_lost(exc):  # a nanny's restart for memory says so
-                restarts = memory_restarts(self.client, submitted)
-                reason = memory_reason(reason, restarts) if restarts else reason
+            reason = self._lost_reason(exc, submitted, AGGREGATION_MEMORY_ADVICE)
             self.ledger.aggregation_failed(group_index, reason)
             if self.ledger.groups[group_index].done and self.on_aggregate is not None:
                 # Past max_resubmits its sets failed with the reason: listeners hear of it.
@@ -456,6 +457,14 @@ class StudyOrchestrator:
         self.ledger.aggregation_finished(group_index, aggregates)
         if self.on_aggregate is not None:
             notify(self.on_aggregate, aggregates)
+
+    def _lost_reason(self, exc: BaseException, submitted: float, advice: str) -> str:
+        """Return why a task failed; a lost worker that its nanny restarted for memory says so."""
+        reason = describe_failure(exc)
+        if not worker_lost(exc):
+            return reason
+        restarts = memory_restarts(self.client, submitted)
+        return memory_reason(reason, restarts, advice) if restarts else reason
 
     def abandoned_task_runs(self) -> dict[UUID, str]:
         """Return task runs (id -> name) still unfinished or lost when the study stopped."""

@@ -96,14 +96,21 @@ def memory_restarts(
     return [event for stamp, event in events if stamp >= since and isinstance(event, dict)]
 
 
-def memory_reason(reason: str, restarts: list[dict[str, Any]]) -> str:
+AGGREGATION_MEMORY_ADVICE = "need less (a user loss, fewer points or replicates per set)"
+RUN_MEMORY_ADVICE = (
+    "need less (the thread runner's model shares its worker's memory; runner 'process' "
+    "runs it outside the worker process)"
+)
+
+
+def memory_reason(reason: str, restarts: list[dict[str, Any]], advice: str) -> str:
     """Return a lost task's reason, saying that its worker ran out of memory."""
     rss = max(int(event.get("rss", 0)) for event in restarts) / 2**20
     lost = reason.split(":", 1)[0]  # KilledWorker's own text names only the Dask task
     return (
         f"out of memory: a worker used {rss:,.0f} MiB, over its memory limit, and was "
         f"restarted ({lost}); give the workers more memory (execution.dask.memory_limit) or "
-        "need less (a user loss, fewer points or replicates per set)"
+        f"{advice}"
     )
 
 

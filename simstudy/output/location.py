@@ -163,16 +163,22 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
 
     A full disk, a quota or a read-only folder is a `StorageError` naming the path.
     """
+    with storage_errors(path), _atomic_file(path) as handle:
+        yield handle
+
+
+@contextmanager
+def storage_errors(where: Path | str) -> Iterator[None]:
+    """Raise a full disk, a quota or a read-only folder met inside as a `StorageError`."""
     try:
-        with _atomic_file(path) as handle:
-            yield handle
+        yield
     except StorageError:
         raise
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
             raise
         raise StorageError(
-            f"cannot write {path}: {exc.strerror}; make room there (or choose another "
+            f"cannot write {where}: {exc.strerror}; make room there (or choose another "
             "output) and run the same command again: the finished replicates it kept are "
             "reused"
         ) from exc

@@ -279,3 +279,24 @@ def test_an_aggregation_over_the_workers_memory_is_named_as_memory(
     assert "out of memory: a worker used" in (state.message or "")
     assert "execution.dask.memory_limit" in (state.message or "")
     print(f"aggregation over the worker's memory: failed, named as memory, after {elapsed:.1f} s")
+
+
+@pytest.mark.timeout(180)
+def test_a_thread_runner_model_over_the_workers_memory_is_named_as_memory(
+    make_study: Callable[..., Study],
+) -> None:
+    study = make_study(
+        parameters={"list": [{"a": 1.0}]},
+        fixed={"behavior": "hungry"},
+        replicates=1,
+        execution={"runner": "thread", "max_resubmits": 0,
+                   "dask": {"n_workers": 1, "memory_limit": "600MB"}},
+    )  # fmt: skip
+    started = time.monotonic()
+    state = simulation_study(study=study, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_failed()
+    (row,) = pq.read_table(Path(study.output_dir) / "replicates.parquet").to_pylist()
+    assert "out of memory: a worker used" in row["error"], row["error"]
+    assert "runner 'process'" in row["error"]
+    print(f"a thread-runner model over the worker's memory: named as memory in {elapsed:.1f} s")

@@ -73,3 +73,33 @@ def test_a_full_disk_is_one_error_and_the_same_command_resumes_exactly(
     finished = json.loads((small_disk / "out" / "study.json").read_text())
     assert finished["status"] == "ok"
     print(f"full disk: exit 3, then resumed reusing {finished['reused_replicates']} of 16")
+
+
+@pytest.mark.timeout(300)
+def test_a_calibration_on_a_full_disk_says_incomplete_and_the_same_command_resumes(
+    small_disk: Path, tmp_path: Path, prefect_api_url: str
+) -> None:
+    (tmp_path / "observed.csv").write_text("output,value\ndraw,500\n")
+    study = tmp_path / "calibrate.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "full-calibration", "model": "benchmarks.burn:simulate",
+        "fixed": {"cost_ms": 0.0, "series": 40_000},  # 320 kB a replicate
+        "parameters": {"sample": {"bounds": {"x": [0.0, 1.0]}}},
+        "calibrate": {"sampler": "random", "trials": 6, "parallel": 2, "seed": 3,
+                      "replicates": {"min": 2, "max": 2}},
+        "targets": {"data": str(tmp_path / "observed.csv"), "loss": "mse_of_mean"},
+        "seed": 1, "execution": {"dask": {"n_workers": 2}},
+        "output": str(small_disk / "out"),
+    }))  # fmt: skip
+    full = run(study, prefect_api_url)
+    assert full.returncode == 3, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], full.stderr[-3000:]
+    document = json.loads((small_disk / "out" / "calibration.json").read_text())
+    assert document["status"] == "incomplete" and "No space left" in document["error"]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = run(study, prefect_api_url)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    finished = json.loads((small_disk / "out" / "calibration.json").read_text())
+    assert finished["status"] == "completed" and finished["trials"] == 6

@@ -89,6 +89,12 @@ def simulate(params: dict[str, Any], seed: int) -> dict[str, Any]:
     behavior = behavior_for(params, seed)
     if behavior == "hang":
         time.sleep(3600)
+    elif behavior == "hungry":  # 2 GB touched (resident): more than a test worker may use
+        import numpy as np
+
+        block = np.ones(250_000_000)
+        time.sleep(30)
+        return {"y": float(block[0])}
     elif behavior in ("stderr_flood", "stderr_1mb"):
         chunk = "x" * 1023 + "\n"
         for _ in range(10 * 1024 if behavior == "stderr_flood" else 1024):  # 10 MiB or 1 MiB
