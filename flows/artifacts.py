@@ -238,3 +238,13 @@ def publish_summary(study: Study, markdown: str, headline: str) -> None:
     create_markdown_artifact(
         markdown=markdown, key=artifact_key(study, "summary"), description=headline[:500]
     )
+
+
+def publish_table(study: Study, what: str, rows: list[dict[str, str]], description: str) -> None:
+    """Create (or update) the table artifact `what` of a study."""
+    create_table_artifact(table=rows, key=artifact_key(study, what), description=description)
+
+
+def publish_progress(artifact: UUID, percent: float) -> None:
+    """Update a progress artifact."""
+    update_progress_artifact(artifact, percent)

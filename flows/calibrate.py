@@ -25,25 +25,17 @@ from uuid import UUID
 
 from prefect.artifacts import (
     create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
 )
-from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from flows.artifacts import artifact_key
-from flows.cluster import reachable_threads, started_task_runner
-from flows.orchestrator import StudyOrchestrator, notify
-from flows.preflight import preflight, remove_study_plugin
+from flows.artifacts import artifact_key, publish_progress, publish_table
+from flows.engine_run import engine_study, run_engine
+from flows.orchestrator import StudyOutcome, notify
 from flows.study_run import (
     RunLogger,
     RunOptions,
-    crash_abandoned_task_runs,
-    publish_stall_report,
     run_study,
 )
-from flows.task_settings import task_settings_context
-from simstudy.analysis.targets import load_targets
 from simstudy.calibrate.adaptive import simulations_saved
 from simstudy.calibrate.folder import (
     CALIBRATION_FILE,
@@ -59,13 +51,12 @@ from simstudy.calibrate.folder import (
 from simstudy.calibrate.optimizer import Optimizer
 from simstudy.calibrate.search import Search, allocations_of
 from simstudy.calibrate.space import search_space
+from simstudy.calibrate.spec import CalibrateSettings
 from simstudy.calibrate.trials import TrialLog, trials_table
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import StorageError, StudyError
-from simstudy.output.fingerprint import model_fingerprint
 from simstudy.output.location import OutputStore, storage_errors
 from simstudy.output.locking import output_lock
-from simstudy.output.parts import PartWriter, read_parts
 from simstudy.output.results import RANKING_FILE, now, write_json, write_table
 from simstudy.spec.readiness import check_ready
 from simstudy.spec.study import Study
@@ -112,23 +103,13 @@ def run_calibration(
             calibration.search.optimizer.close()
 
 
-def engine_study(study: Study, store: OutputStore) -> Study:
-    """Return the study the engine runs trials as: the calibration's, in `simulations/`."""
-    assert study.calibrate is not None and store.local is not None
-    document = study.model_dump(mode="json", exclude={"calibrate"})
-    document["parameters"] = {"list": [{}]}  # trials come from the search, not a design
-    document["output"] = str(store.local / SIMULATIONS_DIR)
-    # Batches of replicates.min keep earlier replicates reusable when a trial doubles.
-    document["execution"]["batch_size"] = study.calibrate.min_replicates
-    return Study.model_validate(document)
-
-
 class Calibration:
     """One calibration run: its search, its engine, its files and artifacts."""
 
     def __init__(self, study: Study, store: OutputStore, identity: str, logger: RunLogger):
         assert study.calibrate is not None and study.parameters.sample is not None
         assert store.local is not None  # checked by run_calibration
+        assert isinstance(study.calibrate, CalibrateSettings)
         self.study = study
         self.settings = study.calibrate
         self.store = store
@@ -166,46 +147,15 @@ class Calibration:
             progress=self._percent(), key=artifact_key(self.study, "calibration-progress"),
             description=f"Trials told of {self.settings.trials}",
         ))  # fmt: skip
-        study = engine_study(self.study, self.store)
-        simulations = OutputStore(study.output_dir)
-        log_dir = str(simulations.local_log_dir(study.name))
-        flow_run_id = flow_run.get_id()
-        with started_task_runner(study.execution.dask, self.logger) as runner:
-            client = runner.client
-            plugin_name = f"simstudy-{self.identity[:12]}"
-            joined = preflight(client, study, plugin_name, log_dir)
-            threads = reachable_threads(
-                runner, study.execution.dask, joined.joined, joined.per_worker
-            )
-            fingerprint = model_fingerprint(study)
-            parts = PartWriter(simulations, fingerprint)
-            orchestrator = StudyOrchestrator(
-                runner=runner, client=client, study=study, sets=[], batches=[],
-                log_dir=log_dir, worker_threads=threads,
-                progress_topic=f"simstudy-calibration-{flow_run_id or self.identity}",
-                on_progress=lambda _: None,
-                on_stall=lambda report: publish_stall_report(
-                    self.study, report, self.store, self.logger),
-                on_batches=parts.write, targets=load_targets(study), driver=self.search,
-                stored=read_parts(simulations, fingerprint),
-                driver_batch_size=self.settings.min_replicates,
-            )  # fmt: skip
-            try:
-                with task_settings_context(client):
-                    searching = time.monotonic()
-                    outcome = orchestrator.run()
-                    self._search_seconds = time.monotonic() - searching
-            finally:
-                if flow_run_id:
-                    notify(crash_abandoned_task_runs, orchestrator.abandoned_task_runs(),
-                           self.logger)  # fmt: skip
-                if study.execution.dask.address:
-                    remove_study_plugin(client, plugin_name)
-            for unfinished in outcome.unfinished:  # a stalled run keeps what finished
-                notify(parts.write, [unfinished])
-            address = str(study.execution.dask.address or cast(Any, client.scheduler).address)
+
+        def report_best(address: str, outcome: StudyOutcome) -> None:
             if not outcome.abandoned:
                 self._report_best(address)
+
+        run = run_engine(self.study, self.store, self.identity, self.logger, self.search,
+                         while_connected=report_best)  # fmt: skip
+        outcome = run.outcome
+        self._search_seconds = run.seconds
         self._write_outputs()
         self._publish(self.search, force=True)
         summary = self._summary()
@@ -281,7 +231,10 @@ class Calibration:
         )  # fmt: skip
         self.logger.info("%d/%d trials told, %d simulations; %s", told, self.settings.trials,
                          search.simulations(), lead)  # fmt: skip
-        notify(publish_best_trials, self.study, rows, told, search.simulations())
+        description = (
+            f"Best {len(rows)} trials after {told} told ({search.simulations()} simulations)"
+        )
+        notify(publish_table, self.study, "best-trials", rows, description)
 
     def _write_outputs(self) -> None:
         records = sorted(self.search.records.values(), key=lambda r: r.trial)
@@ -327,18 +280,3 @@ class Calibration:
             "study": self.study.model_dump(mode="json"), "started_at": started,
             **({"finished_at": now().isoformat(), **summary} if summary else {}),
         })  # fmt: skip
-
-
-def publish_best_trials(
-    study: Study, rows: list[dict[str, str]], told: int, simulations: int
-) -> None:
-    """Create (or update) the table artifact of the best trials so far."""
-    create_table_artifact(
-        table=rows, key=artifact_key(study, "best-trials"),
-        description=f"Best {len(rows)} trials after {told} told ({simulations} simulations)",
-    )  # fmt: skip
-
-
-def publish_progress(artifact: UUID, percent: float) -> None:
-    """Update the progress artifact of trials told."""
-    update_progress_artifact(artifact, percent)

@@ -29,6 +29,13 @@ from simstudy.calibrate.folder import (
     calibration_summary,
     check_calibration_dir,
 )
+from simstudy.calibrate.posterior import (
+    POSTERIOR_FILE,
+    posterior_plan,
+    posterior_summary,
+    study_prior,
+)
+from simstudy.calibrate.spec import PosteriorSettings
 from simstudy.design.expand import expand_parameters, sample_seed
 from simstudy.design.plan import plan_batches
 from simstudy.display import visible
@@ -108,7 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             store = OutputStore(args.output)
             calibration = store.exists(CALIBRATION_FILE) and not store.exists(STUDY_FILE)
-            built = build_calibration_report(store) if calibration else build_report(store)
+            if store.exists(POSTERIOR_FILE):
+                from simstudy.report.posterior import build_posterior_report
+
+                built = build_posterior_report(store)
+            elif calibration:
+                built = build_calibration_report(store)
+            else:
+                built = build_report(store)
             console.print(f"report: {built}")
             return EXIT_OK
         return run_command(args)
@@ -196,7 +210,9 @@ def show_results(store: OutputStore, calibration: bool | None) -> None:
     """Print a finished study's summary, or a calibration's; then the best sets by loss."""
     if calibration is None:
         calibration = store.exists(CALIBRATION_FILE) and not store.exists(STUDY_FILE)
-    if calibration:
+    if store.exists(POSTERIOR_FILE):
+        console.print(posterior_summary(store))
+    elif calibration:
         console.print(calibration_summary(store))
     else:
         console.print(summary_table(store))
@@ -221,6 +237,14 @@ def validate_calibration(study: Study) -> int:
     settings = study.calibrate
     assert settings is not None and study.parameters.sample is not None
     targets = load_targets(study)
+    if isinstance(settings, PosteriorSettings):
+        say(posterior_plan(study.name, settings))
+        priors = study_prior(study.parameters.sample, settings).describe()
+        for name, prior in priors.items():
+            say(f"  {name}: {prior}")
+        if targets is not None:
+            say(targets.describe())
+        return EXIT_OK
     say(
         f"{study.name}: calibration of {settings.trials} trials, {settings.parallel} in flight, "
         f"{settings.min_replicates} to {settings.max_replicates} "
@@ -337,7 +361,9 @@ def import_flow(study: Study) -> None:
     import flows.progress_bar
     import flows.study
 
-    if study.calibrate is not None:
+    if isinstance(study.calibrate, PosteriorSettings):
+        import flows.posterior  # noqa: F401 (the flow imports it when it runs)
+    elif study.calibrate is not None:
         import flows.calibrate  # noqa: F401 (the flow imports it when it runs)
     filter_console_logs()
 

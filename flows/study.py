@@ -17,6 +17,7 @@ from prefect.states import State
 
 from flows.run_policy import run_policy
 from flows.study_run import run_study
+from simstudy.calibrate.spec import PosteriorSettings
 from simstudy.run.memory import return_freed_memory
 from simstudy.spec.loading import resolve_study
 from simstudy.spec.policy import check_request, check_study
@@ -67,6 +68,10 @@ def simulation_study(
     study = resolve_study(study_path, study, overrides)
     if policy is not None:
         check_study(policy, study)
+    if isinstance(study.calibrate, PosteriorSettings):
+        from flows.posterior import run_posterior  # imported here, as the calibration below
+
+        return run_posterior(study, logger, overwrite=overwrite, fresh=fresh)
     if study.calibrate is not None:
         # Imported here: Dask workers import this module with every task run (its flow is
         # in the task's context), and Optuna with scipy.stats cost each of them ~1 s.

@@ -36,10 +36,23 @@ def validation_problems(error: ValidationError) -> list[str]:
     """Return one 'field.path: message (got value)' line per pydantic error."""
     problems = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        where = ".".join(str(part) for part in field_path(item["loc"])) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         problems.append(f"{where}: {message}{shown_input(item)}")
     return problems
+
+
+UNION_TAGS = {"calibrate": ("optuna", "abc-smc")}
+"""The tags pydantic puts in an error's location after a field that is a tagged union."""
+
+
+def field_path(location: tuple[int | str, ...]) -> list[int | str]:
+    """Return an error's location as the study file spells it: without union tags."""
+    path: list[int | str] = []
+    for part in location:
+        if not (path and part in UNION_TAGS.get(str(path[-1]), ())):
+            path.append(part)
+    return path
 
 
 def shown_input(item: ErrorDetails) -> str:

@@ -59,10 +59,9 @@ from typing import Any
 
 import numpy as np
 import scipy.special
-from pydantic import BaseModel, ConfigDict, Field
 
 from simstudy.calibrate.priors import Prior
-from simstudy.calibrate.spec import MAX_CALIBRATION_REPLICATES
+from simstudy.calibrate.spec import RESUMABLE_SETTINGS, AbcSmcSettings
 from simstudy.design.expand import ParameterSet
 from simstudy.design.identity import param_id
 from simstudy.design.sampling import round_significant
@@ -70,74 +69,18 @@ from simstudy.run.engine import Engine, SetOutcome
 
 JOURNAL_FORMAT = "abc-smc/1"
 """The first line of a journal names its format, so another file is refused, not replayed."""
-RESUMABLE_SETTINGS = ("generations", "max_simulations", "min_acceptance_rate")
-"""Settings a resumed run may change: they decide when to stop, not which particles."""
 PROPOSAL_STREAM = 0
 """Spawn-key tag of the proposals' random streams (a first word, so other streams can come)."""
+SETS_PER_THREAD = 8
+"""Sets in flight per worker thread of the engine, unless `parallel` says otherwise: cheap
+simulations are then grouped into runs of several (one task run each had ~15 ms of
+overhead per simulation, measured), and an idle worker waits for no round trip."""
 OVER_PROPOSAL = 0.25
-"""Sets in flight beyond the engine's capacity, as a fraction of it (at least one): the
-next set is queued when a worker frees, and an idle worker waits for no round trip."""
+"""Sets in flight beyond that, as a fraction of it (at least one)."""
 MAX_REDRAWS = 10_000
 """Draws of one proposal before giving up: the kernel has almost no mass in the support."""
 CHUNK_ROWS = 256
 """Particles per block of the kernel density: memory is CHUNK_ROWS x population x d."""
-
-
-class AbcSmcSettings(BaseModel):
-    """ABC-SMC: population size, the epsilon schedule, the kernel, and when to stop."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    population_size: int = Field(
-        default=1000, ge=2, le=1_000_000, description="Accepted particles per generation (N)."
-    )
-    epsilon: float | None = Field(
-        default=None,
-        ge=0,
-        description="Final epsilon: stop after the generation that reaches it (epsilon never "
-        "goes below it). None: stop by the other rules only.",
-    )
-    epsilon_quantile: float = Field(
-        default=0.5,
-        gt=0,
-        lt=1,
-        description="Epsilon of a generation: this weighted quantile of the last population's "
-        "distances (lowered to the next distance below when that would not shrink it).",
-    )
-    min_acceptance_rate: float = Field(
-        default=0.0,
-        ge=0,
-        lt=1,
-        description="Stop once a generation's acceptance rate falls below it (0: never); "
-        "checked while the generation runs, so it stops as soon as the rate cannot be reached.",
-    )
-    generations: int = Field(
-        default=10, ge=1, le=10_000, description="Most generations, generation 0 included."
-    )
-    max_simulations: int | None = Field(
-        default=None,
-        ge=1,
-        description="Budget of simulations (replicates, failed ones included), checked after "
-        "every outcome; the last population is the last complete generation.",
-    )
-    kernel_scale: float = Field(
-        default=2.0,
-        gt=0,
-        description="The kernel's covariance is this times the last population's weighted "
-        "covariance (2: Beaumont et al. 2009's optimal random-walk scale).",
-    )
-    replicates: int = Field(
-        default=1,
-        ge=1,
-        le=MAX_CALIBRATION_REPLICATES,
-        description="Replicates per particle: its distance is the loss over them.",
-    )
-    seed: int | None = Field(
-        default=None,
-        ge=0,
-        lt=2**63,
-        description="Seed of the proposals (default: the study's seed).",
-    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -645,7 +588,8 @@ class AbcSmc:
         size = settings.population_size
         if len(round_.accepted) >= size:
             return 0  # a proposal after the N-th acceptance cannot enter the population
-        capacity = max(self._engine.capacity(), 0)  # re-read: the cluster may grow
+        threads = max(self._engine.capacity(), 0)  # re-read: the cluster may grow
+        capacity = settings.parallel or SETS_PER_THREAD * threads
         over = max(1, math.ceil(OVER_PROPOSAL * capacity))
         room = capacity + over - len(self._running)
         # Expected need: the missing acceptances at this generation's rate so far (optimistic

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from simstudy.calibrate.spec import RESUMABLE_SETTINGS, PosteriorSettings
 from simstudy.calibrate.trials import TrialRecord
 from simstudy.display import format_number, format_parameters
 from simstudy.errors import JournalError, OutputDirError
@@ -39,6 +40,9 @@ SIMULATIONS_DIR = "simulations"
 def calibration_id(study: Study) -> str:
     """Return the identity of a calibration: its study (execution aside) and its targets."""
     document = study.model_dump(mode="json", exclude={"execution", "output", "base_dir"})
+    if isinstance(study.calibrate, PosteriorSettings):
+        for name in RESUMABLE_SETTINGS:  # when to stop: a resumed posterior may change them
+            document["calibrate"].pop(name, None)
     if study.targets is not None:
         # The data's bytes, not its path: other observations make another search.
         document["observed"] = hashlib.blake2b(

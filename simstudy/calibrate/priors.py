@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import numpy as np
-import scipy.stats
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BOUND_FIELDS = ("low", "high", "log")
@@ -98,8 +97,8 @@ class PriorSpec(BaseModel):
             return build_distribution(self.dist, self.parameters)
         assert self.low is not None and self.high is not None  # checked by the validator
         if self.log:
-            return scipy.stats.loguniform(self.low, self.high)
-        return scipy.stats.uniform(loc=self.low, scale=self.high - self.low)
+            return _scipy_stats().loguniform(self.low, self.high)
+        return _scipy_stats().uniform(loc=self.low, scale=self.high - self.low)
 
     def describe(self) -> dict[str, Any]:
         """Return the prior as written in a study file (bounds, or dist and parameters)."""
@@ -122,11 +121,19 @@ def _check_bounds(low: float | None, high: float | None, log: bool, extra: list[
         raise ValueError(f"log-uniform needs low > 0, got low {low}; raise low or drop log")
 
 
+def _scipy_stats() -> Any:
+    # Imported when a prior is built, not with the study spec: scipy.stats takes ~1 s.
+    import scipy.stats
+
+    return scipy.stats
+
+
 def build_distribution(name: str, parameters: Mapping[str, Any]) -> Any:
     """Return scipy.stats' frozen distribution `name(**parameters)`, or raise saying why not."""
-    family = getattr(scipy.stats, name, None)
-    if not isinstance(family, scipy.stats.rv_continuous):
-        if isinstance(family, scipy.stats.rv_discrete):
+    stats = _scipy_stats()
+    family = getattr(stats, name, None)
+    if not isinstance(family, stats.rv_continuous):
+        if isinstance(family, stats.rv_discrete):
             raise ValueError(
                 f"scipy.stats.{name} is discrete: a parameter's prior must be continuous "
                 "(ABC-SMC perturbs particles with a normal kernel)"
@@ -161,11 +168,8 @@ def build_distribution(name: str, parameters: Mapping[str, Any]) -> Any:
 
 def continuous_names() -> list[str]:
     """Return the names of scipy.stats' continuous distributions."""
-    return [
-        name
-        for name in dir(scipy.stats)
-        if isinstance(getattr(scipy.stats, name), scipy.stats.rv_continuous)
-    ]
+    stats = _scipy_stats()
+    return [name for name in dir(stats) if isinstance(getattr(stats, name), stats.rv_continuous)]
 
 
 class Prior:

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from simstudy.calibrate.priors import PriorSpec
+
 MAX_TRIALS = 10_000
 """Most trials of a calibration: each is a parameter set of the study's limits."""
 MAX_CALIBRATION_REPLICATES = 1_000_000
@@ -172,3 +174,114 @@ class CalibrateSettings(CalibrateModel):
         if isinstance(self.replicates, int):
             return self.replicates
         return self.replicates.max
+
+
+RESUMABLE_SETTINGS = ("generations", "max_simulations", "min_acceptance_rate")
+"""ABC-SMC settings a resumed run may change: they decide when to stop, not which particles."""
+
+
+class AbcSmcSettings(CalibrateModel):
+    """ABC-SMC: population size, the epsilon schedule, the kernel, and when to stop."""
+
+    population_size: int = Field(
+        default=1000, ge=2, le=1_000_000, description="Accepted particles per generation (N)."
+    )
+    epsilon: float | None = Field(
+        default=None,
+        ge=0,
+        description="Final epsilon: stop after the generation that reaches it (epsilon never "
+        "goes below it). None: stop by the other rules only.",
+    )
+    epsilon_quantile: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Epsilon of a generation: this weighted quantile of the last population's "
+        "distances (lowered to the next distance below when that would not shrink it).",
+    )
+    min_acceptance_rate: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Stop once a generation's acceptance rate falls below it (0: never); "
+        "checked while the generation runs, so it stops as soon as the rate cannot be reached.",
+    )
+    generations: int = Field(
+        default=10, ge=1, le=10_000, description="Most generations, generation 0 included."
+    )
+    max_simulations: int | None = Field(
+        default=None,
+        ge=1,
+        description="Budget of simulations (replicates, failed ones included), checked after "
+        "every outcome; the last population is the last complete generation.",
+    )
+    parallel: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Sets in flight at once (default: 8 per worker thread, growing with an "
+        "adaptive cluster). Proposals after a generation's last acceptance are wasted: for "
+        "expensive simulations on a large cluster give fewer, for cheap ones more.",
+    )
+    kernel_scale: float = Field(
+        default=2.0,
+        gt=0,
+        description="The kernel's covariance is this times the last population's weighted "
+        "covariance (2: Beaumont et al. 2009's optimal random-walk scale).",
+    )
+    replicates: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_CALIBRATION_REPLICATES,
+        description="Replicates per particle: its distance is the loss over them.",
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        lt=2**63,
+        description="Seed of the proposals (default: the study's seed).",
+    )
+
+
+class PosteriorSettings(AbcSmcSettings):
+    """A posterior by ABC-SMC: the study file's `calibrate` with `method: abc-smc`.
+
+    The varied parameters are `parameters.sample.bounds`: uniform priors (log-uniform with
+    `log: true`) unless `priors` gives a parameter a scipy.stats distribution instead.
+    """
+
+    method: Literal["abc-smc"] = Field(
+        description="abc-smc: a posterior sample by approximate Bayesian computation (ABC-SMC)."
+    )
+    priors: dict[str, PriorSpec] = Field(
+        default_factory=dict,
+        description="Per parameter of parameters.sample.bounds, a prior other than the "
+        "uniform one of its bounds: [low, high], {low, high, log: true}, or a scipy.stats "
+        "distribution {dist: gamma, a: 2.0, scale: 0.5}.",
+    )
+
+    @property
+    def min_replicates(self) -> int:
+        """Return the replicates of every particle."""
+        return self.replicates
+
+    @property
+    def max_replicates(self) -> int:
+        """Return the replicates of every particle (no particle gets more)."""
+        return self.replicates
+
+
+def _calibrate_method(value: Any) -> Any:
+    return value.get("method", "optuna") if isinstance(value, dict) else value.method
+
+
+Calibration = Annotated[
+    Annotated[CalibrateSettings, Tag("optuna")] | Annotated[PosteriorSettings, Tag("abc-smc")],
+    Discriminator(
+        _calibrate_method,
+        custom_error_type="calibrate_method",
+        custom_error_message="calibrate.method is optuna (a search for the best set, the "
+        "default) or abc-smc (a posterior sample)",
+    ),
+]
+"""The `calibrate` section: an Optuna search (the default) or an ABC-SMC posterior."""

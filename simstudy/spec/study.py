@@ -29,8 +29,8 @@ from pydantic import (
 )
 
 from simstudy.analysis.targets import TargetsSpec
-from simstudy.calibrate.spec import CalibrateSettings
-from simstudy.spec.sample import SampleDesign, Scalar
+from simstudy.calibrate.spec import CalibrateSettings, Calibration, PosteriorSettings
+from simstudy.spec.sample import RangeBound, SampleDesign, Scalar
 
 ScalarParam = Scalar
 
@@ -529,11 +529,12 @@ class Study(StudyModel):
         "compares them (docs/guides/targets.md). Not part of a replicate's identity: "
         "changing it reuses every replicate.",
     )
-    calibrate: CalibrateSettings | None = Field(
+    calibrate: Calibration | None = Field(
         default=None,
         description="A calibration instead of a fixed design: trials from Optuna within "
         "parameters.sample's bounds, asked as capacity frees and scored against targets, "
-        "with adaptive replicates (docs/guides/calibration.md).",
+        "with adaptive replicates; or with method abc-smc, a posterior sample "
+        "(docs/guides/calibration.md, docs/guides/posterior.md).",
     )
     output: str | None = Field(
         default=None,
@@ -554,6 +555,8 @@ class Study(StudyModel):
             return data
         given = data["calibrate"]
         replicates = given.get("replicates") if isinstance(given, dict) else given.replicates
+        if replicates is None and isinstance(given, dict) and given.get("method") == "abc-smc":
+            replicates = 1  # the default replicates per particle
         if isinstance(replicates, dict):
             replicates = replicates.get("max")
         elif replicates is not None and not isinstance(replicates, int):
@@ -662,22 +665,19 @@ class Study(StudyModel):
             if fixed_design:
                 problems.append(
                     f"parameters.sample.{fixed_design[0]} does not apply to a calibration: its "
-                    "trials come from calibrate.sampler (seeded by calibrate.seed); keep only "
-                    "the bounds"
+                    "trials come from calibrate (seeded by calibrate.seed); keep only the bounds"
                 )
+        if sample is not None and isinstance(calibrate, PosteriorSettings):
+            problems += posterior_problems(sample, calibrate)
         if self.replicates != calibrate.max_replicates:
             problems.append(
                 f"replicates is {self.replicates} but calibrate.replicates' max is "
                 f"{calibrate.max_replicates}: a calibration's replicates are set by "
                 "calibrate.replicates; remove the top-level replicates"
             )
-        simulations = calibrate.trials * calibrate.max_replicates
-        if simulations > MAX_SIMULATIONS:
-            problems.append(
-                f"calibrate: {calibrate.trials:,} trials x {calibrate.max_replicates:,} "
-                f"replicates (max) = {simulations:,} simulations, more than the maximum of "
-                f"{MAX_SIMULATIONS:,}; lower calibrate.trials or calibrate.replicates"
-            )
+        # A posterior's budget is calibrate.max_simulations, checked as it runs.
+        if isinstance(calibrate, CalibrateSettings):
+            problems += search_size_problems(calibrate)
         if problems:
             raise ValueError("; ".join(problems))
         if calibrate.seed is None:
@@ -744,3 +744,34 @@ def check_parameter_names(values: dict[str, Any], where: str) -> None:
             raise ValueError(
                 f"{where}: parameter name {name!r} is reserved for an output column; rename it"
             )
+
+
+def posterior_problems(sample: SampleDesign, settings: PosteriorSettings) -> list[str]:
+    """Return why an ABC-SMC posterior cannot take these bounds and priors (empty: it can)."""
+    problems = []
+    for name, bound in sample.bounds.items():
+        if not isinstance(bound, RangeBound) or bound.integer:
+            kind = "choices" if not isinstance(bound, RangeBound) else "integer"
+            problems.append(
+                f"parameters.sample.bounds.{name} is {kind}: ABC-SMC perturbs particles with a "
+                "continuous kernel; give it [low, high] (round it in the model) or fix it"
+            )
+    for name in settings.priors:
+        if name not in sample.bounds:
+            problems.append(
+                f"calibrate.priors.{name}: {name} is not in parameters.sample.bounds, the "
+                f"parameters the posterior is over; add it there (e.g. {name}: [0, 1])"
+            )
+    return problems
+
+
+def search_size_problems(settings: CalibrateSettings) -> list[str]:
+    """Return why a search is too large to run (empty: it is not)."""
+    simulations = settings.trials * settings.max_replicates
+    if simulations <= MAX_SIMULATIONS:
+        return []
+    return [
+        f"calibrate: {settings.trials:,} trials x {settings.max_replicates:,} replicates (max) "
+        f"= {simulations:,} simulations, more than the maximum of {MAX_SIMULATIONS:,}; lower "
+        "calibrate.trials or calibrate.replicates"
+    ]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from simstudy.calibrate.abc_smc import AbcSmc, AbcSmcSettings, Generation
+from simstudy.calibrate.abc_smc import SETS_PER_THREAD, AbcSmc, AbcSmcSettings, Generation
 from simstudy.calibrate.priors import Prior
 from simstudy.design.expand import ParameterSet
 from simstudy.design.identity import replicate_seed
@@ -341,13 +341,14 @@ def test_the_cluster_may_grow_and_is_kept_busy_without_overshooting(tmp_path: Pa
     driver = make_driver(settings(**SMALL), small_prior(), tmp_path / "abc.jsonl")
     engine = SimulatedCluster(noisy_distance, capacity=2, shuffle=1)
     driver.start(engine)
-    assert len(engine.running) == 3  # capacity plus one over
+    assert len(engine.running) == 2 * SETS_PER_THREAD + 4  # 8 a thread, a quarter over
     engine.threads = 12
     driver.on_outcomes(engine, [engine._next_batch()[0]])
-    assert len(engine.running) == 12 + 3
+    # Grown with the cluster, as far as the generation's expected need allows.
+    assert 2 * SETS_PER_THREAD + 4 < len(engine.running) <= 12 * SETS_PER_THREAD + 24
     while engine.running:
         driver.on_outcomes(engine, engine._next_batch())
-        assert len(engine.running) <= 15
+        assert len(engine.running) <= 12 * SETS_PER_THREAD + 24
     assert driver.finished() and engine.closed == {p.param_id for p in engine.added}
 
 
@@ -465,7 +466,10 @@ def test_a_simulator_that_always_fails_stops_the_run_saying_so(tmp_path: Path) -
     driver, engine = run(tmp_path, broken, small_prior(), abc=settings(**SMALL), capacity=3)
     assert driver.stop_reason is not None and "all failed" in driver.stop_reason
     assert "no such file" in driver.stop_reason
-    assert driver.population is None and len(engine.added) < SMALL["population_size"] + 10
+    # Stopped within one window of sets in flight (8 a thread, a quarter over) of the N-th.
+    in_flight = 3 * SETS_PER_THREAD + 6
+    assert driver.population is None
+    assert len(engine.added) <= SMALL["population_size"] + in_flight
     with pytest.raises(ValueError, match="no generation"):
         driver.posterior_summary()
 
