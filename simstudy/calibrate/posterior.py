@@ -71,7 +71,7 @@ def study_prior(sample: SampleDesign, settings: PosteriorSettings) -> Prior:
 
 def posterior_plan(name: str, settings: PosteriorSettings) -> str:
     """Return what a posterior will do, for `simstudy validate`."""
-    stops = [f"at most {settings.generations} generations"]
+    stops = [f"{settings.generations} generations"]
     if settings.epsilon is not None:
         stops.append(f"final epsilon {format_number(settings.epsilon)}")
     if settings.min_acceptance_rate:
@@ -80,7 +80,7 @@ def posterior_plan(name: str, settings: PosteriorSettings) -> str:
         stops.append(f"{settings.max_simulations:,} simulations")
     return (
         f"{name}: posterior by ABC-SMC, {settings.population_size} particles per generation, "
-        f"{settings.replicates} replicate(s) each, seed {settings.seed}; stops at "
+        f"{settings.replicates} replicate(s) each, seed {settings.seed}; stops at the first of "
         f"{', '.join(stops)}; priors:"
     )
 

@@ -555,8 +555,12 @@ class Study(StudyModel):
             return data
         given = data["calibrate"]
         replicates = given.get("replicates") if isinstance(given, dict) else given.replicates
-        if replicates is None and isinstance(given, dict) and given.get("method") == "abc-smc":
-            replicates = 1  # the default replicates per particle
+        if (
+            replicates is None
+            and isinstance(given, dict)
+            and given.get("method", "optuna") != "optuna"
+        ):
+            replicates = 1  # abc-smc's default per particle (another method is refused anyway)
         if isinstance(replicates, dict):
             replicates = replicates.get("max")
         elif replicates is not None and not isinstance(replicates, int):
