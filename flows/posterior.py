@@ -24,9 +24,10 @@ from prefect.artifacts import create_progress_artifact
 from prefect.states import Completed, Failed, State
 
 from flows.artifacts import artifact_key, publish_progress, publish_table
-from flows.engine_run import run_engine
+from flows.engine_run import engine_study, run_engine
 from flows.orchestrator import notify
 from flows.study_run import RunLogger
+from simstudy.analysis.targets import load_targets
 from simstudy.calibrate.abc_smc import AbcSmc
 from simstudy.calibrate.folder import (
     CALIBRATION_FILE,
@@ -45,17 +46,27 @@ from simstudy.calibrate.posterior import (
     posterior_table,
     study_prior,
 )
+from simstudy.calibrate.predictive import (
+    PREDICTIVE_TABLE,
+    WithPredictive,
+    coverage,
+    predictive_table,
+)
 from simstudy.calibrate.spec import PosteriorSettings
 from simstudy.display import format_number
 from simstudy.errors import JournalError, StorageError, StudyError
+from simstudy.output.fingerprint import model_fingerprint
 from simstudy.output.location import OutputStore, storage_errors
 from simstudy.output.locking import output_lock
+from simstudy.output.parts import read_parts
 from simstudy.output.results import now, write_json, write_table
 from simstudy.run.engine import Engine, SetOutcome
 from simstudy.spec.readiness import check_ready
 from simstudy.spec.study import Study
 
-POSTERIOR_FILES = (POSTERIOR_JOURNAL, POSTERIOR_TABLE, POSTERIOR_FILE, FAILURES_TABLE)
+POSTERIOR_FILES = (
+    POSTERIOR_JOURNAL, POSTERIOR_TABLE, POSTERIOR_FILE, FAILURES_TABLE, PREDICTIVE_TABLE
+)  # fmt: skip
 
 
 def run_posterior(
@@ -105,6 +116,7 @@ class Posterior:
                 f"{exc}. To start the posterior over, run with --overwrite (finished "
                 "replicates are reused)"
             ) from exc
+        self.predictive = WithPredictive(self.driver, settings.predictive_replicates)
         self._closed = len(self.driver.generations)
         self._progress: UUID | None = None
 
@@ -128,6 +140,11 @@ class Posterior:
         run = run_engine(self.study, self.store, self.identity, self.logger, _Watched(self))
         self._write_outputs()
         summary = {**posterior_document(self.driver), "search_seconds": round(run.seconds, 3)}
+        predicted = self._predictive_bands() if self.predictive.finished() else None
+        if predicted:
+            summary["predictive"] = predicted
+            write_json(self.store, POSTERIOR_FILE, {**posterior_document(self.driver),
+                                                    "predictive": predicted})  # fmt: skip
         stalled = run.outcome.abandoned and run.outcome.stall_report is not None
         status = "stalled" if stalled else "completed"
         self._write_document(status, started, {"posterior": summary})
@@ -181,6 +198,36 @@ class Posterior:
         write_table(self.store, FAILURES_TABLE, failures_table(self.driver))
         write_json(self.store, POSTERIOR_FILE, posterior_document(self.driver))
 
+    def _predictive_bands(self) -> dict[str, Any] | None:
+        """Write the predictive bands; a failure is logged and loses nothing (rerun: cached)."""
+        try:
+            return self._write_predictive()
+        except StorageError:
+            raise
+        except Exception as exc:
+            self.logger.exception(
+                "posterior predictive bands not written (%s: %s); the posterior is; run the "
+                "same command again to write them (their replicates are cached)",
+                type(exc).__name__, exc,
+            )  # fmt: skip
+            return None
+
+    def _write_predictive(self) -> dict[str, Any] | None:
+        """Write the predictive bands from the cached replicates; return their coverage."""
+        targets, draws = load_targets(self.study), self.predictive.draws()
+        if targets is None or not draws:
+            return None
+        assert self.store.local is not None
+        engine = engine_study(self.study, self.store)
+        simulations = OutputStore(self.store.local / SIMULATIONS_DIR)
+        stored = read_parts(simulations, model_fingerprint(engine))
+        outputs = stored.outputs((pid, r) for pid, _, replicates in draws for r in replicates)
+        table = predictive_table(targets, draws, outputs)
+        write_table(self.store, PREDICTIVE_TABLE, table)
+        wanted = sum(len(replicates) for _, _, replicates in draws)
+        return {"replicates": self.settings.predictive_replicates, "draws": len(outputs),
+                "missing": wanted - len(outputs), "outputs": coverage(table)}  # fmt: skip
+
     def _report(self) -> str | None:
         """Write the posterior's report; a failure is logged and loses nothing."""
         try:
@@ -226,7 +273,7 @@ class _Watched:
 
     def __init__(self, posterior: Posterior):
         self._posterior = posterior
-        self._driver = posterior.driver
+        self._driver = posterior.predictive
 
     def start(self, engine: Engine) -> None:
         """Start the driver (a resumed run goes on from its journal)."""
@@ -239,5 +286,5 @@ class _Watched:
         self._posterior.on_generation()
 
     def finished(self) -> bool:
-        """Return whether the driver stopped."""
+        """Return whether the driver stopped and its predictive draws came."""
         return self._driver.finished()

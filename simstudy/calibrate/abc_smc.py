@@ -54,6 +54,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,11 @@ class Generation:
     def acceptance_rate(self) -> float:
         """Return the accepted share of the proposals up to the N-th acceptance."""
         return len(self.weights) / self.proposals
+
+    @cached_property
+    def param_id_set(self) -> frozenset[str]:
+        """Return the population's sets, for membership tests."""
+        return frozenset(self.param_ids)
 
     @property
     def ess(self) -> float:
@@ -176,6 +182,8 @@ class _Round:
     prefix_failed: int = 0
     accepted: list[int] = field(default_factory=list)
     """Accepted indices, any decided proposal, sorted."""
+    accepted_ids: set[str] = field(default_factory=set)
+    """The sets of those: each may still enter the population."""
     decided: int = 0
     simulations: int = 0
 
@@ -373,6 +381,24 @@ class AbcSmc:
             summaries[name] = ParameterSummary(mean, sd, low, median, high, ess)
         return summaries
 
+    def may_use(self, param_id: str) -> bool:
+        """Return whether a set is, or may still enter, the last population (keep it open)."""
+        population = self.population
+        in_population = population is not None and param_id in population.param_id_set
+        return in_population or (self.stop_reason is None and param_id in self._round.accepted_ids)
+
+    def population_sets(self) -> list[ParameterSet]:
+        """Return the last population's sets (fixed parameters included), in its order."""
+        population = self.population
+        if population is None:
+            return []
+        return [
+            ParameterSet(param_id=pid, index=index, params={**self.fixed, **self._params(theta)})
+            for index, (pid, theta) in enumerate(
+                zip(population.param_ids, population.particles, strict=True)
+            )
+        ]
+
     def simulations(self) -> int:
         """Return the replicates spent so far (every outcome recorded, failed ones included)."""
         return self._simulations
@@ -468,6 +494,7 @@ class AbcSmc:
             if distance is not None and reason is None and distance <= round_.epsilon:
                 proposal.accepted = True
                 bisect.insort(round_.accepted, proposal.index)
+                round_.accepted_ids.add(pid)
             round_.advance(self.settings.population_size)
             if len(round_.prefix_accepted) >= self.settings.population_size:
                 self._close_round()

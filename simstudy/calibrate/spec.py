@@ -176,8 +176,12 @@ class CalibrateSettings(CalibrateModel):
         return self.replicates.max
 
 
-RESUMABLE_SETTINGS = ("generations", "max_simulations", "min_acceptance_rate")
-"""ABC-SMC settings a resumed run may change: they decide when to stop, not which particles."""
+RESUMABLE_SETTINGS = (
+    "generations", "max_simulations", "min_acceptance_rate", "predictive_replicates"
+)  # fmt: skip
+"""ABC-SMC settings a resumed run may change: they decide when to stop or what is simulated
+after the end, not which particles."""
+MAX_PREDICTIVE_REPLICATES = 1000
 
 
 class AbcSmcSettings(CalibrateModel):
@@ -234,6 +238,15 @@ class AbcSmcSettings(CalibrateModel):
         ge=1,
         le=MAX_CALIBRATION_REPLICATES,
         description="Replicates per particle: its distance is the loss over them.",
+    )
+    predictive_replicates: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_PREDICTIVE_REPLICATES,
+        description="Fresh replicates of each particle of the final population, simulated "
+        "after the last generation: the posterior predictive bands against the targets "
+        "(0: none). They are the replicates after those the distance used, so a resumed "
+        "or rerun posterior reuses them.",
     )
     seed: int | None = Field(
         default=None,

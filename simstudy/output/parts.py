@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -165,6 +167,23 @@ class StoredReplicates:
             rows.extend(table_records(table.filter(mask)))
         by_replicate = {record.replicate: record for record in rows}
         return summarize_batch(batch, [by_replicate[r] for r in range(batch.start, batch.stop)])
+
+    def outputs(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """Return the outputs of the stored replicates among `keys` (param_id, replicate)."""
+        wanted: dict[int, set[tuple[str, int]]] = {}
+        for key in keys:
+            position = self.index.get(key)
+            if position is not None:
+                wanted.setdefault(position, set()).add(key)
+        found = {}
+        for position, part_keys in sorted(wanted.items()):
+            ids = pa.array(sorted({pid for pid, _ in part_keys}), pa.string())
+            table = self._part(position)
+            for record in table_records(table.filter(pc.is_in(table.column("param_id"), ids))):
+                key = (record.param_id, record.replicate)
+                if key in part_keys:
+                    found[key] = record.outputs
+        return found
 
     def _part(self, position: int) -> pa.Table:
         # Batches are asked for in plan order and a part holds consecutive batches, so

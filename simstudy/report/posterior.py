@@ -27,6 +27,7 @@ from simstudy.calibrate.posterior import (
     POSTERIOR_TABLE,
     read_posterior_document,
 )
+from simstudy.calibrate.predictive import PREDICTIVE_TABLE
 from simstudy.display import format_number
 from simstudy.errors import OutputDirError
 from simstudy.output.location import OutputStore
@@ -53,11 +54,15 @@ def build_posterior_report(store: OutputStore) -> str:
     names = [n for n in table.column_names if n not in POSTERIOR_COLUMNS]
     final = _final_population(table)
     failures = read_result_table(store, FAILURES_TABLE) if store.exists(FAILURES_TABLE) else None
+    predictive = (
+        read_result_table(store, PREDICTIVE_TABLE) if store.exists(PREDICTIVE_TABLE) else None
+    )
     plots = [
         plot
         for plot in (
             marginals(final, names, posterior.get("priors") or {}),
             pairs(final, names),
+            predictive_bands(predictive, posterior.get("predictive") or {}),
             intervals_by_generation(table, names),
             generations_progress(posterior["generations"]),
             failures_by_parameter(failures, names),
@@ -132,6 +137,52 @@ def pairs(final: dict[str, np.ndarray], names: list[str]) -> Plot | None:
         f"Weighted correlations: {correlations}."
     )
     return Plot("posterior-pairs.png", "Posterior pairs", caption, _png(figure))
+
+
+def predictive_bands(table: pa.Table | None, summary: dict[str, Any]) -> Plot | None:
+    """Draw each target output's posterior predictive band with the observed values."""
+    if table is None or table.num_rows == 0:
+        return None
+    columns = table.to_pydict()
+    outputs = list(dict.fromkeys(columns["output"]))[:MAX_PANELS]
+    figure, axes = _figure(panels=len(outputs))
+    for ax, output in zip(axes, outputs, strict=False):
+        rows = [i for i, name in enumerate(columns["output"]) if name == output]
+        series = columns["t"][rows[0]] is not None
+        x = np.array([columns["t"][i] if series else position for position, i in enumerate(rows)])
+
+        def band(column: str, rows: list[int] = rows) -> np.ndarray:
+            return np.array([columns[column][i] for i in rows], dtype=float)
+
+        if series:
+            ax.fill_between(x, band("q2_5"), band("q97_5"), color="tab:blue", alpha=0.2,
+                            label="95 %")  # fmt: skip
+            ax.fill_between(x, band("q25"), band("q75"), color="tab:blue", alpha=0.35,
+                            label="50 %")  # fmt: skip
+            ax.plot(x, band("q50"), color="tab:blue", linewidth=1.2, label="median")
+            ax.set_xlabel("t")
+        else:
+            median = band("q50")
+            ax.errorbar(x, median, yerr=[median - band("q2_5"), band("q97_5") - median],
+                        fmt="o", color="tab:blue", capsize=4, label="median, 95 %")  # fmt: skip
+            ax.set_xticks(x)
+            ax.set_xlim(x.min() - 1, x.max() + 1)
+        ax.plot(x, band("observed"), "o" if series else "D", color="black", markersize=3,
+                label="observed")  # fmt: skip
+        ax.set_title(output)
+        ax.legend(fontsize="small")
+    inside = ", ".join(
+        f"{name} {100 * figures['inside_95']:.0f} % of {figures['points']}"
+        for name, figures in (summary.get("outputs") or {}).items()
+    )
+    caption = (
+        "Posterior predictive bands: each final particle simulated again with fresh replicates "
+        f"({summary.get('draws', '?')} draws, weighted as their particles), their 95 % and "
+        "50 % bands and median, against the observed targets. Observed values inside the "
+        f"95 % band: {inside or 'none'}. A model that fits sees about 95 %; far fewer "
+        "means the model (or the epsilon reached) cannot reproduce the data."
+    )
+    return Plot("posterior-predictive.png", "Posterior predictive", caption, _png(figure))
 
 
 def intervals_by_generation(table: pa.Table, names: list[str]) -> Plot | None:

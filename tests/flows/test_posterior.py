@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import scipy.stats
 import yaml
 
 from flows.study import simulation_study
@@ -73,10 +74,19 @@ def test_a_gamma_poisson_posterior_is_exact_reported_and_shown(tmp_path: Path) -
     last = table.filter(table.column("generation").to_numpy() == len(generations) - 1)
     assert last.num_rows == 100 and max(last.column("distance").to_pylist()) == 0.0
     assert sum(last.column("weight").to_pylist()) == pytest.approx(1.0)
+    # Posterior predictive: each particle's fresh replicate; the total's exact predictive is
+    # negative binomial (sd ~10, so the median of 100 draws is within ~1.3 of its own).
+    predictive = pq.read_table(output / "predictive.parquet").to_pydict()
+    assert predictive["output"] == ["total"] and predictive["draws"] == [100]
+    exact_total = scipy.stats.nbinom(exact.kwds["a"], 1 / (1 + DAYS * exact.kwds["scale"]))
+    assert predictive["q50"][0] == pytest.approx(exact_total.median(), abs=4)
+    assert predictive["q2_5"][0] < OBSERVED_TOTAL < predictive["q97_5"][0]
+    assert found["predictive"]["outputs"] == {"total": {"points": 1, "inside_95": 1.0}}
     document = json.loads((output / "calibration.json").read_text())
     assert document["status"] == "completed" and document["method"] == "abc-smc"
     page = (output / "report.html").read_text()
-    assert "posterior (ABC-SMC)" in page and page.count("data:image/png;base64,") >= 3
+    assert "posterior (ABC-SMC)" in page and page.count("data:image/png;base64,") >= 4
+    assert "Posterior predictive" in page
     shown = subprocess.run(
         [sys.executable, "-m", "flows.cli", "show", str(output)], cwd=REPO, capture_output=True,
         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"},
