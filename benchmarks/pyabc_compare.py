@@ -142,9 +142,10 @@ def dask_sampler() -> Iterator[Any]:
     from distributed import Client, LocalCluster
     from pyabc.sampler import DaskDistributedSampler
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(
-        cluster
-    ) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
         client.submit(sum, [1]).result(timeout=60)  # workers up before the clock
         yield DaskDistributedSampler(dask_client=client)
 
@@ -193,10 +194,16 @@ def main() -> None:
     logging.getLogger("ABC").setLevel(logging.WARNING)  # pyabc's per-generation lines
     systems: list[tuple[str, Callable[[int], dict[str, Any]]]] = [
         ("simstudy", lambda r: run_simstudy(args.population, seed=11 + r)),
-        ("pyabc dask", lambda r: run_pyabc("pyabc Dask sampler (2 workers)", dask_sampler,
-                                           args.population)),  # fmt: skip
-        ("pyabc multicore", lambda r: run_pyabc("pyabc multicore sampler (2 processes)",
-                                                multicore_sampler, args.population)),  # fmt: skip
+        (
+            "pyabc dask",
+            lambda r: run_pyabc("pyabc Dask sampler (2 workers)", dask_sampler, args.population),
+        ),  # fmt: skip
+        (
+            "pyabc multicore",
+            lambda r: run_pyabc(
+                "pyabc multicore sampler (2 processes)", multicore_sampler, args.population
+            ),
+        ),  # fmt: skip
     ]
     posterior = exact()
     print(

@@ -172,7 +172,7 @@ def main() -> None:
         f"SBC, Gamma-Poisson ({DAYS} days, true prior {TRUE_PRIOR}): {args.datasets} data sets, "
         f"population {args.population}, {args.draws} posterior draws each; ranks in {BINS} bins"
     )
-    print(f"| setup | ranks per bin | chi-square p | simulations | wall |")
+    print("| setup | ranks per bin | chi-square p | simulations | wall |")
     print("| --- | --- | --- | --- | --- |")
     for setup in SETUPS:
         result = calibrate(setup, args.datasets, args.population, args.draws)
