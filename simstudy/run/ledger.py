@@ -281,31 +281,40 @@ class Ledger:
     def next_runs(self, room: int, slots: int) -> list[Run]:
         """Return up to `room` runs to submit now (a lone suspect first).
 
-        A driver's runs are folded into at most `slots` runs: a calibration's trial is a
-        few replicates of milliseconds, and a run each would be mostly overhead.
+        A driver's waiting sets are folded into runs of a fair share each (the waiting sets
+        over `slots`, the most runs in flight): a calibration's trial or an ABC particle is
+        a few replicates of milliseconds, and a run each would be mostly overhead. Taking
+        only `room` sets, as a design's runs are taken, made a run of one set whenever one
+        run had just finished: about 15 ms of the flow's time per simulation, measured.
         """
         runs: list[Run] = []
         if room > 0 and self.suspects and not any(r.suspect for r in self.running.values()):
             runs.append(self.suspects.popleft())
+        if self.driven:
+            runs += self._folded(room - len(runs), slots)
         while len(runs) < room and self.pending:
             runs.append(self.pending.popleft())
-        if self.driven:
-            runs = self._merged(runs, slots)
         for run in runs:
             run.whole_sets = self._whole_sets(run)
         return runs
 
-    def _merged(self, runs: list[Run], slots: int) -> list[Run]:
-        plain = [run for run in runs if not run.careful]
-        if len(plain) <= 1:
-            return runs
-        slots = max(1, min(len(plain), slots - (len(runs) - len(plain))))
-        size = -(-len(plain) // slots)
+    def _folded(self, room: int, slots: int) -> list[Run]:
+        """Take a driver's waiting runs into at most `room` runs of a fair share each."""
+        share = max(1, -(-len(self.pending) // max(1, slots)))
+        careful: list[Run] = []
+        plain: list[Run] = []
+        while self.pending:
+            is_careful = self.pending[0].careful
+            careful_runs = len(careful) + is_careful
+            plain_runs = -(-(len(plain) + (not is_careful)) // share)
+            if careful_runs + plain_runs > room:
+                break
+            (careful if is_careful else plain).append(self.pending.popleft())
         merged = [
-            Run([piece for run in plain[i : i + size] for piece in run.pieces], careful=False)
-            for i in range(0, len(plain), size)
+            Run([piece for run in plain[i : i + share] for piece in run.pieces], careful=False)
+            for i in range(0, len(plain), share)
         ]
-        return [run for run in runs if run.careful] + merged
+        return careful + merged
 
     def _whole_sets(self, run: Run) -> list[str]:
         """Return a driver's sets the run holds all of: it may aggregate them itself."""

@@ -263,3 +263,13 @@ def _aggregate(study: Study, ledger: Ledger, set_index: int) -> Any:
         ledger.sets[set_index], ledger.group_batches(set_index)[0],
         ledger.set_replicates(set_index), 0.5, [0.5],
     )  # fmt: skip
+
+
+def test_a_driver_s_waiting_sets_fill_the_one_free_slot_with_a_fair_share() -> None:
+    study = make_study(sets=20)
+    ledger = Ledger(study, [], [], driver_batch_size=4)
+    ledger.add_sets(parameter_sets(study), 4)
+    (run,) = ledger.next_runs(1, 4)  # one run just finished: 20 sets wait, 4 runs at most
+    assert len(run.pieces) == 5 and len(run.whole_sets) == 5
+    assert [len(r.pieces) for r in ledger.next_runs(3, 4)] == [4, 4, 4]  # 15 left: shares of 4
+    assert [len(r.pieces) for r in ledger.next_runs(3, 4)] == [1, 1, 1]  # 3 free slots: 1 each
