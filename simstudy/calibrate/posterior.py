@@ -21,8 +21,10 @@ Imports nothing from Prefect or Dask.
 from __future__ import annotations
 
 import math
+from itertools import combinations
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,6 +57,23 @@ class PosteriorDocument(BaseModel):
     failure_reasons: list[str] = Field(default_factory=list, description="Some of their reasons.")
     parameters: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Per parameter: mean, sd, q2_5, q50, q97_5, ess."
+    )
+    correlations: dict[str, float] = Field(
+        default_factory=dict, description='Weighted correlation of each pair, keyed "a/b".'
+    )
+    predictive: PredictiveSummary | None = Field(
+        default=None, description="The posterior predictive draws and their coverage."
+    )
+
+
+class PredictiveSummary(BaseModel):
+    """posterior.json's `predictive`: the draws and, per output, the 95 % band's coverage."""
+
+    model_config = ConfigDict(extra="allow")
+
+    draws: int = Field(description="Predictive replicates read.")
+    outputs: dict[str, dict[str, float]] = Field(
+        description="Per target output: its points and the share inside the 95 % band."
     )
 
 
@@ -141,7 +160,22 @@ def posterior_document(driver: AbcSmc) -> dict[str, Any]:
         document["parameters"] = {
             name: vars(summary) for name, summary in driver.posterior_summary().items()
         }
+        population = driver.population
+        document["correlations"] = weighted_correlations(
+            {name: population.particles[:, i] for i, name in enumerate(driver.prior.names)},
+            population.weights,
+        )
     return document
+
+
+def weighted_correlations(columns: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, float]:
+    """Return the weighted correlation of each pair of parameters, keyed "a/b"."""
+    found = {}
+    for a, b in combinations(columns, 2):
+        covariance = np.cov(np.vstack([columns[a], columns[b]]), aweights=weights)
+        scale = math.sqrt(covariance[0, 0] * covariance[1, 1])
+        found[f"{a}/{b}"] = round(float(covariance[0, 1] / scale), 4) if scale > 0 else 0.0
+    return found
 
 
 def generation_summary(generation: Generation) -> dict[str, Any]:
@@ -187,6 +221,16 @@ def posterior_summary(store: OutputStore) -> str:
         )
     for name, summary in document["parameters"].items():
         lines.append("  " + interval_text(name, summary))
+    correlated = document.get("correlations") or {}
+    if correlated:
+        lines.append("  weighted correlations: " + ", ".join(
+            f"{pair} {value:+.2f}" for pair, value in correlated.items()
+        ))  # fmt: skip
+    for output, figures in ((document.get("predictive") or {}).get("outputs") or {}).items():
+        lines.append(
+            f"  predictive: {100 * figures['inside_95']:.0f} % of {figures['points']} observed "
+            f"{output} value(s) inside the 95 % band"
+        )
     for reason in document["failure_reasons"]:
         lines.append(f"  rejected: {reason}")
     return "\n".join(lines)

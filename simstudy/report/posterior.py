@@ -26,6 +26,7 @@ from simstudy.calibrate.posterior import (
     POSTERIOR_FILE,
     POSTERIOR_TABLE,
     read_posterior_document,
+    weighted_correlations,
 )
 from simstudy.calibrate.predictive import PREDICTIVE_TABLE
 from simstudy.display import format_number
@@ -128,9 +129,8 @@ def pairs(final: dict[str, np.ndarray], names: list[str]) -> Plot | None:
         ax.scatter(final[a], final[b], s=sizes, alpha=0.5, color="tab:blue", linewidths=0)
         ax.set_xlabel(a)
         ax.set_ylabel(b)
-    correlations = ", ".join(
-        f"{a}/{b} {_correlation(final[a], final[b], weights):+.2f}" for a, b in combos
-    )
+    found = weighted_correlations({name: final[name] for name in names}, weights)
+    correlations = ", ".join(f"{a}/{b} {found[f'{a}/{b}']:+.2f}" for a, b in combos)
     caption = (
         "The final population in each pair of parameters (marker size: weight). Parameters the "
         "data do not separate (beta and gamma of an epidemic, along R0) lie along a ridge. "
@@ -304,9 +304,3 @@ def posterior_page(document: dict[str, Any], posterior: dict[str, Any], plots: l
     if reasons:
         sections += ["<h2>Why proposals failed</h2>", *(f"<p>{_e(r)}</p>" for r in reasons)]
     return html_document(f"{name}: posterior", sections)
-
-
-def _correlation(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> float:
-    covariance = np.cov(np.vstack([a, b]), aweights=weights)
-    scale = np.sqrt(covariance[0, 0] * covariance[1, 1])
-    return float(covariance[0, 1] / scale) if scale > 0 else 0.0

@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from simstudy.calibrate.folder import calibration_id
-from simstudy.calibrate.posterior import study_prior
+from simstudy.calibrate.posterior import (
+    POSTERIOR_FILE,
+    posterior_summary,
+    study_prior,
+    weighted_correlations,
+)
 from simstudy.calibrate.spec import PosteriorSettings
+from simstudy.output.location import OutputStore
+from simstudy.output.results import write_json
 from simstudy.spec.study import Study
 
 
@@ -64,3 +72,27 @@ def test_when_to_stop_is_not_part_of_a_posteriors_identity(tmp_path: Path) -> No
     first = calibration_id(posterior_study(tmp_path, generations=3))
     assert first == calibration_id(posterior_study(tmp_path, generations=8, max_simulations=10))
     assert first != calibration_id(posterior_study(tmp_path, generations=3, epsilon_quantile=0.3))
+    assert first == calibration_id(
+        posterior_study(tmp_path, generations=3, predictive_replicates=5)
+    )
+
+
+def test_correlations_are_weighted_and_the_summary_shows_them_with_the_coverage(
+    tmp_path: Path,
+) -> None:
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    found = weighted_correlations({"a": x, "b": 2 * x, "c": np.array([1.0, 0.0, 1.0, 100.0])},
+                                  np.array([1.0, 1.0, 1.0, 0.0]) / 3)  # fmt: skip
+    assert found["a/b"] == pytest.approx(1.0) and found["b/c"] == found["a/c"]
+    assert found["a/c"] == pytest.approx(0.0, abs=1e-9)  # c's one outlier weighs nothing
+    store = OutputStore(str(tmp_path))
+    write_json(store, POSTERIOR_FILE, {
+        "stop_reason": "8 generations", "simulations": 10,
+        "generations": [{"epsilon": 1.0, "ess": 3.0, "acceptance_rate": 0.5}],
+        "parameters": {"a": {"mean": 1.0, "sd": 0.5, "q2_5": 0.1, "q97_5": 2.0}},
+        "correlations": {"a/b": 0.98},
+        "predictive": {"draws": 4, "outputs": {"incidence": {"points": 100, "inside_95": 0.93}}},
+    })  # fmt: skip
+    shown = posterior_summary(store)
+    assert "weighted correlations: a/b +0.98" in shown
+    assert "predictive: 93 % of 100 observed incidence value(s) inside the 95 % band" in shown
