@@ -87,7 +87,7 @@ def test_correlations_are_weighted_and_the_summary_shows_them_with_the_coverage(
     assert found["a/c"] == pytest.approx(0.0, abs=1e-9)  # c's one outlier weighs nothing
     store = OutputStore(str(tmp_path))
     write_json(store, POSTERIOR_FILE, {
-        "stop_reason": "8 generations", "simulations": 10,
+        "stop_reason": "8 generations", "simulations": 10, "failures": 0, "failure_reasons": [],
         "generations": [{"epsilon": 1.0, "ess": 3.0, "acceptance_rate": 0.5}],
         "parameters": {"a": {"mean": 1.0, "sd": 0.5, "q2_5": 0.1, "q97_5": 2.0}},
         "correlations": {"a/b": 0.98},
