@@ -216,6 +216,7 @@ class Posterior:
         """Write the predictive bands from the cached replicates; return their coverage."""
         targets, draws = load_targets(self.study), self.predictive.draws()
         if targets is None or not draws:
+            self.store.delete(PREDICTIVE_TABLE)  # an earlier run's bands: not this posterior's
             return None
         assert self.store.local is not None
         engine = engine_study(self.study, self.store)
