@@ -13,7 +13,7 @@ for the correct setup and two deliberately wrong ones:
 
 - "wrong prior": the inference assumes a prior four times narrower than the one the true
   rates are drawn from (the posterior is pulled toward the wrong mean);
-- "epsilon too large": the inference stops at final epsilon 10 (counts within 10 of the
+- "epsilon too large": the inference stops at final epsilon 30 (totals within 30 of the
   observed total), so its posterior is too wide and the ranks bunch in the middle.
 
 A correct setup gives a p-value spread over (0, 1); the wrong ones give a p-value near 0.
@@ -64,7 +64,7 @@ class Setup:
 SETUPS = [
     Setup("correct", TRUE_PRIOR, 0.0),
     Setup("wrong prior (4 x narrower)", {"dist": "gamma", "a": 2.0, "scale": 0.625}, 0.0),
-    Setup("epsilon too large (10)", TRUE_PRIOR, 10.0),
+    Setup("epsilon too large (30)", TRUE_PRIOR, 30.0),
 ]
 
 
